@@ -1,0 +1,1 @@
+"""zoo's built-in components, each module registered through the zoo.plugins entry-point group."""

@@ -1,0 +1,61 @@
+"""zoo: a PyTorch Lightning model zoo assembled from plugin components.
+
+Importing ``zoo`` is cheap: torch and Lightning load only when something is built or trained.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zoo.errors import ZooError
+from zoo.registries import (
+    activations,
+    augmentations,
+    datasets,
+    initializers,
+    models,
+    normalizers,
+    optimizers,
+    schedules,
+)
+from zoo.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Spec
+
+if TYPE_CHECKING:
+    from zoo.train import RunResult
+
+__version__ = "0.1.0"
+
+
+def train(recipe=None, overrides=(), **options) -> RunResult:
+    """Train a recipe (path, or None for the default) with ``key=value`` overrides; see zoo.train.train."""
+    from zoo.train import train as _train
+
+    return _train(recipe, overrides=overrides, **options)
+
+
+def load_recipe(recipe=None, overrides=()):
+    """The fully resolved recipe as a plain dict; see zoo.recipe.load."""
+    from zoo.recipe import load
+
+    return load(recipe, overrides).to_dict()
+
+
+__all__ = [
+    "ActivationSpec",
+    "Component",
+    "InitSpec",
+    "NormSpec",
+    "Registry",
+    "Spec",
+    "ZooError",
+    "activations",
+    "augmentations",
+    "datasets",
+    "initializers",
+    "load_recipe",
+    "models",
+    "normalizers",
+    "optimizers",
+    "schedules",
+    "train",
+]

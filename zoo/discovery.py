@@ -1,0 +1,75 @@
+"""Finding plugins: installed ones through the ``zoo.plugins`` entry-point group, local ones named in a recipe.
+
+zoo's own components are a plugin like any other: ``pyproject.toml`` declares them in the same
+entry-point group a third-party package uses, so they take the same path in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+from zoo.errors import PluginError, ZooError
+from zoo.registry import current_source
+
+GROUP = "zoo.plugins"
+_state = {"loaded": False}
+
+
+def _run_import(label: str, load) -> None:
+    token = current_source.set(label)
+    try:
+        load()
+    except ZooError:
+        raise  # already says what is wrong (a name clash, say)
+    except Exception as exc:
+        raise PluginError(f"plugin {label} failed to import: {type(exc).__name__}: {exc}") from exc
+    finally:
+        current_source.reset(token)
+
+
+def _entry_point_label(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    package = dist.name if dist is not None else "?"
+    return f"{package} (entry point '{ep.name}' = {ep.value})"
+
+
+def load_plugins() -> None:
+    """Import every plugin registered under the ``zoo.plugins`` entry-point group, once."""
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True  # before importing, so a plugin that looks something up does not recurse
+    # Sorted so that a clash between two plugins is reported the same way on every machine.
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
+        _run_import(_entry_point_label(ep), ep.load)
+
+
+def load_local(names: list[str], base_dir: Path | None = None) -> None:
+    """Import plugins a recipe names: importable module names, or ``.py`` files relative to ``base_dir``."""
+    load_plugins()
+    for name in names:
+        if name.endswith(".py") or "/" in name:
+            path = Path(name) if base_dir is None else (base_dir / name)
+            path = path.resolve()
+            if not path.is_file():
+                raise PluginError(f"plugin file {name} not found (looked at {path})")
+            module_name = f"zoo_local_plugin_{path.stem}_{abs(hash(str(path))):x}"
+            if module_name in sys.modules:
+                continue
+
+            def load(path=path, module_name=module_name):
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[module_name]
+                    raise
+
+            _run_import(f"{path} (recipe plugin)", load)
+        else:
+            _run_import(f"{name} (recipe plugin)", lambda name=name: importlib.import_module(name))
