@@ -21,14 +21,14 @@ from zoo.registries import (
 from zoo.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Spec
 
 if TYPE_CHECKING:
-    from zoo.train import RunResult
+    from zoo.training import RunResult
 
 __version__ = "0.1.0"
 
 
 def train(recipe=None, overrides=(), **options) -> RunResult:
-    """Train a recipe (path, or None for the default) with ``key=value`` overrides; see zoo.train.train."""
-    from zoo.train import train as _train
+    """Train a recipe (path, or None for the default) with ``key=value`` overrides; see zoo.training.train."""
+    from zoo.training import train as _train
 
     return _train(recipe, overrides=overrides, **options)
 

@@ -43,8 +43,12 @@ def load_plugins() -> None:
         return
     _state["loaded"] = True  # before importing, so a plugin that looks something up does not recurse
     # Sorted so that a clash between two plugins is reported the same way on every machine.
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
-        _run_import(_entry_point_label(ep), ep.load)
+    try:
+        for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
+            _run_import(_entry_point_label(ep), ep.load)
+    except BaseException:
+        _state["loaded"] = False  # the next lookup fails the same way instead of seeing half the plugins
+        raise
 
 
 def load_local(names: list[str], base_dir: Path | None = None) -> None:

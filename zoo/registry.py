@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import pydantic
 
@@ -120,12 +121,30 @@ class Entry:
         return self._cache["model"]
 
 
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
 def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is Annotated:
+    """A short readable type: ``float > 0``, ``'none' | 'tanh'``, ``activation spec``."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
         ref = _nested_registry(annotation)
-        return f"{ref[:-1] if ref and ref.endswith('s') else ref} spec"
-    if isinstance(annotation, type):
-        return annotation.__name__
+        if ref:
+            return f"{ref.removesuffix('s')} spec"
+        bounds = []
+        for meta in annotation.__metadata__:
+            for constraint in getattr(meta, "metadata", [meta]):
+                for attr, symbol in _BOUNDS.items():
+                    if getattr(constraint, attr, None) is not None:
+                        bounds.append(f"{symbol} {getattr(constraint, attr)}")
+        base = _type_name(typing.get_args(annotation)[0])
+        return " ".join([base, *bounds]) if len(bounds) < 2 else f"{base} ({', '.join(bounds)})"
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type) and origin is None:
+        return "None" if annotation is type(None) else annotation.__name__
     return str(annotation).replace("typing.", "")
 
 
@@ -215,14 +234,13 @@ class Registry:
     def _check(self, spec: Spec, where: str) -> tuple[Entry, pydantic.BaseModel]:
         name, params = split_spec(spec, where)
         entry = self.get(name, where)
-        here = f"{where} ({self.name} '{name}')"
         for key in params:
             if key in self.context:
-                raise RegistryError(f"{here}: '{key}' is set by the caller, not by the recipe")
+                raise RegistryError(f"{where}.{key}: set by the caller of {self.name} '{name}', not by the recipe")
         try:
             values = entry.param_model().model_validate(params)
         except pydantic.ValidationError as exc:
-            raise RegistryError(_explain(exc, entry, here)) from None
+            raise RegistryError(_explain(exc, entry, where)) from None
         return entry, values
 
     def validate(self, spec: Spec, where: str | None = None) -> dict[str, Any]:
@@ -255,18 +273,17 @@ def _same_definition(a: Any, b: Any) -> bool:
     )
 
 
-def _explain(exc: pydantic.ValidationError, entry: Entry, here: str) -> str:
-    accepted = ", ".join(entry.signature_text().split("(", 1)[1][:-1].split(", ")) or "(none)"
+def _explain(exc: pydantic.ValidationError, entry: Entry, where: str) -> str:
+    accepted = entry.signature_text().split("(", 1)[1][:-1] or "(none)"
+    what = f"{entry.registry} '{entry.name}'"
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(
-                f"{here}: unknown parameter '{key}'{did_you_mean(key, [p.name for p in entry.params])}; "
-                f"accepted: {accepted}"
-            )
+            close = did_you_mean(key, [p.name for p in entry.params])
+            lines.append(f"{where}: unknown parameter '{key}' for {what}{close}; accepted: {accepted}")
         elif err["type"] == "missing":
-            lines.append(f"{here}: missing required parameter '{key}'; accepted: {accepted}")
+            lines.append(f"{where}: {what} needs parameter '{key}'; accepted: {accepted}")
         else:
-            lines.append(f"{here}: parameter '{key}': {err['msg']}, got {err['input']!r}")
+            lines.append(f"{where}.{key}: {err['msg']}, got {err['input']!r} ({what})")
     return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""scikit-learn's handwritten digits: 1797 8x8 grey images of 0-9, shipped inside scikit-learn (no download)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from typing_extensions import Annotated
+
+from zoo import datasets
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+@datasets.register("digits")
+def digits(
+    *,
+    batch_size: Annotated[int, Field(ge=1)] = 64,
+    eval_batch_size: Annotated[int, Field(ge=1)] = 1024,
+    val_fraction: Fraction = 0.1,
+    test_fraction: Fraction = 0.2,
+    split_seed: int = 0,
+    standardize: Literal["feature", "channel", "none"] = "feature",
+):
+    """Handwritten digits 0-9 as 1x8x8 images (scikit-learn), with a fixed stratified train/val/test split.
+
+    Statistics for standardization come from the training split only: per pixel (``feature``, what
+    scikit-learn's StandardScaler does) or one mean and std for the whole image (``channel``).
+    """
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from zoo.data import DataModule, Split
+    from zoo.errors import ZooError
+
+    if val_fraction + test_fraction >= 1:
+        raise ZooError(f"digits: val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    idx = list(range(len(y)))
+    rest, test_idx = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=split_seed)
+    train_idx, val_idx = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=split_seed
+    )
+    train_idx, val_idx, test_idx = (torch.tensor(sorted(i)) for i in (train_idx, val_idx, test_idx))
+
+    xt = x[train_idx]
+    if standardize == "feature":
+        mean, std = xt.mean(0, keepdim=True), xt.std(0, keepdim=True)
+    elif standardize == "channel":
+        mean, std = xt.mean((0, 2, 3), keepdim=True), xt.std((0, 2, 3), keepdim=True)
+    else:
+        mean, std = torch.zeros(1), torch.ones(1)
+    # Border pixels are blank in every training image; dividing them by ~0 would blow up noise elsewhere.
+    std = torch.where(std < 1e-3, torch.ones_like(std), std)
+    x = (x - mean) / std
+
+    return DataModule(
+        Split(x[train_idx], y[train_idx]),
+        Split(x[val_idx], y[val_idx]),
+        Split(x[test_idx], y[test_idx]),
+        num_classes=10,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        classes=[str(i) for i in range(10)],
+    )

@@ -1,0 +1,333 @@
+"""Built-in weight initializers.
+
+Each factory returns an :class:`Initializer`; ``apply(model, activation=..., sample=...)`` sets the
+weight and bias of every nn.Linear and nn.Conv1d/2d/3d in the model, in place. The gain follows the
+model's activation spec, except on a layer that carries ``zoo_nonlinearity`` (a classifier head
+marked "linear", say), whose own nonlinearity wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo import initializers
+from zoo.errors import RegistryError
+from zoo.registry import Spec, split_spec
+
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+# zoo activation name -> the name torch.nn.init.calculate_gain knows. ELU, GELU, SiLU and maxout have
+# no exact gain of their own; all pass positive inputs and damp negative ones, so ReLU's gain is
+# the closest of torch's, and the usual choice.
+_TORCH_NAMES = {
+    "identity": "linear",
+    "linear": "linear",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "selu": "selu",
+    "relu": "relu",
+    "elu": "relu",
+    "gelu": "relu",
+    "silu": "relu",
+    "swish": "relu",
+    "maxout": "relu",
+    "leaky_relu": "leaky_relu",
+    "prelu": "leaky_relu",
+}
+# Where each leaky activation keeps its negative slope, and the factory's default for it (prelu: the
+# slope it starts training from). Kept here rather than read from the activations registry so that
+# initializing never depends on which activation plugins happen to be installed.
+_SLOPES = {"leaky_relu": ("negative_slope", 0.01), "prelu": ("init", 0.25)}
+
+
+@dataclass(frozen=True)
+class Nonlinearity:
+    """An activation spec translated for torch.nn.init."""
+
+    name: str  # as the recipe wrote it
+    torch_name: str | None  # None: an activation torch has no gain for (an unknown plugin's)
+    slope: float | None = None  # negative slope, for the leaky ones
+
+    @property
+    def relu_like(self) -> bool:
+        return self.torch_name in ("relu", "leaky_relu")
+
+    def gain(self, unknown: str = "linear") -> float:
+        return nn.init.calculate_gain(self.torch_name or unknown, self.slope)
+
+    def kaiming_args(self) -> dict[str, Any]:
+        # An unknown activation is most likely another ReLU variant (mish, ...), so He's ReLU gain.
+        name = self.torch_name or "relu"
+        return {"nonlinearity": name, "a": self.slope if name == "leaky_relu" else 0.0}
+
+
+def nonlinearity(spec: Spec) -> Nonlinearity:
+    """Translate an activation spec (a name, or a mapping with 'name' and params) for torch.nn.init."""
+    name, params = split_spec(spec, "initializer activation")
+    slope = None
+    if name in _SLOPES:
+        key, default = _SLOPES[name]
+        slope = float(params.get(key, default))
+    return Nonlinearity(name, _TORCH_NAMES.get(name), slope)
+
+
+def layers(model: nn.Module) -> Iterator[nn.Module]:
+    """The layers an initializer touches, in registration order."""
+    for module in model.modules():
+        if isinstance(module, LAYER_TYPES):
+            yield module
+
+
+class Initializer:
+    """Shared loop: every layer's weight goes through :meth:`init_weight`, its bias is set to ``bias``."""
+
+    def __init__(self, *, bias: float = 0.0) -> None:
+        self.bias = bias
+
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        raise NotImplementedError
+
+    def apply(
+        self, model: nn.Module, *, activation: Spec = "relu", sample: torch.Tensor | None = None
+    ) -> None:
+        model_act = nonlinearity(activation)
+        with torch.no_grad():
+            for layer in layers(model):
+                override = getattr(layer, "zoo_nonlinearity", None)
+                act = model_act if override is None else nonlinearity(override)
+                self.init_weight(layer.weight, act)
+                if layer.bias is not None:
+                    nn.init.constant_(layer.bias, self.bias)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Constant(Initializer):
+    def __init__(self, value: float, *, bias: float = 0.0) -> None:
+        super().__init__(bias=bias)
+        self.value = value
+
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        nn.init.constant_(weight, self.value)
+
+
+class Normal(Initializer):
+    def __init__(self, std: float, *, bias: float = 0.0) -> None:
+        super().__init__(bias=bias)
+        self.std = std
+
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        nn.init.normal_(weight, mean=0.0, std=self.std)
+
+
+class Xavier(Initializer):
+    def __init__(self, *, uniform: bool, bias: float = 0.0) -> None:
+        super().__init__(bias=bias)
+        self.uniform = uniform
+
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        fn = nn.init.xavier_uniform_ if self.uniform else nn.init.xavier_normal_
+        fn(weight, gain=act.gain())
+
+
+class Kaiming(Initializer):
+    def __init__(self, *, uniform: bool, bias: float = 0.0) -> None:
+        super().__init__(bias=bias)
+        self.uniform = uniform
+
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        fn = nn.init.kaiming_uniform_ if self.uniform else nn.init.kaiming_normal_
+        fn(weight, mode="fan_in", **act.kaiming_args())
+
+
+class Orthogonal(Initializer):
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        nn.init.orthogonal_(weight, gain=act.gain())
+
+
+class Auto(Initializer):
+    """He init where the nonlinearity is ReLU-like (or unknown), Glorot with the right gain elsewhere."""
+
+    def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
+        if act.relu_like or act.torch_name is None:
+            nn.init.kaiming_normal_(weight, mode="fan_in", **act.kaiming_args())
+        else:
+            nn.init.xavier_normal_(weight, gain=act.gain())
+
+
+class _Reached(Exception):
+    """Raised from a hook to stop the forward pass once the layer being measured has run."""
+
+
+class LSUV(Orthogonal):
+    """Orthogonal init, then each layer rescaled in forward order until its output variance is ~1."""
+
+    def __init__(self, *, tol: float = 0.05, max_iters: int = 10, bias: float = 0.0) -> None:
+        super().__init__(bias=bias)
+        self.tol = tol
+        self.max_iters = max_iters
+
+    def apply(
+        self, model: nn.Module, *, activation: Spec = "relu", sample: torch.Tensor | None = None
+    ) -> None:
+        if sample is None:
+            raise RegistryError(
+                "initializer 'lsuv' needs a sample batch to measure layer outputs on: "
+                "call apply(model, sample=a batch of inputs), or choose another initializer"
+            )
+        super().apply(model, activation=activation)
+        # eval(): dropout would make the variance noisy and batch norm would move its running stats.
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        try:
+            with torch.no_grad():
+                for layer in self._forward_order(model, sample):
+                    self._rescale(model, layer, sample)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+
+    def _forward_order(self, model: nn.Module, sample: torch.Tensor) -> list[nn.Module]:
+        # Registration order need not match the order layers run in, and the paper goes by the latter.
+        order: list[nn.Module] = []
+
+        def record(module, inputs, output):
+            if module not in order:
+                order.append(module)
+
+        handles = [layer.register_forward_hook(record) for layer in layers(model)]
+        try:
+            model(sample)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return order
+
+    def _output_variance(self, model: nn.Module, layer: nn.Module, sample: torch.Tensor) -> float:
+        captured: list[torch.Tensor] = []
+
+        def grab(module, inputs, output):
+            captured.append(output)
+            raise _Reached  # the rest of the network cannot change this layer's output
+
+        handle = layer.register_forward_hook(grab)
+        try:
+            model(sample)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        return captured[0].float().var().item()
+
+    def _rescale(self, model: nn.Module, layer: nn.Module, sample: torch.Tensor) -> None:
+        for _ in range(self.max_iters):
+            var = self._output_variance(model, layer, sample)
+            if not math.isfinite(var) or var < 1e-12:
+                return  # a dead or broken layer cannot be rescaled to unit variance
+            if abs(var - 1.0) < self.tol:
+                return
+            layer.weight.div_(math.sqrt(var))
+
+
+# --- registry entries ------------------------------------------------------------------------------
+
+
+@initializers.register("zeros")
+def zeros(*, bias: float = 0.0) -> Initializer:
+    """All weights zero: every unit in a layer stays identical, so the net cannot learn (a demonstration).
+
+    Symmetric units get identical gradients, so no amount of training tells them apart.
+    """
+    return Constant(0.0, bias=bias)
+
+
+@initializers.register("constant")
+def constant(*, value: float = 0.0, bias: float = 0.0) -> Initializer:
+    """All weights one constant: as symmetric as zeros, whatever the value (a demonstration)."""
+    return Constant(value, bias=bias)
+
+
+@initializers.register("normal")
+def normal(*, std: float = 0.01, bias: float = 0.0) -> Initializer:
+    """Weights drawn from N(0, std^2) with a fixed std, ignoring layer width.
+
+    The pre-2010 default; in deep nets the signal shrinks (or grows) layer by layer.
+    """
+    return Normal(std, bias=bias)
+
+
+@initializers.register("xavier_uniform")
+def xavier_uniform(*, bias: float = 0.0) -> Initializer:
+    """Glorot uniform: Var(W) = gain^2 * 2 / (fan_in + fan_out), gain from the activation.
+
+    Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks".
+    """
+    return Xavier(uniform=True, bias=bias)
+
+
+@initializers.register("xavier_normal")
+def xavier_normal(*, bias: float = 0.0) -> Initializer:
+    """Glorot normal: Var(W) = gain^2 * 2 / (fan_in + fan_out), gain from the activation.
+
+    Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks".
+    """
+    return Xavier(uniform=False, bias=bias)
+
+
+@initializers.register("kaiming_normal")
+def kaiming_normal(*, bias: float = 0.0) -> Initializer:
+    """He normal: Var(W) = gain^2 / fan_in (2 / fan_in for ReLU), keeping forward variance steady.
+
+    He et al. 2015, "Delving Deep into Rectifiers".
+    """
+    return Kaiming(uniform=False, bias=bias)
+
+
+@initializers.register("kaiming_uniform")
+def kaiming_uniform(*, bias: float = 0.0) -> Initializer:
+    """He uniform: Var(W) = gain^2 / fan_in (2 / fan_in for ReLU), keeping forward variance steady.
+
+    He et al. 2015, "Delving Deep into Rectifiers".
+    """
+    return Kaiming(uniform=True, bias=bias)
+
+
+@initializers.register("orthogonal")
+def orthogonal(*, bias: float = 0.0) -> Initializer:
+    """Random orthogonal weights (rows or columns orthonormal) times the activation's gain.
+
+    Saxe, McClelland & Ganguli 2013, "Exact solutions to the nonlinear dynamics of learning in deep
+    linear neural networks".
+    """
+    return Orthogonal(bias=bias)
+
+
+@initializers.register("lsuv")
+def lsuv(*, tol: float = 0.05, max_iters: int = 10, bias: float = 0.0) -> Initializer:
+    """Layer-sequential unit variance: orthogonal, then each layer rescaled to unit output variance.
+
+    Needs a sample batch. Layer by layer in forward order, the batch is run through the model and
+    the layer's weight divided by the std of its output until the variance is within ``tol`` of 1
+    (at most ``max_iters`` tries). Mishkin & Matas 2015, "All you need is a good init".
+    """
+    if tol <= 0 or max_iters < 1:
+        raise RegistryError(f"initializer 'lsuv': tol must be > 0 and max_iters >= 1, got {tol}, {max_iters}")
+    return LSUV(tol=tol, max_iters=max_iters, bias=bias)
+
+
+@initializers.register("auto")
+def auto(*, bias: float = 0.0) -> Initializer:
+    """The default: He normal for ReLU-like activations, Glorot normal with the right gain otherwise.
+
+    ReLU-like: relu, leaky_relu, prelu, elu, gelu, silu/swish, maxout, and any activation zoo has no
+    gain for; tanh, sigmoid and identity/linear (a classifier head) get Glorot.
+    """
+    return Auto(bias=bias)

@@ -1,0 +1,101 @@
+"""Recipe resolution: inheritance, overrides, validation with errors that name file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.errors import RecipeError, RegistryError, ZooError
+from zoo.recipe import load, merge, parse_override
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_merge_is_deep_for_mappings_and_replaces_lists():
+    base = {"model": {"name": "mlp", "widths": [1, 2], "dropout": 0.1}, "seed": 1}
+    top = {"model": {"widths": [9]}, "seed": 2}
+    assert merge(base, top) == {"model": {"name": "mlp", "widths": [9], "dropout": 0.1}, "seed": 2}
+    assert base["model"]["widths"] == [1, 2]  # inputs untouched
+
+
+def test_base_is_relative_to_the_recipe_and_defaults_are_filled(tmp_path):
+    (tmp_path / "common").mkdir()
+    write(tmp_path / "common" / "base.yaml", "model: {name: mlp, width: 32, activation: tanh}\ndata: digits\nseed: 3\n")
+    child = write(tmp_path / "child.yaml", "base: common/base.yaml\nmodel: {depth: 1}\noptimizer: {name: sgd, lr: 0.5}\n")
+    r = load(child)
+    assert r.model["width"] == 32 and r.model["depth"] == 1
+    assert r.model["activation"] == {"name": "tanh"}
+    assert r.model["dropout"] == 0.0  # a default, written out
+    assert r.optimizer == {"name": "sgd", "lr": 0.5, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    assert r.seed == 3 and r.name == "child"
+
+
+def test_several_bases_merge_in_order(tmp_path):
+    write(tmp_path / "a.yaml", "model: {name: mlp, width: 8}\ndata: digits\nseed: 1\n")
+    write(tmp_path / "b.yaml", "seed: 2\nmodel: {depth: 3}\n")
+    r = load(write(tmp_path / "c.yaml", "base: [a.yaml, b.yaml]\n"))
+    assert (r.seed, r.model["width"], r.model["depth"]) == (2, 8, 3)
+
+
+def test_overrides_are_typed_and_reach_nested_specs(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "model: {name: mlp, activation: leaky_relu}\ndata: digits\n")
+    r = load(recipe, ["optimizer.lr=0.05", "model.activation.negative_slope=0.2", "trainer.max_epochs=3", "model.widths=[4, 5]"])
+    assert r.optimizer["lr"] == 0.05 and isinstance(r.optimizer["lr"], float)
+    assert r.model["activation"] == {"name": "leaky_relu", "negative_slope": 0.2}
+    assert r.trainer.max_epochs == 3 and r.model["widths"] == [4, 5]
+    assert load(recipe, ["model.activation=gelu"]).model["activation"]["name"] == "gelu"
+
+
+def test_parse_override_rejects_malformed():
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    for bad in ("novalue", "=3", "a..b=1"):
+        with pytest.raises(RecipeError, match="expected key.sub=value"):
+            parse_override(bad)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, error, pattern",
+    [
+        ("model: mlp\ndata: digits\ntrainr: {max_epochs: 1}\n", [], RecipeError, r"r\.yaml: unknown key 'trainr' \(did you mean: trainer\?\)"),
+        ("model: mlp\ndata: digits\ntrainer: {max_epoch: 1}\n", [], RecipeError, r"unknown key 'trainer\.max_epoch'.*did you mean: max_epochs"),
+        ("model: mlp\ndata: digits\ntrainer: {max_epochs: many}\n", [], RecipeError, r"r\.yaml: trainer\.max_epochs: .*integer.*got 'many'"),
+        ("model: mlp\ndata: digits\n", ["optimizer.lr=-1"], RegistryError, r"r\.yaml: optimizer\.lr: .*greater than 0, got -1"),
+        ("model: {name: mlpp}\ndata: digits\n", [], RegistryError, r"r\.yaml: model: unknown models 'mlpp' \(did you mean: mlp\?\)"),
+        ("model: {name: mlp, activaton: relu}\ndata: digits\n", [], RegistryError, r"unknown parameter 'activaton' for models 'mlp' \(did you mean: activation\?\)"),
+        ("model: {name: mlp, activation: rleu}\ndata: digits\n", [], RegistryError, r"model\.activation: unknown activations 'rleu' \(did you mean: relu"),
+        ("data: digits\n", [], RecipeError, r"missing required key 'model'"),
+        ("model: mlp\ndata: digits\nseed: [1\n", [], RecipeError, r"r\.yaml:\d+:\d+: not valid YAML"),
+        ("- just\n- a list\n", [], RecipeError, "must be a YAML mapping"),
+        ("base: nowhere.yaml\n", [], RecipeError, r"base: recipe nowhere\.yaml not found"),
+        ("model: mlp\ndata: digits\n", ["trainer.fast_dev_runn=1"], RecipeError, r"not a Lightning Trainer argument \(did you mean: fast_dev_run\?\)"),
+    ],
+)
+def test_malformed_recipes_say_file_key_and_problem(tmp_path, text, overrides, error, pattern):
+    recipe = write(tmp_path / "r.yaml", text)
+    with pytest.raises(error, match=pattern):
+        load(recipe, overrides)
+
+
+def test_inheritance_loop_is_reported(tmp_path):
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(RecipeError, match="in a loop"):
+        load(tmp_path / "a.yaml")
+
+
+def test_other_trainer_arguments_pass_through(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "model: mlp\ndata: digits\ntrainer: {limit_train_batches: 2}\n")
+    assert load(recipe).to_dict()["trainer"]["limit_train_batches"] == 2
+
+
+def test_unknown_recipe_name_suggests_shipped_ones():
+    with pytest.raises(ZooError, match="did you mean: mlp-digits"):
+        load("mlp-digit")
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    r = load("mlp-digits")
+    again = write(tmp_path / "again.yaml", r.to_yaml())
+    assert load(again).to_dict() == r.to_dict()

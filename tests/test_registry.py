@@ -1,0 +1,223 @@
+"""Registry behaviour: registering, lookup, spec validation, clashes, and plugin discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+import zoo
+from zoo.errors import PluginError, RegistryError
+from zoo.registry import REGISTRIES, Component, Registry, current_source
+
+from typing_extensions import Annotated
+
+
+@pytest.fixture
+def reg():
+    r = Registry("widgets_under_test")
+    yield r
+    del REGISTRIES["widgets_under_test"]
+
+
+def test_register_forms_and_default_name(reg):
+    @reg.register
+    def plain(*, size: int = 3):
+        """A plain widget."""
+        return ("plain", size)
+
+    @reg.register("named")
+    def _named(*, colour: Literal["red", "blue"] = "red"):
+        """A named widget."""
+        return ("named", colour)
+
+    def third():
+        return "third"
+
+    reg.register(third, name="other")
+    assert reg.names() == ["named", "other", "plain"]
+    assert reg.get("plain").summary == "A plain widget."
+    assert reg.get("plain").signature_text() == "plain(size: int = 3)"
+    assert reg.build("plain") == ("plain", 3)
+    assert reg.build({"name": "plain", "size": 5}) == ("plain", 5)
+    assert reg.build({"name": "named", "colour": "blue"}) == ("named", "blue")
+    assert reg.build("other") == "third"
+
+
+def test_unknown_name_names_registry_and_close_matches(reg):
+    @reg.register
+    def leaky_relu():
+        return 1
+
+    with pytest.raises(RegistryError) as info:
+        reg.get("leaky_rellu", where="model.activation")
+    msg = str(info.value)
+    assert "model.activation" in msg and "widgets_under_test" in msg and "'leaky_rellu'" in msg
+    assert "did you mean: leaky_relu?" in msg
+
+
+def test_bad_parameters_list_what_is_accepted(reg):
+    @reg.register
+    def knob(*, slope: float = 0.01, mode: Literal["a", "b"] = "a"):
+        return slope
+
+    with pytest.raises(RegistryError, match=r"unknown parameter 'slop' for widgets_under_test 'knob' \(did you mean: slope\?\); accepted: slope: float = 0.01"):
+        reg.build({"name": "knob", "slop": 0.1})
+    with pytest.raises(RegistryError, match=r"^widgets_under_test\.slope: .*number.*got 'steep'"):
+        reg.build({"name": "knob", "slope": "steep"})
+    with pytest.raises(RegistryError, match=r"\.mode: .*'a' or 'b'"):
+        reg.build({"name": "knob", "mode": "c"})
+    with pytest.raises(RegistryError, match="needs a 'name' key"):
+        reg.build({"slope": 0.1})
+    with pytest.raises(RegistryError, match="expected a component name"):
+        reg.build(3)
+
+
+def test_context_is_the_callers_and_required_params_are_reported():
+    r = Registry("ctx_under_test", context=("num_features",))
+    try:
+
+        @r.register
+        def layer(num_features, *, kind: str):
+            return (num_features, kind)
+
+        assert [p.name for p in r.get("layer").params] == ["kind"]
+        assert r.build({"name": "layer", "kind": "x"}, num_features=7) == (7, "x")
+        with pytest.raises(RegistryError, match="num_features: set by the caller"):
+            r.build({"name": "layer", "kind": "x", "num_features": 3}, num_features=7)
+        with pytest.raises(RegistryError, match="needs parameter 'kind'"):
+            r.build("layer", num_features=7)
+    finally:
+        del REGISTRIES["ctx_under_test"]
+
+
+def test_validate_fills_defaults_of_nested_specs(reg):
+    @reg.register
+    def block(*, act: Annotated[zoo.Spec, Component("activations")] = "relu", depth: int = 2):
+        return act
+
+    resolved = reg.validate({"name": "block", "act": {"name": "leaky_relu"}})
+    assert resolved["depth"] == 2
+    assert resolved["act"]["name"] == "leaky_relu"
+    assert resolved["act"]["negative_slope"] == pytest.approx(0.01)
+    with pytest.raises(RegistryError, match=r"block\.act.*unknown activations 'gelo'.*did you mean: gelu"):
+        reg.validate({"name": "block", "act": "gelo"}, where="block")
+
+
+def test_same_name_from_two_sources_is_an_error_naming_both(reg):
+    def first():
+        return 1
+
+    def second():
+        return 2
+
+    token = current_source.set("pkg-one (entry point 'a')")
+    try:
+        reg.register(first, name="clash")
+    finally:
+        current_source.reset(token)
+    token = current_source.set("pkg-two (entry point 'b')")
+    try:
+        with pytest.raises(RegistryError) as info:
+            reg.register(second, name="clash")
+    finally:
+        current_source.reset(token)
+    assert "pkg-one" in str(info.value) and "pkg-two" in str(info.value) and "'clash'" in str(info.value)
+    reg.register(first, name="clash")  # the same definition again (a re-import) is fine
+    assert reg.build("clash") == 1
+
+
+def test_builtins_describe_themselves():
+    for registry in (zoo.activations, zoo.normalizers, zoo.initializers, zoo.models, zoo.datasets, zoo.optimizers, zoo.schedules):
+        assert len(registry) > 0, registry.name
+        for entry in registry:
+            assert entry.summary, f"{registry.name} '{entry.name}' has no docstring summary"
+            assert entry.source.startswith("zoo (entry point"), entry.source
+
+
+# --- discovery through real entry points, in a child process with a throw-away installed plugin -----
+
+
+def _fake_distribution(root: Path, dist: str, module: str, body: str) -> None:
+    (root / f"{module}.py").write_text(textwrap.dedent(body))
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[zoo.plugins]\n{module} = {module}\n")
+
+
+def _zoo(args: list[str], pythonpath: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
+
+
+PLUGIN = """
+    from torch import nn
+    from zoo import activations
+
+    @activations.register("squareplus")
+    def squareplus(*, b: float = 4.0) -> nn.Module:
+        '''Squareplus, (x + sqrt(x^2 + b)) / 2: a smooth ReLU without exponentials.'''
+        class Squareplus(nn.Module):
+            def forward(self, x):
+                return (x + (x * x + b).sqrt()) / 2
+        return Squareplus()
+"""
+
+
+def test_entry_point_plugin_is_discovered_and_listed(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_distribution(site, "zoo-squareplus", "zoo_squareplus", PLUGIN)
+    out = _zoo(["list", "activations", "--json"], site, tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["squareplus"]["signature"] == "squareplus(b: float = 4.0)"
+    assert rows["squareplus"]["summary"].startswith("Squareplus")
+    assert rows["squareplus"]["source"].startswith("zoo-squareplus (entry point 'zoo_squareplus'")
+    assert rows["relu"]["source"].startswith("zoo (entry point")
+
+
+def test_two_plugins_claiming_one_name_fail_with_both_sources(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_distribution(site, "zoo-sp-one", "zoo_sp_one", PLUGIN)
+    _fake_distribution(site, "zoo-sp-two", "zoo_sp_two", PLUGIN)
+    out = _zoo(["list"], site, tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "squareplus" in out.stderr and "zoo-sp-one" in out.stderr and "zoo-sp-two" in out.stderr
+
+
+def test_plugin_that_fails_to_import_is_named(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_distribution(site, "zoo-broken", "zoo_broken", "import no_such_module_anywhere\n")
+    out = _zoo(["list"], site, tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "zoo-broken" in out.stderr and "no_such_module_anywhere" in out.stderr
+
+
+def test_recipe_plugin_file_is_loaded_relative_to_the_recipe(tmp_path):
+    (tmp_path / "my_acts.py").write_text(textwrap.dedent(PLUGIN).replace("squareplus", "squareplus_local"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("plugins: [my_acts.py]\nmodel: {name: mlp, activation: squareplus_local}\ndata: digits\n")
+    resolved = zoo.load_recipe(str(recipe))
+    assert resolved["model"]["activation"] == {"name": "squareplus_local", "b": 4.0}
+    assert zoo.activations.get("squareplus_local").source.endswith("my_acts.py (recipe plugin)")
+
+
+def test_missing_recipe_plugin_is_a_plugin_error(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("plugins: [nowhere.py]\nmodel: mlp\ndata: digits\n")
+    with pytest.raises(PluginError, match="nowhere.py not found"):
+        zoo.load_recipe(str(recipe))

@@ -1,0 +1,252 @@
+"""The one place that resolves recipes: read YAML, merge bases, apply overrides, validate.
+
+A recipe is a YAML mapping with the sections below. ``base:`` names one recipe (or a list) to
+inherit from, relative to the file that names it; mappings merge key by key, anything else
+(lists included) is replaced whole. Overrides ``key.sub=value`` from the command line are parsed as
+YAML values and applied last. The result is validated with pydantic, and every component spec is
+checked against its registry, with its defaults filled in, so the resolved recipe says everything
+the run will do.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.errors import RecipeError, ZooError, did_you_mean
+
+DEFAULT_RECIPE = "mlp-digits"
+RECIPE_DIRS = (Path.cwd() / "recipes", Path(__file__).resolve().parent.parent / "recipes")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainerSection(_Section):
+    """Lightning Trainer arguments. The common ones are listed; any other Trainer argument is accepted too."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_epochs: int = Field(20, ge=1, description="Epochs to train.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: no limit).")
+    accelerator: str = Field("auto", description="cpu, gpu, mps, or auto.")
+    devices: int | str | list[int] = Field("auto", description="Number of devices, their indices, or auto.")
+    num_nodes: int = Field(1, ge=1, description="Machines taking part in a DDP run.")
+    strategy: str = Field("auto", description="auto, ddp, ddp_spawn, fsdp, ...")
+    precision: str | int | None = Field(None, description="32-true, bf16-mixed, 16-mixed, ...")
+    deterministic: bool | Literal["warn"] = Field("warn", description="Use deterministic algorithms.")
+    gradient_clip_val: float | None = Field(None, ge=0, description="Clip gradients to this norm.")
+    check_val_every_n_epoch: int = Field(1, ge=1, description="Validate every this many epochs.")
+    log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
+    enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
+
+
+class Recipe(_Section):
+    """A whole experiment: what to train, on what, and how."""
+
+    model: dict[str, Any] = Field(description="The network: a `models` spec.")
+    data: dict[str, Any] = Field(description="The data set: a `datasets` spec.")
+    optimizer: dict[str, Any] = Field(description="An `optimizers` spec (default: adamw).")
+    schedule: dict[str, Any] = Field(description="A `schedules` spec (default: constant).")
+    trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
+    seed: int = Field(0, description="Seed for every random number generator of the run.")
+    plugins: list[str] = Field(default_factory=list, description="Plugin modules or .py files to import.")
+    name: str | None = Field(None, description="Run name; defaults to the recipe file's name.")
+
+    # Set by load(), not by the recipe: where it came from.
+    source: str | None = Field(None, exclude=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Sections a recipe may leave out; filled in before overrides so `optimizer.lr=...` has a spec to land in.
+DEFAULT_SECTIONS: dict[str, Any] = {"optimizer": {"name": "adamw"}, "schedule": {"name": "constant"}}
+
+# Each component section and the registry that resolves it.
+COMPONENT_SECTIONS = {"model": "models", "data": "datasets", "optimizer": "optimizers", "schedule": "schedules"}
+
+
+def find(recipe: str | Path | None) -> Path:
+    """A recipe's path: an existing file, or a name from a ``recipes/`` folder (``resnet-digits``)."""
+    name = str(recipe) if recipe is not None else DEFAULT_RECIPE
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in RECIPE_DIRS:
+        for candidate in (folder / name, folder / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    known = sorted({p.stem for d in RECIPE_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise RecipeError(f"recipe {name} not found{did_you_mean(path.stem, known)}; shipped recipes: {', '.join(known)}")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{where}: not valid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``top`` onto ``base``: mappings merge per key, everything else is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise RecipeError(f"{path}: recipes inherit from each other in a loop: {chain}")
+    data = _read(path)
+    bases = data.pop("base", None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise RecipeError(f"{path}: base: expected a recipe path or a list of them, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise RecipeError(f"{path}: base: recipe {base} not found (looked at {base_path})")
+        merged = merge(merged, _resolve_bases(base_path, (*seen, path)))
+    # Plugin files are named relative to the recipe that lists them; pin them before merging.
+    if isinstance(data.get("plugins"), list):
+        data["plugins"] = [
+            str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") else p
+            for p in data["plugins"]
+        ]
+    return merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` as (["a", "b"], value), the value parsed as YAML (``0.1`` a float, ``[1, 2]`` a list)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {text!r}: expected key.sub=value, e.g. optimizer.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if isinstance(child, str):
+            # `model.activation.negative_slope=0.1` where the recipe says `activation: leaky_relu`
+            child = node[key] = {"name": child}
+        elif child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise RecipeError(f"override {'.'.join(keys)}: {where} is {child!r}, not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def _explain(exc: pydantic.ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            model: type[BaseModel] = Recipe if len(loc) == 1 else TrainerSection
+            lines.append(f"{where}: unknown key '{key}'{did_you_mean(loc[-1], model.model_fields)}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: missing required key '{key}'")
+        else:
+            lines.append(f"{where}: {key}: {err['msg']}, got {err['input']!r}")
+    return "\n".join(lines)
+
+
+def _check_trainer_extras(section: TrainerSection, where: str) -> None:
+    extras = section.model_extra or {}
+    if not extras:
+        return
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    accepted = set(inspect.signature(Trainer).parameters)
+    for key in extras:
+        if key not in accepted:
+            raise RecipeError(
+                f"{where}: unknown key 'trainer.{key}': not a Lightning Trainer argument{did_you_mean(key, accepted)}"
+            )
+
+
+def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
+    """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong."""
+    path = find(recipe)
+    data = merge(DEFAULT_SECTIONS, _resolve_bases(path))
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    where = str(path)
+    for section in COMPONENT_SECTIONS:
+        if isinstance(data.get(section), str):
+            data[section] = {"name": data[section]}
+    try:
+        parsed = Recipe.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise RecipeError(_explain(exc, where)) from None
+    _check_trainer_extras(parsed.trainer, where)
+
+    from zoo import discovery
+    from zoo.registry import REGISTRIES
+
+    try:
+        discovery.load_local(parsed.plugins, base_dir=path.parent)
+        for section, registry in COMPONENT_SECTIONS.items():
+            setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section))
+    except ZooError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    if parsed.name is None:
+        parsed.name = path.stem
+    parsed.source = str(path)
+    return parsed
+
+
+def from_dict(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
+    """Validate an already resolved recipe (a run directory's recipe.yaml, a checkpoint's hyperparameters)."""
+    try:
+        parsed = Recipe.model_validate(dict(data))
+    except pydantic.ValidationError as exc:
+        raise RecipeError(_explain(exc, where)) from None
+    from zoo import discovery
+
+    discovery.load_local(parsed.plugins)
+    return parsed

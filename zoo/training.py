@@ -1,0 +1,146 @@
+"""Training a resolved recipe: one run directory, one Trainer, best checkpoint evaluated on val and test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+from zoo.recipe import Recipe, load
+
+RUNS_DIR = Path("runs")
+
+
+@dataclass
+class RunResult:
+    """What a finished run reached and where it left its files."""
+
+    test_acc: float
+    val_acc: float
+    run_dir: str
+    seconds: float
+    best_checkpoint: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
+    """A fresh directory under ``root``: time-stamped, with a random suffix so parallel runs never share one."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> Path:
+    if run_dir is None:
+        return new_run_dir(name)
+    path = Path(run_dir)
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise ZooError(f"run directory {path} already exists; pass --overwrite to replace it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _quiet_lightning() -> None:
+    # Lightning's tips about GPUs, TPUs and workers are noise for a recipe run.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+
+
+def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None):
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    kwargs: dict[str, Any] = recipe.trainer.model_dump()
+    bar = kwargs.pop("enable_progress_bar")
+    if progress is not None:
+        bar = progress
+    if bar is None:
+        bar = sys.stderr.isatty()
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    return L.Trainer(
+        **kwargs,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        enable_progress_bar=bar,
+        enable_model_summary=bar,
+    )
+
+
+def train(
+    recipe: str | Path | Recipe | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> RunResult:
+    """Train a recipe and evaluate its best checkpoint; the Python form of ``zoo train``."""
+    start = time.perf_counter()
+    resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
+    path = claim_run_dir(run_dir, resolved.name or "run", overwrite)
+    (path / "recipe.yaml").write_text(
+        f"# resolved from {resolved.source}; run again with: zoo train {path / 'recipe.yaml'}\n"
+        + resolved.to_yaml()
+    )
+
+    import lightning as L
+
+    from zoo.build import build_data
+    from zoo.module import Classifier
+
+    _quiet_lightning()
+    L.seed_everything(resolved.seed, workers=True, verbose=False)
+    try:
+        dm = build_data(resolved.data, seed=resolved.seed)
+        module = Classifier(resolved.to_dict(), dm.input_shape, dm.num_classes)
+        module.initialize(dm.sample())
+        trainer = make_trainer(resolved, path, progress)
+    except ZooError:
+        shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
+        raise
+    trainer.fit(module, datamodule=dm)
+    ckpt = trainer.checkpoint_callback.best_model_path or None
+    val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+
+    metrics = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
+    result = RunResult(
+        test_acc=metrics["test_acc"],
+        val_acc=metrics["val_acc"],
+        run_dir=str(path),
+        seconds=round(time.perf_counter() - start, 2),
+        best_checkpoint=str(ckpt or ""),
+        metrics=metrics,
+    )
+    tmp = path / "metrics.json.tmp"
+    tmp.write_text(json.dumps(asdict(result), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path / "metrics.json")
+    return result
