@@ -20,6 +20,21 @@ def test_merge_is_deep_for_mappings_and_replaces_lists():
     assert base["model"]["widths"] == [1, 2]  # inputs untouched
 
 
+def test_naming_another_component_replaces_the_spec():
+    base = {"model": {"name": "mlp", "width": 512, "activation": {"name": "leaky_relu", "negative_slope": 0.1}}}
+    top = {"model": {"name": "resnet", "depth": 20}}
+    assert merge(base, top) == {"model": {"name": "resnet", "depth": 20}}
+    same = merge(base, {"model": {"name": "mlp", "activation": {"name": "gelu"}}})
+    assert same["model"] == {"name": "mlp", "width": 512, "activation": {"name": "gelu"}}
+
+
+def test_override_of_a_name_drops_the_old_parameters(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "model: {name: mlp, width: 7, activation: {name: leaky_relu, negative_slope: 0.3}}\ndata: digits\n")
+    r = load(recipe, ["model.activation.name=gelu", "model.name=resnet"])
+    assert r.model["name"] == "resnet" and r.model["width"] is None
+    assert r.model["activation"] == {"name": "relu"}
+
+
 def test_base_is_relative_to_the_recipe_and_defaults_are_filled(tmp_path):
     (tmp_path / "common").mkdir()
     write(tmp_path / "common" / "base.yaml", "model: {name: mlp, width: 32, activation: tanh}\ndata: digits\nseed: 3\n")

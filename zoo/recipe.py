@@ -110,11 +110,21 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+def _other_component(old: Any, new: Mapping[str, Any]) -> bool:
+    """True when ``new`` names a different component than ``old``: its parameters would not fit."""
+    old_name = old.get("name") if isinstance(old, Mapping) else old
+    return "name" in new and new["name"] != old_name
+
+
 def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``top`` onto ``base``: mappings merge per key, everything else is replaced."""
+    """Deep-merge ``top`` onto ``base``: mappings merge per key, everything else is replaced.
+
+    A component spec that names another component (``model: {name: resnet}`` over an mlp) replaces
+    the old spec whole, since the old component's parameters mean nothing to the new one.
+    """
     out = copy.deepcopy(dict(base))
     for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and not _other_component(out[key], value):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -174,6 +184,8 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
             where = ".".join(keys[: depth + 1])
             raise RecipeError(f"override {'.'.join(keys)}: {where} is {child!r}, not a mapping")
         node = child
+    if keys[-1] == "name" and node.get("name") != value:
+        node.clear()  # another component: the old one's parameters do not carry over
     node[keys[-1]] = value
 
 
