@@ -27,7 +27,7 @@ def test_train_default_recipe_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"test_acc", "val_acc", "run_dir", "seconds"} <= summary.keys()
-    assert 0.85 < summary["test_acc"] <= 1.0 and 0.85 < summary["val_acc"] <= 1.0
+    assert 0.8 < summary["test_acc"] <= 1.0 and 0.8 < summary["val_acc"] <= 1.0  # chance: 0.1
     run = tmp_path / summary["run_dir"]
     assert run.parent == tmp_path / "runs"
     saved = yaml.safe_load((run / "recipe.yaml").read_text())

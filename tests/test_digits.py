@@ -33,14 +33,20 @@ def test_split_is_stratified(dm):
         assert share.min() > 0.08 and share.max() < 0.12
 
 
-def test_standardized_with_training_statistics(dm):
-    x = dm.train.x.flatten(1)
-    varying = x.std(0) > 0
+def test_pixels_in_unit_range_and_statistics_from_training_split_only(dm):
+    assert dm.train.x.min() == 0 and dm.train.x.max() == 1
+    x = ((dm.train.x - dm.mean) / dm.std).flatten(1)
+    varying = dm.train.x.flatten(1).std(0) > 0
     assert x.mean(0)[varying].abs().max() < 1e-4
     assert (x.std(0)[varying] - 1).abs().max() < 1e-3
+    assert x[:, ~varying].abs().max() == 0  # blank border pixels stay zero rather than blowing up
+    held_out = ((dm.test.x - dm.mean) / dm.std).flatten(1)[:, varying]
+    assert held_out.mean(0).abs().max() > 1e-3  # test statistics were not used
     assert dm.input_shape == (1, 8, 8) and dm.num_classes == 10
     channel = zoo.datasets.build({"name": "digits", "standardize": "channel"})
-    assert channel.train.x.mean().abs() < 1e-4 and (channel.train.x.std() - 1).abs() < 1e-3
+    assert channel.mean.shape == (1, 1, 1)
+    z = (channel.train.x - channel.mean) / channel.std
+    assert z.mean().abs() < 1e-4 and (z.std() - 1).abs() < 1e-3
 
 
 def test_batches_cover_the_split_once_per_epoch(dm):

@@ -64,7 +64,12 @@ class TensorBatches:
 
 
 class DataModule(L.LightningDataModule):
-    """Train/val/test splits in memory, with what a model needs to know about them."""
+    """Train/val/test splits in memory, with what a model needs to know about them.
+
+    Inputs are kept as they come (images in [0, 1]); ``mean`` and ``std`` (training-split statistics,
+    broadcastable to one input) are applied by the model after augmentation, so augmentations see
+    real pixels and a checkpoint carries its own standardization.
+    """
 
     def __init__(
         self,
@@ -75,10 +80,14 @@ class DataModule(L.LightningDataModule):
         num_classes: int,
         batch_size: int,
         eval_batch_size: int = 1024,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
         classes: Sequence[str] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.mean = torch.zeros(1) if mean is None else mean
+        self.std = torch.ones(1) if std is None else std
         self.train, self.val, self.test = train, val, test
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -90,6 +99,21 @@ class DataModule(L.LightningDataModule):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    @staticmethod
+    def statistics(x: torch.Tensor, per: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of ``x`` per input feature (``feature``), per channel (``channel``), or none (``none``).
+
+        Features that never vary (blank borders) get std 1, so they stay zero instead of amplifying noise.
+        """
+        if per == "feature":
+            mean, std = x.mean(0), x.std(0)
+        elif per == "channel":
+            dims = (0, *range(2, x.ndim))
+            mean, std = x.mean(dims).view(-1, *[1] * (x.ndim - 2)), x.std(dims).view(-1, *[1] * (x.ndim - 2))
+        else:
+            return torch.zeros(1), torch.ones(1)
+        return mean, torch.where(std < 1e-6, torch.ones_like(std), std)
 
     def sample(self, n: int = 256) -> torch.Tensor:
         """A fixed batch of training inputs, for data-dependent initialization."""

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.augment import AugmentPipeline
 from zoo.build import build_network, build_optimizer, build_schedule
 
 
@@ -24,15 +25,33 @@ class Classifier(L.LightningModule):
         self.recipe = recipe
         self.num_classes = num_classes
         self.net = build_network(recipe["model"], tuple(input_shape), num_classes)
+        self.augment = AugmentPipeline(recipe.get("augment", []), num_classes, seed=recipe.get("seed", 0))
+        # Training-split statistics, applied after augmentation; buffers, so checkpoints carry them.
+        self.register_buffer("input_mean", torch.zeros(input_shape))
+        self.register_buffer("input_std", torch.ones(input_shape))
         self.metrics = torch.nn.ModuleDict(
             {f"{split}_acc": MulticlassAccuracy(num_classes, average="micro") for split in ("train", "val", "test")}
         )
 
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.input_mean.copy_(mean.expand_as(self.input_mean))
+        self.input_std.copy_(std.expand_as(self.input_std))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
+
     def initialize(self, sample: torch.Tensor | None = None) -> None:
-        """Apply the model's initializer (given a batch of inputs, for data-dependent schemes such as LSUV)."""
+        """Apply the model's initializer (given raw inputs, for data-dependent schemes such as LSUV)."""
         init = getattr(self.net, "initialize", None)
         if init is not None:
-            init(sample)
+            init(None if sample is None else self.standardize(sample))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        trainer = self._trainer  # None when used outside a Trainer (evaluating a loaded checkpoint)
+        if trainer is not None and trainer.training and self.augment:
+            x, y = self.augment(x.to(self.input_mean.dtype), y)
+        return self.standardize(x), y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -40,9 +59,9 @@ class Classifier(L.LightningModule):
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y)  # y: class indices, or soft targets after a mixing augmentation
         metric = self.metrics[f"{split}_acc"]
-        metric(logits, y)
+        metric(logits, y.argmax(-1) if y.is_floating_point() else y)
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=split != "test")
         self.log(f"{split}/acc", metric, on_step=False, on_epoch=True, prog_bar=split != "test")

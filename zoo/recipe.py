@@ -55,6 +55,9 @@ class Recipe(_Section):
     data: dict[str, Any] = Field(description="The data set: a `datasets` spec.")
     optimizer: dict[str, Any] = Field(description="An `optimizers` spec (default: adamw).")
     schedule: dict[str, Any] = Field(description="A `schedules` spec (default: constant).")
+    augment: list[dict[str, Any]] = Field(
+        default_factory=list, description="`augmentations` specs applied in order to training batches."
+    )
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
     seed: int = Field(0, description="Seed for every random number generator of the run.")
     plugins: list[str] = Field(default_factory=list, description="Plugin modules or .py files to import.")
@@ -231,6 +234,8 @@ def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Rec
     for section in COMPONENT_SECTIONS:
         if isinstance(data.get(section), str):
             data[section] = {"name": data[section]}
+    if isinstance(data.get("augment"), list):
+        data["augment"] = [{"name": a} if isinstance(a, str) else a for a in data["augment"]]
     try:
         parsed = Recipe.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -244,6 +249,9 @@ def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Rec
         discovery.load_local(parsed.plugins, base_dir=path.parent)
         for section, registry in COMPONENT_SECTIONS.items():
             setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section))
+        parsed.augment = [
+            REGISTRIES["augmentations"].validate(spec, f"augment[{i}]") for i, spec in enumerate(parsed.augment)
+        ]
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     if parsed.name is None:

@@ -63,6 +63,7 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`")
 
 
 def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None):
@@ -121,6 +122,7 @@ def train(
     try:
         dm = build_data(resolved.data, seed=resolved.seed)
         module = Classifier(resolved.to_dict(), dm.input_shape, dm.num_classes)
+        module.set_input_stats(dm.mean, dm.std)
         module.initialize(dm.sample())
         trainer = make_trainer(resolved, path, progress)
     except ZooError:

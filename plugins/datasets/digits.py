@@ -24,8 +24,9 @@ def digits(
 ):
     """Handwritten digits 0-9 as 1x8x8 images (scikit-learn), with a fixed stratified train/val/test split.
 
-    Statistics for standardization come from the training split only: per pixel (``feature``, what
-    scikit-learn's StandardScaler does) or one mean and std for the whole image (``channel``).
+    Pixels are scaled to [0, 1]. Standardization statistics come from the training split only: per
+    pixel (``feature``, what scikit-learn's StandardScaler does) or one mean and std for the image
+    (``channel``); the model applies them after augmentation.
     """
     import torch
     from sklearn.datasets import load_digits
@@ -46,17 +47,8 @@ def digits(
     )
     train_idx, val_idx, test_idx = (torch.tensor(sorted(i)) for i in (train_idx, val_idx, test_idx))
 
-    xt = x[train_idx]
-    if standardize == "feature":
-        mean, std = xt.mean(0, keepdim=True), xt.std(0, keepdim=True)
-    elif standardize == "channel":
-        mean, std = xt.mean((0, 2, 3), keepdim=True), xt.std((0, 2, 3), keepdim=True)
-    else:
-        mean, std = torch.zeros(1), torch.ones(1)
-    # Border pixels are blank in every training image; dividing them by ~0 would blow up noise elsewhere.
-    std = torch.where(std < 1e-3, torch.ones_like(std), std)
-    x = (x - mean) / std
-
+    x = x / 16.0  # pixels to [0, 1], like every other image data set
+    mean, std = DataModule.statistics(x[train_idx], standardize)
     return DataModule(
         Split(x[train_idx], y[train_idx]),
         Split(x[val_idx], y[val_idx]),
@@ -64,5 +56,7 @@ def digits(
         num_classes=10,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
+        mean=mean,
+        std=std,
         classes=[str(i) for i in range(10)],
     )
