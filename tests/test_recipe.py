@@ -73,7 +73,7 @@ def test_parse_override_rejects_malformed():
 @pytest.mark.parametrize(
     "text, overrides, error, pattern",
     [
-        ("model: mlp\ndata: digits\ntrainr: {max_epochs: 1}\n", [], RecipeError, r"r\.yaml: unknown key 'trainr' \(did you mean: trainer\?\)"),
+        ("model: mlp\ndata: digits\ntrainr: {max_epochs: 1}\n", [], RecipeError, r"r\.yaml: unknown key 'trainr' \(did you mean: trainer"),
         ("model: mlp\ndata: digits\ntrainer: {max_epoch: 1}\n", [], RecipeError, r"unknown key 'trainer\.max_epoch'.*did you mean: max_epochs"),
         ("model: mlp\ndata: digits\ntrainer: {max_epochs: many}\n", [], RecipeError, r"r\.yaml: trainer\.max_epochs: .*integer.*got 'many'"),
         ("model: mlp\ndata: digits\n", ["optimizer.lr=-1"], RegistryError, r"r\.yaml: optimizer\.lr: .*greater than 0, got -1"),

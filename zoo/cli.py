@@ -28,12 +28,88 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
     recipe, overrides = _split_recipe(ns.args)
     result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite)
+    if result.members:
+        print("\nmember  test acc  val acc")
+        for m in result.members:
+            print(f"{m['member']:>6}  {m['test_acc']:8.4f}  {m['val_acc']:7.4f}")
+        mean = sum(m["test_acc"] for m in result.members) / len(result.members)
+        print(f"{'mean':>6}  {mean:8.4f}")
+        print(f"{'ens.':>6}  {result.ensemble_acc:8.4f}  {result.val_acc:7.4f}")
     print(f"\nrun:       {result.run_dir}")
     print(f"val acc:   {result.val_acc:.4f}")
     print(f"test acc:  {result.test_acc:.4f}")
     print(f"time:      {result.seconds:.1f} s")
     if ns.json:
         print(result.to_json())
+    return 0
+
+
+def _data_spec(model, overrides: list[str]) -> dict:
+    """The model's own data section, with ``data.key=value`` overrides applied and validated."""
+    from zoo.recipe import apply_override, parse_override
+    from zoo.registries import datasets
+
+    data = {"data": dict(model.recipe["data"])}
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] != "data":
+            raise ZooError(f"override {text!r}: only data.* can change when evaluating a trained model")
+        apply_override(data, keys, value)
+    return datasets.validate(data["data"], "data")
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from zoo.evaluate import evaluate, load_model
+
+    model = load_model(ns.run)
+    spec = _data_spec(model, ns.overrides)
+    report = evaluate(model, spec, ns.split)
+    if "members" in report:
+        for i, acc in enumerate(report["members"]):
+            print(f"member {i}: {ns.split} acc {acc:.4f}")
+    print(f"{ns.split} acc: {report['acc']:.4f}   nll: {report['nll']:.4f}   samples: {report['samples']}")
+    if ns.json:
+        print(json.dumps(report))
+    return 0
+
+
+def cmd_predict(ns: argparse.Namespace) -> int:
+    import csv
+
+    import torch
+
+    from zoo.evaluate import load_model, safe_load, split_of
+
+    model = load_model(ns.run)
+    labels = None
+    if ns.input:
+        from pathlib import Path
+
+        path = Path(ns.input)
+        if path.suffix == ".npy":
+            import numpy as np
+
+            x = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            x = safe_load(path)
+            if not isinstance(x, torch.Tensor):
+                raise ZooError(f"{path}: expected a saved tensor of inputs")
+        if tuple(x.shape[1:]) != model.input_shape:
+            raise ZooError(f"{path}: inputs have shape {tuple(x.shape[1:])} per sample; the model takes {model.input_shape}")
+    else:
+        _, part = split_of(_data_spec(model, ns.overrides), ns.split)
+        x, labels = part.x, part.y
+    probs = model.predict_proba(x)
+    out = open(ns.out, "w", newline="") if ns.out else sys.stdout
+    writer = csv.writer(out)
+    writer.writerow(["index", "prediction", "probability"] + (["label"] if labels is not None else []))
+    conf, pred = probs.max(-1)
+    for i in range(len(pred)):
+        row = [i, int(pred[i]), f"{float(conf[i]):.4f}"]
+        writer.writerow(row + ([int(labels[i])] if labels is not None else []))
+    if ns.out:
+        out.close()
+        print(f"wrote {len(pred)} predictions to {ns.out}", file=sys.stderr)
     return 0
 
 
@@ -103,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     show.set_defaults(func=cmd_show)
+
+    ev = sub.add_parser("eval", help="evaluate a trained model or ensemble (run folder or checkpoint)")
+    ev.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    ev.add_argument("overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--json", action="store_true", help="print a JSON report as the last line")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="write class predictions of a trained model or ensemble as CSV")
+    pr.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    pr.add_argument("overrides", nargs="*", metavar="data.key=value")
+    pr.add_argument("--split", default="test", choices=["train", "val", "test"])
+    pr.add_argument("--input", help="a .pt or .npy file of raw inputs (N, *input_shape) instead of a data split")
+    pr.add_argument("--out", help="CSV file to write (default: standard output)")
+    pr.set_defaults(func=cmd_predict)
 
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("registry", nargs="?", help="only this registry (activations, models, ...)")

@@ -1,7 +1,13 @@
-"""In-memory data: whole splits held as tensors and batched by index, no per-sample Python work."""
+"""In-memory data: whole splits held as tensors and batched by index, no per-sample Python work.
+
+Images are stored as uint8 (N, C, H, W), a quarter of the memory of float32; the model turns a batch
+into floats in [0, 1] on the device. When a trainer is attached, each split is copied to the training
+device whole if it fits, so every batch is one gather on the device and Lightning's transfer is a no-op.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,53 +29,162 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def nbytes(self) -> int:
+        return self.x.nbytes + self.y.nbytes
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+def as_float(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Inputs as floats, uint8 pixels scaled to [0, 1] (the scale every model and statistic works on)."""
+    return x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
+
+
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+    """Sorted index tensors ``[rest, part_1, ...]``: part i takes ``fractions[i]`` of every class, drawn with ``seed``.
+
+    Per-class counts are rounded, so each part has (nearly) the class balance of the whole.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        start = 0
+        for i, fraction in enumerate(fractions, 1):
+            take = min(int(len(members) * fraction + 0.5), len(members) - start)
+            parts[i].append(members[start : start + take])
+            start += take
+        parts[0].append(members[start:])
+    empty = torch.zeros(0, dtype=torch.long)
+    return [torch.cat(p).sort().values if p else empty for p in parts]
+
 
 class TensorBatches:
     """Batches of a Split, drawn by index; reshuffled each epoch from (seed, epoch) so a resumed run repeats them.
 
     A DataLoader would index one sample at a time and collate; slicing whole tensors is the same data
-    with one gather per batch.
+    with one gather per batch, on whatever device the split lives on.
+
+    With ``world_size > 1`` each rank sees its own shard, as DistributedSampler would give it:
+
+    * shuffled (training): every rank draws the same (seed, epoch) permutation; it is padded by
+      wrapping around to a multiple of ``world_size`` and rank r takes every ``world_size``-th index
+      from r. Shards are disjoint slices of the padded order and equally long, so all ranks step
+      (and all-reduce gradients) the same number of times; the few wrapped samples are seen twice.
+    * unshuffled (evaluation): no padding, so every sample is scored exactly once across ranks.
+      Rank r takes a contiguous block; blocks differ in length by at most one sample, so a rank may
+      get one batch fewer. That is safe with Lightning because nothing synchronizes per evaluation
+      step (metrics sync once, at epoch end), but every rank needs at least one sample: keep eval
+      splits at least ``world_size`` long.
+
+    Lightning calls ``set_epoch`` on a loader's ``sampler`` before each epoch, so ``sampler`` is this
+    object; iterating without it simply advances the epoch by one.
     """
 
     def __init__(
-        self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of world_size {world_size} ranks")
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
+    @property
+    def sampler(self) -> TensorBatches:
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _block(self) -> tuple[int, int]:
+        """This rank's contiguous [start, stop) of an unshuffled split."""
+        base, extra = divmod(len(self.split), self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (self.rank < extra)
+
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch (before ``drop_last``)."""
+        if self.shuffle:
+            return math.ceil(len(self.split) / self.world_size)
+        start, stop = self._block()
+        return stop - start
+
     def __len__(self) -> int:
-        n = len(self.split)
+        n = self.num_samples()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def order(self, epoch: int | None = None) -> torch.Tensor:
+        """This rank's sample indices for ``epoch`` (default: the current one), on the CPU."""
         n = len(self.split)
+        if not self.shuffle:
+            return torch.arange(*self._block())
+        epoch = self.epoch if epoch is None else epoch
+        # Generated on the CPU whatever the data's device, so every device and every rank agrees.
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        if self.world_size == 1:
+            return order
+        total = math.ceil(n / self.world_size) * self.world_size
+        if total > n:
+            order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
+        return order[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y, bs = self.split.x, self.split.y, self.batch_size
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=gen)
+            order = self.order().to(x.device)
+            self.epoch += 1
+            for i in range(len(self)):
+                idx = order[i * bs : (i + 1) * bs]
+                yield x[idx], y[idx]
         else:
-            order = None
-        self.epoch += 1
-        for i in range(len(self)):
-            if order is None:
-                yield self.split.x[i * self.batch_size : (i + 1) * self.batch_size], self.split.y[
-                    i * self.batch_size : (i + 1) * self.batch_size
-                ]
-            else:
-                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-                yield self.split.x[idx], self.split.y[idx]
+            # Contiguous blocks: slices are views, no gather at all.
+            start, _ = self._block()
+            n = self.num_samples()
+            for i in range(len(self)):
+                lo, hi = start + i * bs, start + min((i + 1) * bs, n)
+                yield x[lo:hi], y[lo:hi]
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device``, or None where it cannot be asked (then the data stays on the host)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    return None
 
 
 class DataModule(L.LightningDataModule):
     """Train/val/test splits in memory, with what a model needs to know about them.
 
-    Inputs are kept as they come (images in [0, 1]); ``mean`` and ``std`` (training-split statistics,
-    broadcastable to one input) are applied by the model after augmentation, so augmentations see
-    real pixels and a checkpoint carries its own standardization.
+    Inputs are kept as they come (images as uint8 pixels, or floats); ``mean`` and ``std``
+    (training-split statistics on the [0, 1] pixel scale, broadcastable to one input) are applied by
+    the model after augmentation, so augmentations see real pixels and a checkpoint carries its own
+    standardization.
+
+    Under a trainer, ``setup`` copies the splits a stage needs to the training device while they
+    take at most ``device_share`` of its free memory (the rest is the model's); a split that does not
+    fit stays on the host and Lightning moves each batch. ``teardown`` drops the device copies.
     """
+
+    device_share = 0.5
 
     def __init__(
         self,
@@ -95,6 +210,8 @@ class DataModule(L.LightningDataModule):
         self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         self.seed = seed
         self._train_batches: TensorBatches | None = None
+        # Device copies made by setup(); the host splits stay as they are for anything outside training.
+        self._placed: dict[str, Split] = {}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -104,33 +221,102 @@ class DataModule(L.LightningDataModule):
     def statistics(x: torch.Tensor, per: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of ``x`` per input feature (``feature``), per channel (``channel``), or none (``none``).
 
-        Features that never vary (blank borders) get std 1, so they stay zero instead of amplifying noise.
+        uint8 pixels are measured on the [0, 1] scale the model sees. Features that never vary (blank
+        borders) get std 1, so they stay zero instead of amplifying noise.
         """
-        if per == "feature":
-            mean, std = x.mean(0), x.std(0)
-        elif per == "channel":
-            dims = (0, *range(2, x.ndim))
-            mean, std = x.mean(dims).view(-1, *[1] * (x.ndim - 2)), x.std(dims).view(-1, *[1] * (x.ndim - 2))
-        else:
+        if per not in ("feature", "channel") or len(x) == 0:
             return torch.zeros(1), torch.ones(1)
-        return mean, torch.where(std < 1e-6, torch.ones_like(std), std)
+        # Two passes over chunks in float64: a float copy of a whole image set would be 4x its uint8 size,
+        # and a one-pass sum of squares loses digits.
+        if per == "channel" and x.ndim > 2:
+            dims = (0, *range(2, x.ndim))
+            count = len(x) * math.prod(x.shape[2:])
+        else:
+            dims = (0,)
+            count = len(x)
+
+        def total(f) -> torch.Tensor:
+            return sum(f(as_float(chunk, torch.float64)).sum(dims, keepdim=True) for chunk in x.split(1024))[0]
+
+        mean = total(lambda c: c) / count
+        squares = total(lambda c: (c - mean) ** 2)
+        std = (squares / max(count - 1, 1)).sqrt()
+        std = torch.where(std >= 1e-6, std, torch.ones_like(std))
+        return mean.float(), std.float()
 
     def sample(self, n: int = 256) -> torch.Tensor:
-        """A fixed batch of training inputs, for data-dependent initialization."""
-        return self.train.x[:n]
+        """A fixed batch of training inputs as floats (pixels in [0, 1]), for data-dependent initialization."""
+        return as_float(self.train.x[:n])
 
+    # --- placement on the training device --------------------------------------------------------
+    def _device(self) -> torch.device | None:
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        return trainer.strategy.root_device
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def place(self, names: Sequence[str], device: torch.device | None, free: int | None) -> list[str]:
+        """Copy the named splits to ``device`` while they fit in ``device_share`` of ``free`` bytes; the names moved."""
+        self._placed = {k: v for k, v in self._placed.items() if v.x.device == device}
+        if device is None or device.type == "cpu" or free is None:
+            return []
+        budget = free * self.device_share - sum(s.nbytes for s in self._placed.values())
+        moved = []
+        for name in names:
+            split = getattr(self, name)
+            if name in self._placed:
+                continue
+            if split.nbytes <= budget:
+                self._placed[name] = split.to(device)
+                budget -= split.nbytes
+                moved.append(name)
+        return moved
+
+    def setup(self, stage: str) -> None:
+        device = self._device()
+        if device is None:
+            return
+        # Training data first: it is read every step, evaluation data once an epoch.
+        names = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        self.place(names.get(stage, []), device, _free_bytes(device))
+
+    def teardown(self, stage: str) -> None:
+        self._placed = {}
+
+    def _split(self, name: str) -> Split:
+        return self._placed[name] if name in self._placed else getattr(self, name)
+
+    # --- loaders ---------------------------------------------------------------------------------
     def train_dataloader(self) -> TensorBatches:
-        if self._train_batches is None:
-            self._train_batches = TensorBatches(self.train, self.batch_size, shuffle=True, seed=self.seed)
+        rank, world = self._rank()
+        split = self._split("train")
+        batches = self._train_batches
+        if batches is None or batches.split is not split or (batches.rank, batches.world_size) != (rank, world):
+            batches = TensorBatches(
+                split, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world
+            )
+            if self._train_batches is not None:
+                batches.epoch = self._train_batches.epoch
+            self._train_batches = batches
         if self.trainer is not None:
-            self._train_batches.epoch = self.trainer.current_epoch
-        return self._train_batches
+            batches.epoch = self.trainer.current_epoch
+        return batches
+
+    def _eval(self, name: str) -> TensorBatches:
+        rank, world = self._rank()
+        return TensorBatches(self._split(name), self.eval_batch_size, shuffle=False, rank=rank, world_size=world)
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.val, self.eval_batch_size, shuffle=False)
+        return self._eval("val")
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.test, self.eval_batch_size, shuffle=False)
+        return self._eval("test")
 
     def predict_dataloader(self) -> TensorBatches:
         return self.test_dataloader()

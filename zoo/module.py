@@ -13,6 +13,17 @@ from zoo.augment import AugmentPipeline
 from zoo.build import build_network, build_optimizer, build_schedule
 
 
+def to_unit_float(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Images stored as uint8 (a quarter of the memory) become floats in [0, 1] on the device."""
+    return x.to(dtype).div_(255) if x.dtype == torch.uint8 else x.to(dtype)
+
+
+def schedule_lengths(trainer: L.Trainer) -> tuple[int, int]:
+    """Optimizer steps in the whole run and per epoch, as the schedule sees them."""
+    total = int(trainer.estimated_stepping_batches)
+    return total, max(1, total // max(1, trainer.max_epochs or 1))
+
+
 class Classifier(L.LightningModule):
     """Trains ``recipe['model']`` on ``num_classes`` classes with cross-entropy; logs loss and accuracy per split.
 
@@ -24,6 +35,7 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters()
         self.recipe = recipe
         self.num_classes = num_classes
+        self.reg = {"label_smoothing": 0.0, "l1": 0.0, "l2": 0.0, "decay_norm_and_bias": False, **recipe.get("regularization", {})}
         self.net = build_network(recipe["model"], tuple(input_shape), num_classes)
         self.augment = AugmentPipeline(recipe.get("augment", []), num_classes, seed=recipe.get("seed", 0))
         # Training-split statistics, applied after augmentation; buffers, so checkpoints carry them.
@@ -33,12 +45,16 @@ class Classifier(L.LightningModule):
             {f"{split}_acc": MulticlassAccuracy(num_classes, average="micro") for split in ("train", "val", "test")}
         )
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.input_mean.shape)
+
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.input_mean.copy_(mean.expand_as(self.input_mean))
         self.input_std.copy_(std.expand_as(self.input_std))
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.to(self.input_mean.dtype) - self.input_mean) / self.input_std
+        return (to_unit_float(x, self.input_mean.dtype) - self.input_mean) / self.input_std
 
     def initialize(self, sample: torch.Tensor | None = None) -> None:
         """Apply the model's initializer (given raw inputs, for data-dependent schemes such as LSUV)."""
@@ -46,11 +62,19 @@ class Classifier(L.LightningModule):
         if init is not None:
             init(None if sample is None else self.standardize(sample))
 
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """Class probabilities for raw inputs (as the data set stores them), in eval mode."""
+        self.eval()
+        device = self.input_mean.device
+        return torch.cat([self(self.standardize(c.to(device))).softmax(-1) for c in x.split(batch_size)])
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
+        x = to_unit_float(x, self.input_mean.dtype)
         trainer = self._trainer  # None when used outside a Trainer (evaluating a loaded checkpoint)
         if trainer is not None and trainer.training and self.augment:
-            x, y = self.augment(x.to(self.input_mean.dtype), y)
+            x, y = self.augment(x, y)
         return self.standardize(x), y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,13 +83,32 @@ class Classifier(L.LightningModule):
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)  # y: class indices, or soft targets after a mixing augmentation
+        # y: class indices, or soft targets after a mixing augmentation; smoothing applies to both
+        loss = F.cross_entropy(logits, y, label_smoothing=self.reg["label_smoothing"] if split == "train" else 0.0)
+        if split == "train" and (self.reg["l1"] or self.reg["l2"]):
+            loss = loss + self.penalty()
         metric = self.metrics[f"{split}_acc"]
         metric(logits, y.argmax(-1) if y.is_floating_point() else y)
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=split != "test")
         self.log(f"{split}/acc", metric, on_step=False, on_epoch=True, prog_bar=split != "test")
         return loss
+
+    def penalized(self) -> list[torch.nn.Parameter]:
+        """The parameters L1/L2 penalties and weight decay apply to: weights, unless the recipe says all."""
+        if self.reg["decay_norm_and_bias"]:
+            return list(self.net.parameters())
+        return [p for p in self.net.parameters() if p.ndim > 1]
+
+    def penalty(self) -> torch.Tensor:
+        """l1 * sum |w| + l2 * sum w^2 over the penalized weights (both: an elastic net)."""
+        weights = self.penalized()
+        total = torch.zeros((), device=weights[0].device)
+        if self.reg["l1"]:
+            total = total + self.reg["l1"] * sum(w.abs().sum() for w in weights)
+        if self.reg["l2"]:
+            total = total + self.reg["l2"] * sum(w.pow(2).sum() for w in weights)
+        return total
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -80,9 +123,18 @@ class Classifier(L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x).softmax(-1)
 
+    def global_batch_size(self) -> int:
+        t = self.trainer
+        return int(self.recipe["data"].get("batch_size", 1)) * t.world_size * t.accumulate_grad_batches
+
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.recipe["optimizer"], self.net)
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        optimizer = build_optimizer(self.recipe["optimizer"], self.net, self.reg["decay_norm_and_bias"])
+        reference = self.recipe.get("lr_scaling", {}).get("reference_batch_size")
+        if reference:
+            factor = self.global_batch_size() / reference
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+                group["initial_lr"] = group["lr"]
+        total, per_epoch = schedule_lengths(self.trainer)
         schedule = build_schedule(self.recipe["schedule"], optimizer, total, per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": schedule}

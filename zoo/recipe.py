@@ -11,6 +11,7 @@ the run will do.
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,45 @@ class TrainerSection(_Section):
     enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
 
 
+class RegularizationSection(_Section):
+    """Penalties and target smoothing on top of the optimizer's own weight decay."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Mix this much of the uniform distribution into targets.")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights (sparsity); with l2, an elastic net.")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on weights, added to the loss (unlike weight_decay).")
+    decay_norm_and_bias: bool = Field(
+        False, description="Apply weight decay and penalties to biases and norm scales too."
+    )
+
+
+class LRScalingSection(_Section):
+    """Linear learning-rate scaling with the global batch (Goyal et al. 2017)."""
+
+    reference_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="The batch size the recipe's lr was tuned for; the lr is multiplied by "
+        "global batch / this (global batch = batch_size x devices x nodes x accumulation). None: no scaling.",
+    )
+
+
+class EnsembleSection(_Section):
+    """Several members trained from one recipe, combined into one predictor."""
+
+    members: int = Field(5, ge=1, description="How many members to train (ignored for snapshot ensembles).")
+    seeds: list[int] | None = Field(None, description="Seed of each member; default: recipe seed + 0, 1, 2, ...")
+    bootstrap: bool = Field(False, description="Train each member on a bootstrap resample of the training split.")
+    member_overrides: list[list[str]] | None = Field(
+        None, description="Per-member key=value overrides (e.g. a different model each), one list per member."
+    )
+    combine: Literal["mean", "vote"] = Field("mean", description="Average probabilities, or majority vote.")
+    snapshot: bool = Field(
+        False,
+        description="Snapshot ensemble: one run with a cosine_restarts schedule; the model at the end of "
+        "each cycle is a member (Huang et al. 2017).",
+    )
+
+
 class Recipe(_Section):
     """A whole experiment: what to train, on what, and how."""
 
@@ -58,6 +98,9 @@ class Recipe(_Section):
     augment: list[dict[str, Any]] = Field(
         default_factory=list, description="`augmentations` specs applied in order to training batches."
     )
+    regularization: RegularizationSection = Field(default_factory=RegularizationSection)
+    lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
+    ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
     seed: int = Field(0, description="Seed for every random number generator of the run.")
     plugins: list[str] = Field(default_factory=list, description="Plugin modules or .py files to import.")
@@ -198,13 +241,25 @@ def _explain(exc: pydantic.ValidationError, where: str) -> str:
         loc = [str(p) for p in err["loc"]]
         key = ".".join(loc)
         if err["type"] == "extra_forbidden":
-            model: type[BaseModel] = Recipe if len(loc) == 1 else TrainerSection
+            model = _section_model(loc[:-1])
             lines.append(f"{where}: unknown key '{key}'{did_you_mean(loc[-1], model.model_fields)}")
         elif err["type"] == "missing":
             lines.append(f"{where}: missing required key '{key}'")
         else:
             lines.append(f"{where}: {key}: {err['msg']}, got {err['input']!r}")
     return "\n".join(lines)
+
+
+def _section_model(path: list[str]) -> type[BaseModel]:
+    """The schema class at a key path, for suggesting keys it does have."""
+    model: type[BaseModel] = Recipe
+    for key in path:
+        field = model.model_fields.get(key)
+        inner = [a for a in typing.get_args(field.annotation) or (field.annotation,) if isinstance(a, type) and issubclass(a, BaseModel)] if field else []
+        if not inner:
+            break
+        model = inner[0]
+    return model
 
 
 def _check_trainer_extras(section: TrainerSection, where: str) -> None:
@@ -227,15 +282,35 @@ def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Rec
     """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong."""
     path = find(recipe)
     data = merge(DEFAULT_SECTIONS, _resolve_bases(path))
+    parsed = _validate(_with_overrides(data, overrides), str(path), path.parent)
+    if parsed.name is None:
+        parsed.name = path.stem
+    parsed.source = str(path)
+    return parsed
+
+
+def derive(recipe: Recipe, overrides: Iterable[str], **changes: Any) -> Recipe:
+    """A resolved recipe with more overrides and top-level changes, validated again (an ensemble member)."""
+    data = {**recipe.to_dict(), **changes}
+    derived = _validate(_with_overrides(data, overrides), recipe.source or "recipe", None)
+    derived.source = recipe.source
+    return derived
+
+
+def _with_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)
-    where = str(path)
     for section in COMPONENT_SECTIONS:
         if isinstance(data.get(section), str):
             data[section] = {"name": data[section]}
     if isinstance(data.get("augment"), list):
         data["augment"] = [{"name": a} if isinstance(a, str) else a for a in data["augment"]]
+    return data
+
+
+def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe:
     try:
         parsed = Recipe.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -246,7 +321,7 @@ def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Rec
     from zoo.registry import REGISTRIES
 
     try:
-        discovery.load_local(parsed.plugins, base_dir=path.parent)
+        discovery.load_local(parsed.plugins, base_dir=base_dir)
         for section, registry in COMPONENT_SECTIONS.items():
             setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section))
         parsed.augment = [
@@ -254,9 +329,6 @@ def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Rec
         ]
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None
-    if parsed.name is None:
-        parsed.name = path.stem
-    parsed.source = str(path)
     return parsed
 
 

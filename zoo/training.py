@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from zoo.errors import ZooError
 from zoo.recipe import Recipe, load
 
@@ -32,6 +34,8 @@ class RunResult:
     seconds: float
     best_checkpoint: str
     metrics: dict[str, float] = field(default_factory=dict)
+    members: list[dict[str, Any]] | None = None  # ensembles: each member's seed, accuracies, run folder
+    ensemble_acc: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -66,7 +70,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`")
 
 
-def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None):
+def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, extra_callbacks: list | None = None):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -89,7 +93,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None):
         **kwargs,
         default_root_dir=run_dir,
         logger=CSVLogger(run_dir, name="logs", version=""),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])],
         enable_progress_bar=bar,
         enable_model_summary=bar,
     )
@@ -103,28 +107,62 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> RunResult:
-    """Train a recipe and evaluate its best checkpoint; the Python form of ``zoo train``."""
+    """Train a recipe (one model or an ensemble) and evaluate it; the Python form of ``zoo train``."""
     start = time.perf_counter()
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
     path = claim_run_dir(run_dir, resolved.name or "run", overwrite)
+    write_recipe(resolved, path)
+    _quiet_lightning()
+    if resolved.ensemble is None:
+        result = fit_one(resolved, path, progress)
+    else:
+        from zoo.ensembling import train_ensemble
+
+        result = train_ensemble(resolved, path, progress)
+    result.seconds = round(time.perf_counter() - start, 2)
+    write_json(path / "metrics.json", asdict(result))
+    return result
+
+
+def write_recipe(recipe: Recipe, path: Path) -> None:
     (path / "recipe.yaml").write_text(
-        f"# resolved from {resolved.source}; run again with: zoo train {path / 'recipe.yaml'}\n"
-        + resolved.to_yaml()
+        f"# resolved from {recipe.source}; run again with: zoo train {path / 'recipe.yaml'}\n" + recipe.to_yaml()
     )
 
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def fit_one(
+    recipe: Recipe,
+    path: Path,
+    progress: bool | None = None,
+    *,
+    bootstrap_seed: int | None = None,
+    callbacks: Iterable[Any] = (),
+) -> RunResult:
+    """Train one model into ``path`` and evaluate its best checkpoint on val and test."""
     import lightning as L
 
     from zoo.build import build_data
+    from zoo.data import Split
     from zoo.module import Classifier
 
-    _quiet_lightning()
-    L.seed_everything(resolved.seed, workers=True, verbose=False)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
     try:
-        dm = build_data(resolved.data, seed=resolved.seed)
-        module = Classifier(resolved.to_dict(), dm.input_shape, dm.num_classes)
+        dm = build_data(recipe.data, seed=recipe.seed)
+        if bootstrap_seed is not None:
+            # a resample with replacement of the training split, as in bagging (Breiman 1996)
+            gen = torch.Generator().manual_seed(bootstrap_seed)
+            idx = torch.randint(0, len(dm.train), (len(dm.train),), generator=gen)
+            dm.train = Split(dm.train.x[idx], dm.train.y[idx])
+        module = Classifier(recipe.to_dict(), dm.input_shape, dm.num_classes)
         module.set_input_stats(dm.mean, dm.std)
         module.initialize(dm.sample())
-        trainer = make_trainer(resolved, path, progress)
+        trainer = make_trainer(recipe, path, progress, extra_callbacks=list(callbacks))
     except ZooError:
         shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
         raise
@@ -132,17 +170,12 @@ def train(
     ckpt = trainer.checkpoint_callback.best_model_path or None
     val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
     test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
-
     metrics = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
-    result = RunResult(
+    return RunResult(
         test_acc=metrics["test_acc"],
         val_acc=metrics["val_acc"],
         run_dir=str(path),
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=0.0,
         best_checkpoint=str(ckpt or ""),
         metrics=metrics,
     )
-    tmp = path / "metrics.json.tmp"
-    tmp.write_text(json.dumps(asdict(result), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path / "metrics.json")
-    return result

@@ -1,0 +1,107 @@
+"""Training an ensemble recipe: independent members, or snapshots of one run's warm-restart cycles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from zoo.ensemble import Ensemble
+from zoo.errors import RecipeError
+from zoo.evaluate import evaluate
+from zoo.module import schedule_lengths
+from zoo.recipe import Recipe, derive
+from zoo.training import RunResult, fit_one, write_recipe
+
+SNAPSHOT_SCHEDULE = "cosine_restarts"
+
+
+def member_recipes(recipe: Recipe) -> list[Recipe]:
+    """One resolved recipe per member: its own seed, its own overrides, no ensemble section."""
+    ens = recipe.ensemble
+    seeds = ens.seeds if ens.seeds is not None else [recipe.seed + i for i in range(ens.members)]
+    if len(seeds) != ens.members:
+        raise RecipeError(f"{recipe.source}: ensemble.seeds has {len(seeds)} seeds for {ens.members} members")
+    overrides = ens.member_overrides or [[] for _ in seeds]
+    if len(overrides) != ens.members:
+        raise RecipeError(
+            f"{recipe.source}: ensemble.member_overrides has {len(overrides)} lists for {ens.members} members"
+        )
+    return [
+        derive(recipe, extra, ensemble=None, seed=seed, name=f"{recipe.name}-m{i}")
+        for i, (seed, extra) in enumerate(zip(seeds, overrides))
+    ]
+
+
+class SnapshotCheckpoints(L.Callback):
+    """Saves the model at the end of each warm-restart cycle of the schedule: each snapshot is a member."""
+
+    def __init__(self, schedule_params: dict[str, Any], folder: Path) -> None:
+        self.schedule_params = schedule_params
+        self.folder = folder
+        self.steps: set[int] = set()
+        self.saved: list[Path] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from zoo.plugins.schedules import cycle_ends
+
+        total, per_epoch = schedule_lengths(trainer)
+        self.steps = set(cycle_ends(self.schedule_params, total_steps=total, steps_per_epoch=per_epoch))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step in self.steps:
+            path = self.folder / f"cycle-{len(self.saved)}-step{trainer.global_step}.ckpt"
+            trainer.save_checkpoint(path)
+            self.saved.append(path)
+
+
+def _summary(recipe: Recipe, ensemble: Ensemble, member_info: list[dict[str, Any]], path: Path) -> RunResult:
+    test = evaluate(ensemble, recipe.data, "test")
+    val = evaluate(ensemble, recipe.data, "val")
+    for info, acc_t, acc_v in zip(member_info, test["members"], val["members"]):
+        info.update(test_acc=acc_t, val_acc=acc_v)
+    ensemble_file = path / "ensemble.ckpt"
+    ensemble.save(ensemble_file)
+    mean_member = sum(m["test_acc"] for m in member_info) / len(member_info)
+    return RunResult(
+        test_acc=test["acc"],
+        val_acc=val["acc"],
+        run_dir=str(path),
+        seconds=0.0,
+        best_checkpoint=str(ensemble_file),
+        metrics={"test_acc": test["acc"], "val_acc": val["acc"], "test_nll": test["nll"], "mean_member_test_acc": mean_member},
+        members=member_info,
+        ensemble_acc=test["acc"],
+    )
+
+
+def train_ensemble(recipe: Recipe, path: Path, progress: bool | None = None) -> RunResult:
+    ens = recipe.ensemble
+    if ens.snapshot:
+        return _train_snapshots(recipe, path, progress)
+    infos, checkpoints = [], []
+    for i, member in enumerate(member_recipes(recipe)):
+        folder = path / "members" / f"m{i}"
+        folder.mkdir(parents=True)
+        write_recipe(member, folder)
+        bootstrap = 10_000 + member.seed if ens.bootstrap else None
+        result = fit_one(member, folder, progress, bootstrap_seed=bootstrap)
+        checkpoints.append(result.best_checkpoint)
+        infos.append({"member": i, "seed": member.seed, "run_dir": str(folder)})
+    return _summary(recipe, Ensemble.from_checkpoints(checkpoints, ens.combine), infos, path)
+
+
+def _train_snapshots(recipe: Recipe, path: Path, progress: bool | None) -> RunResult:
+    if recipe.schedule["name"] != SNAPSHOT_SCHEDULE:
+        raise RecipeError(
+            f"{recipe.source}: ensemble.snapshot needs schedule {SNAPSHOT_SCHEDULE} (its cycle ends are the "
+            f"members), got {recipe.schedule['name']}"
+        )
+    params = {k: v for k, v in recipe.schedule.items() if k != "name"}
+    snapshots = SnapshotCheckpoints(params, path / "snapshots")
+    fit_one(derive(recipe, [], ensemble=None), path, progress, callbacks=[snapshots])
+    if not snapshots.saved:
+        raise RecipeError(f"{recipe.source}: the run ended before the first warm-restart cycle did")
+    infos = [{"member": i, "snapshot": p.name} for i, p in enumerate(snapshots.saved)]
+    return _summary(recipe, Ensemble.from_checkpoints(snapshots.saved, recipe.ensemble.combine), infos, path)

@@ -1,0 +1,85 @@
+"""Evaluating and predicting with any saved model: a run directory, a checkpoint, or an ensemble file."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.ensemble import FORMAT, Ensemble
+from zoo.errors import ZooError
+from zoo.module import Classifier
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The file to load for ``path``: itself, or a run directory's ensemble or best checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "ensemble.ckpt", path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise ZooError(f"{path}: no ensemble.ckpt or checkpoints/best.ckpt in this run directory")
+    if not path.is_file():
+        raise ZooError(f"{path}: no such run directory or checkpoint")
+    return path
+
+
+def safe_load(path: Path) -> Any:
+    """torch.load restricted to tensors and plain containers: a file that would run code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ZooError(
+            f"{path}: refused to load: it holds objects that would run code when unpickled ({first})"
+        ) from None
+    except Exception as exc:  # torch raises many kinds on a file that is not a checkpoint at all
+        raise ZooError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_model(path: str | Path) -> Classifier | Ensemble:
+    """A trained Classifier or Ensemble, in eval mode on the CPU."""
+    file = find_checkpoint(path)
+    payload = safe_load(file)
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return Ensemble.load(file)
+    if not (isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload):
+        raise ZooError(f"{file}: not a zoo checkpoint (no state_dict and hyper_parameters)")
+    from zoo.recipe import from_dict
+
+    hp = payload["hyper_parameters"]
+    from_dict(hp["recipe"], str(file))  # imports the plugins the recipe names
+    model = Classifier(hp["recipe"], tuple(hp["input_shape"]), hp["num_classes"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def split_of(data_spec: dict[str, Any], split: str):
+    from zoo.registries import datasets
+
+    dm = datasets.build(data_spec, "data")
+    if split not in ("train", "val", "test"):
+        raise ZooError(f"split must be train, val or test, got {split!r}")
+    return dm, getattr(dm, split)
+
+
+def evaluate(model: Classifier | Ensemble, data_spec: dict[str, Any], split: str = "test") -> dict[str, Any]:
+    """Accuracy and mean negative log-likelihood on a split; per member too for an ensemble."""
+    _, part = split_of(data_spec, split)
+    y = part.y
+    report: dict[str, Any] = {"split": split, "samples": len(y)}
+    if isinstance(model, Ensemble):
+        member_probs = model.member_probabilities(part.x)
+        report["members"] = [accuracy(p, y) for p in member_probs]
+        probs = model.combine_probabilities(member_probs)
+    else:
+        probs = model.predict_proba(part.x)
+    report["acc"] = accuracy(probs, y)
+    report["nll"] = float(-probs.clamp_min(1e-12).log().gather(1, y.view(-1, 1)).mean())
+    return report
+
+
+def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
+    return float((probs.argmax(-1) == y).float().mean())
