@@ -80,3 +80,370 @@ def test_augmentations_describe_their_paper_and_math():
     doc = entry.obj.__doc__
     assert "Krizhevsky" in doc and "out[i, j]" in doc
     assert entry.signature_text().startswith("crop(padding: int >= 1 = 4")
+
+
+# --- the augmentations beyond crop --------------------------------------------------------------------
+
+import math  # noqa: E402
+import re  # noqa: E402
+
+import pytest  # noqa: E402
+import torchvision.transforms.v2.functional as TF  # noqa: E402
+
+from zoo.errors import RegistryError  # noqa: E402
+from zoo.plugins.augmentations import (  # noqa: E402
+    affine_batch,
+    box_bounds,
+    box_mask,
+    color_jitter_batch,
+    cow_mask,
+    cutmix_batch,
+    flip_batch,
+    sample_beta,
+)
+
+# Every registered augmentation, with settings strong enough that a chosen sample visibly changes.
+SPECS = {
+    "flip": {"name": "flip", "vertical": True},
+    "crop": {"name": "crop", "padding": 2},
+    "color_jitter": {"name": "color_jitter", "brightness": 0.5, "contrast": 0.5, "saturation": 0.5,
+                     "hue": 0.2},
+    "affine": {"name": "affine", "degrees": 30, "translate": 0.2, "scale": [0.8, 1.2], "shear": 10},
+    "cutout": {"name": "cutout", "size": 0.5},
+    "cutmix": {"name": "cutmix", "alpha": 1.0},
+    "cowmix": {"name": "cowmix"},
+    "mixup": {"name": "mixup", "alpha": 1.0},
+}
+MIXING = ["cutmix", "cowmix", "mixup"]
+
+
+def test_every_registered_augmentation_is_covered():
+    assert sorted(SPECS) == zoo.augmentations.names()
+
+
+def run(spec, x, labels, num_classes, seed=0):
+    return AugmentPipeline([spec], num_classes=num_classes, seed=seed)(x, labels)
+
+
+def constant_images(b, c=3, h=8, w=8):
+    """Image i is filled with its own value, so each output pixel tells which image it came from."""
+    values = torch.arange(1, b + 1, dtype=torch.float32) / (b + 1)
+    return values.view(b, 1, 1, 1).expand(b, c, h, w).contiguous(), values
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@settings(max_examples=15, deadline=None)
+@given(
+    b=st.integers(1, 9),
+    c=st.sampled_from([1, 3]),
+    h=st.integers(4, 12),
+    w=st.integers(4, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_shape_dtype_range_and_label_mass(name, b, c, h, w, seed):
+    x = torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+    labels = torch.randint(0, 4, (b,), generator=torch.Generator().manual_seed(seed + 1))
+    out, y = run(SPECS[name], x, labels, 4, seed)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert y.shape == (b, 4) and y.dtype == torch.float32
+    assert y.min() >= 0 and torch.allclose(y.sum(1), torch.ones(b), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_probability_zero_is_the_identity(name):
+    x = images(7)
+    labels = torch.arange(7) % 3
+    out, y = run({**SPECS[name], "p": 0.0}, x, labels, 3)
+    assert torch.equal(out, x)
+    assert torch.equal(y, torch.nn.functional.one_hot(labels, 3).float())
+
+
+@pytest.mark.parametrize("name", sorted(set(SPECS) - set(MIXING)))
+def test_draws_per_sample_not_per_batch(name):
+    x = images(1, h=12, w=12).expand(64, -1, -1, -1).contiguous()  # one image, 64 times
+    out, _ = run(SPECS[name], x, torch.zeros(64, dtype=torch.long), 2)
+    distinct = len(torch.unique(out.flatten(1), dim=0))
+    assert distinct >= (4 if name == "flip" else 20)  # flip has 4 outcomes; one draw per batch gives 1
+
+
+@pytest.mark.parametrize("name", MIXING)
+def test_mixing_draws_per_sample_not_per_batch(name):
+    x, _ = constant_images(64, h=16, w=16)
+    _, y = run(SPECS[name], x, torch.arange(64), 64)
+    own = y.diagonal()  # the weight each image keeps of itself: its own lambda
+    assert len(torch.unique(own)) >= 20  # one draw per batch would give 1 or 2
+
+
+@pytest.mark.parametrize("name", ["cutmix", "cowmix"])
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 9), hw=st.sampled_from([(8, 8), (5, 11), (16, 16)]), seed=st.integers(0, 2**16))
+def test_pasting_weights_each_image_by_the_pixels_it_contributes(name, b, hw, seed):
+    x, values = constant_images(b, 3, *hw)
+    out, y = run(SPECS[name], x, torch.arange(b), b, seed)
+    for i in range(b):
+        sources = y[i].nonzero().flatten()
+        assert len(sources) <= 2  # the image itself and its partner
+        pixels = out[i].flatten()
+        for k in sources:
+            share = (pixels == values[k]).float().mean()
+            assert torch.isclose(share, y[i, k], atol=1e-6)
+        assert torch.isclose(y[i, sources].sum(), torch.tensor(1.0))  # no pixel from anywhere else
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 9), alpha=st.sampled_from([0.2, 1.0, 4.0]), seed=st.integers(0, 2**16))
+def test_mixup_blends_pixels_and_targets_with_the_same_lambda(b, alpha, seed):
+    x, values = constant_images(b)
+    out, y = run({"name": "mixup", "alpha": alpha}, x, torch.arange(b), b, seed)
+    assert ((y > 0).sum(1) <= 2).all()
+    expected = y @ values  # sum_k y[i, k] v_k: what the pixels must be if they mixed like the targets
+    assert torch.allclose(out, expected.view(b, 1, 1, 1).expand_as(out), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MIXING)
+def test_mixing_keeps_unchosen_samples_whole(name):
+    x, values = constant_images(400, h=6, w=6)
+    out, y = run({**SPECS[name], "p": 0.5}, x, torch.arange(400), 400)
+    untouched = (y.diagonal() == 1) & (out == x).flatten(1).all(1)
+    # about half are not chosen; a chosen one is untouched only if its partner is itself
+    assert 0.4 < untouched.float().mean() < 0.6
+
+
+# --- exactness ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 9), h=st.integers(1, 6), w=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_flip_batch_is_exact(b, h, w, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 2, h, w, generator=gen)
+    horizontal = torch.rand(b, generator=gen) < 0.5
+    vertical = torch.rand(b, generator=gen) < 0.5
+    out = flip_batch(x, horizontal, vertical)
+    for i in range(b):
+        expected = x[i]
+        if horizontal[i]:
+            expected = expected[:, :, list(range(w - 1, -1, -1))]
+        if vertical[i]:
+            expected = expected[:, list(range(h - 1, -1, -1))]
+        assert torch.equal(out[i], expected)
+
+
+def test_flip_only_mirrors_left_right_by_default():
+    x = images(200)
+    out, _ = run({"name": "flip"}, x, torch.zeros(200, dtype=torch.long), 2)
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert (same ^ mirrored).all()
+    assert 0.35 < mirrored.float().mean() < 0.65  # p = 0.5
+
+
+@settings(max_examples=25, deadline=None)
+@given(centre=st.integers(0, 15), length=st.integers(0, 20), size=st.integers(1, 16))
+def test_box_bounds_are_the_box_clipped_to_the_image(centre, length, size):
+    centre = min(centre, size - 1)
+    lo, hi = box_bounds(torch.tensor([centre]), torch.tensor([length]), size)
+    inside = [i for i in range(centre - length // 2, centre - length // 2 + length) if 0 <= i < size]
+    assert list(range(lo.item(), hi.item())) == inside
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 7), h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_cutmix_pastes_exactly_the_box(b, h, w, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 3, h, w, generator=gen)
+    y = torch.nn.functional.one_hot(torch.randint(0, 5, (b,), generator=gen), 5).float()
+    partner = torch.randperm(b, generator=gen)
+    rows = torch.sort(torch.randint(0, h + 1, (b, 2), generator=gen), 1).values
+    cols = torch.sort(torch.randint(0, w + 1, (b, 2), generator=gen), 1).values
+    box = box_mask(rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1], h, w)
+    out, mixed = cutmix_batch(x, y, partner, box)
+    for i in range(b):
+        (top, bottom), (left, right), j = rows[i].tolist(), cols[i].tolist(), partner[i]
+        expected = x[i].clone()
+        expected[:, top:bottom, left:right] = x[j, :, top:bottom, left:right]
+        assert torch.equal(out[i], expected)
+        lam = 1 - (bottom - top) * (right - left) / (h * w)
+        assert torch.allclose(mixed[i], lam * y[i] + (1 - lam) * y[j])
+
+
+def test_cutmix_box_sides_follow_lambda_away_from_borders():
+    # alpha large: lambda within a few % of 0.5, so an unclipped box has sides 32 sqrt(0.5) ~ 22
+    x, values = constant_images(128, c=1, h=32, w=32)
+    out, y = run({"name": "cutmix", "alpha": 1000.0}, x, torch.arange(128), 128)
+    unclipped = 0
+    for i in range(128):
+        pasted = out[i, 0] != values[i]
+        if not pasted.any():
+            continue  # its partner was itself
+        rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+        assert pasted.sum() == len(rows) * len(cols)  # one rectangle
+        if rows[0] > 0 and cols[0] > 0 and rows[-1] < 31 and cols[-1] < 31:
+            unclipped += 1
+            assert len(rows) == len(cols) and 21 <= len(rows) <= 23
+    assert unclipped >= 5
+
+
+# --- colour ------------------------------------------------------------------------------------------
+
+
+def test_color_jitter_matches_torchvision_for_brightness_contrast_saturation():
+    x = images(6, h=10, w=10)
+    ones = torch.ones(6)
+    for f in (0.3, 0.8, 1.5):
+        got = color_jitter_batch(x, f * ones, ones, ones, 0 * ones)
+        assert torch.allclose(got, TF.adjust_brightness(x, f))
+        got = color_jitter_batch(x, ones, f * ones, ones, 0 * ones)
+        assert torch.allclose(got, TF.adjust_contrast(x, f), atol=1e-4)
+        got = color_jitter_batch(x, ones, ones, f * ones, 0 * ones)
+        assert torch.allclose(got, TF.adjust_saturation(x, f), atol=1e-4)
+
+
+def test_color_jitter_hue_turns_the_same_way_as_torchvision():
+    x = images(8, h=10, w=10)
+    ones = torch.ones(8)
+    for h in (0.05, 0.15):
+        ours = color_jitter_batch(x, ones, ones, ones, h * ones)
+        same_way = (ours - TF.adjust_hue(x, h)).abs().mean()
+        other_way = (ours - TF.adjust_hue(x, -h)).abs().mean()
+        assert same_way < 0.6 * other_way
+    gray = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert torch.allclose(color_jitter_batch(gray, ones, ones, ones, 0.3 * ones), gray, atol=1e-5)
+
+
+def test_color_jitter_on_gray_images_only_changes_brightness_and_contrast():
+    x = images(5, c=1)
+    ones = torch.ones(5)
+    assert torch.equal(color_jitter_batch(x, ones, ones, 0.2 * ones, 0.4 * ones), x)
+    out, _ = run(SPECS["color_jitter"], x, torch.zeros(5, dtype=torch.long), 2)
+    assert not torch.equal(out, x)
+
+
+# --- geometry ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "angle, shift, scale, shear",
+    [(30, (0, 0), 1.0, 0), (0, (3, -2), 1.0, 0), (0, (0, 0), 0.7, 0), (0, (0, 0), 1.0, 20),
+     (25, (2, 1), 1.2, 10)],
+)
+def test_affine_is_torchvisions_map(angle, shift, scale, shear):
+    x = torch.zeros(1, 1, 15, 21)
+    x[0, 0, 3:6, 4:12] = 1  # off-centre and non-square, so any wrong sign or axis shows
+    ours = affine_batch(
+        x, torch.tensor([float(angle)]), torch.tensor([shift], dtype=torch.float32),
+        torch.tensor([scale]), torch.tensor([float(shear)]), "nearest",
+    )
+    theirs = TF.affine(x, angle=angle, translate=list(shift), scale=scale, shear=[float(shear), 0.0])
+    assert torch.equal(ours, theirs)
+
+
+def test_affine_zero_parameters_keep_the_image():
+    x = images(3)
+    zeros = torch.zeros(3)
+    out = affine_batch(x, zeros, torch.zeros(3, 2), torch.ones(3), zeros)
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 9), side=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_cutout_zeroes_one_square_clipped_at_the_borders(b, side, seed):
+    x = 0.5 + 0.5 * images(b, h=10, w=10, seed=seed)  # no zeros of its own
+    out, _ = run({"name": "cutout", "size": side}, x, torch.zeros(b, dtype=torch.long), 2, seed)
+    zero = out[:, 0] == 0
+    assert torch.equal(zero[:, None].expand_as(out), out == 0)  # all channels alike
+    for i in range(b):
+        rows, cols = zero[i].any(1).nonzero().flatten(), zero[i].any(0).nonzero().flatten()
+        assert len(rows) and len(cols)
+        assert zero[i].sum() == len(rows) * len(cols)  # a rectangle
+        assert rows[-1] - rows[0] + 1 == len(rows) and cols[-1] - cols[0] + 1 == len(cols)
+        for found, size in ((rows, 10), (cols, 10)):
+            clipped = found[0] == 0 or found[-1] == size - 1
+            assert len(found) == side or (clipped and len(found) < side)
+
+
+def test_cutout_size_is_pixels_for_an_int_and_a_fraction_for_a_float():
+    x = 0.5 + 0.5 * images(64, h=16, w=16)
+    labels = torch.zeros(64, dtype=torch.long)
+    for size, side in ((3, 3), (0.25, 4)):
+        out, _ = run({"name": "cutout", "size": size}, x, labels, 2)
+        assert (out[:, 0] == 0).flatten(1).sum(1).max() == side * side
+
+
+# --- cowmix ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 9), h=st.integers(2, 16), w=st.integers(2, 16), seed=st.integers(0, 2**16))
+def test_cow_mask_keeps_exactly_the_drawn_share(b, h, w, seed):
+    gen = torch.Generator().manual_seed(seed)
+    proportion = torch.rand(b, generator=gen)
+    sigma = 0.5 + 8 * torch.rand(b, generator=gen)
+    mask = cow_mask(proportion, sigma, h, w, gen)
+    assert mask.shape == (b, 1, h, w) and mask.dtype == torch.bool
+    assert torch.equal(mask.flatten(1).sum(1), torch.round(proportion * h * w).long())
+
+
+def test_cow_mask_blob_size_follows_sigma_per_sample():
+    def edges(mask):  # neighbouring pixels that disagree: many for fine noise, few for smooth blobs
+        m = mask[:, 0].float()
+        return (m.diff(dim=1).abs().sum((1, 2)) + m.diff(dim=2).abs().sum((1, 2))).float()
+
+    gen = torch.Generator().manual_seed(0)
+    sigma = torch.tensor([0.7, 6.0] * 16)  # alternating within one batch
+    mask = cow_mask(torch.full((32,), 0.5), sigma, 32, 32, gen)
+    fine, smooth = edges(mask)[0::2], edges(mask)[1::2]
+    assert fine.min() > 2 * smooth.max()
+
+
+def test_cowmix_on_tiny_images_still_makes_blobs():
+    x, _ = constant_images(2, h=8, w=8)
+    x = x[[0, 1] * 32]
+    out, y = run({"name": "cowmix", "proportion": [0.5, 0.5]}, x, torch.tensor([0, 1] * 32), 2)
+    mixed = (y.max(1).values < 1)
+    assert mixed.any()
+    assert torch.allclose(y[mixed].max(1).values, torch.tensor(0.5))
+
+
+# --- random draws and specs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_beta_sampler_has_the_beta_moments_and_follows_the_generator(alpha):
+    draws = sample_beta(alpha, 20_000, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert draws.min() >= 0 and draws.max() <= 1
+    assert abs(draws.mean() - 0.5) < 0.01
+    assert abs(draws.var() - 1 / (4 * (2 * alpha + 1))) < 0.01
+    again = sample_beta(alpha, 20_000, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.equal(draws, again)
+
+
+def test_bad_ranges_and_sizes_fail_validation():
+    for spec in (
+        {"name": "cowmix", "proportion": [0.8, 0.2]},
+        {"name": "affine", "scale": [1.2, 0.8]},
+        {"name": "affine", "scale": [0, 1]},
+        {"name": "cowmix", "proportion": [0.5, 1.5]},
+        {"name": "cowmix", "sigma": [0, 4]},
+        {"name": "cutout", "size": 0},
+        {"name": "color_jitter", "hue": 0.7},
+        {"name": "mixup", "alpha": 0},
+    ):
+        with pytest.raises(RegistryError):
+            zoo.augmentations.validate(spec)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_each_augmentation_cites_its_paper(name):
+    entry = zoo.augmentations.get(name)
+    doc = entry.obj.__doc__
+    assert entry.summary and len(doc.strip().splitlines()) >= 3  # a summary line, then the math
+    assert re.search(r"\(([A-Z][\w-]+( et al\.| & [A-Z][\w-]+)?) (19|20)\d\d\b", entry.summary + doc)
+
+
+def test_all_together_in_one_pipeline_on_a_batch_of_one():
+    steps = [SPECS[name] for name in sorted(SPECS)]
+    out, y = AugmentPipeline(steps, 10, seed=1)(images(1), torch.tensor([3]))
+    assert out.shape == (1, 3, 8, 8)
+    assert torch.equal(y, torch.nn.functional.one_hot(torch.tensor([3]), 10).float())

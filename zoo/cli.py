@@ -160,6 +160,36 @@ def cmd_list(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment(ns: argparse.Namespace) -> int:
+    from zoo.grid import augmentation_grid
+    from zoo.recipe import load
+
+    recipe, overrides = _split_recipe(ns.args)
+    path = augmentation_grid(load(recipe, overrides), ns.out, n=ns.n, seed=ns.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_docs(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from zoo.reference import generate
+
+    text = generate()
+    if ns.check:
+        current = Path(ns.check).read_text() if Path(ns.check).is_file() else ""
+        if current != text:
+            print(f"zoo: {ns.check} is out of date; regenerate it with: zoo docs --out {ns.check}", file=sys.stderr)
+            return 1
+        print(f"{ns.check} is up to date")
+    elif ns.out:
+        Path(ns.out).write_text(text)
+        print(f"wrote {ns.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
@@ -194,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", help="a .pt or .npy file of raw inputs (N, *input_shape) instead of a data split")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
     pr.set_defaults(func=cmd_predict)
+
+    aug = sub.add_parser("augment", help="write a picture of training images before and after augmentation")
+    aug.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
+    aug.add_argument("--out", default="augment-grid.png", help="PNG file to write (default: augment-grid.png)")
+    aug.add_argument("--n", type=int, default=16, help="how many images (default: 16)")
+    aug.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws")
+    aug.set_defaults(func=cmd_augment)
+
+    docs = sub.add_parser("docs", help="print the recipe reference generated from the code")
+    docs.add_argument("--out", help="write it to this file")
+    docs.add_argument("--check", metavar="FILE", help="exit 1 if FILE differs from what would be generated")
+    docs.set_defaults(func=cmd_docs)
+
+    import importlib
+
+    from zoo.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(name).add_parser(sub)
 
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("registry", nargs="?", help="only this registry (activations, models, ...)")

@@ -8,7 +8,7 @@ device whole if it fits, so every batch is one gather on the device and Lightnin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -43,18 +43,22 @@ def as_float(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tenso
 
 
 def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
-    """Sorted index tensors ``[rest, part_1, ...]``: part i takes ``fractions[i]`` of every class, drawn with ``seed``.
+    """Sorted index tensors ``[rest, part_1, ...]``: part i takes ``fractions[i]`` of every class, seeded.
 
     Per-class counts are rounded, so each part has (nearly) the class balance of the whole.
     """
     gen = torch.Generator().manual_seed(seed)
+    # One stable sort groups the indices by class; a boolean mask per class would rescan the labels.
+    by_class = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels).tolist() if len(labels) else []
     parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
-    for cls in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == cls).flatten()
-        members = members[torch.randperm(len(members), generator=gen)]
+    offset = 0
+    for count in counts:
+        members = by_class[offset : offset + count][torch.randperm(count, generator=gen)]
+        offset += count
         start = 0
         for i, fraction in enumerate(fractions, 1):
-            take = min(int(len(members) * fraction + 0.5), len(members) - start)
+            take = min(int(count * fraction + 0.5), count - start)
             parts[i].append(members[start : start + take])
             start += take
         parts[0].append(members[start:])
@@ -63,7 +67,7 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
 
 
 class TensorBatches:
-    """Batches of a Split, drawn by index; reshuffled each epoch from (seed, epoch) so a resumed run repeats them.
+    """Batches of a Split drawn by index, reshuffled per epoch from (seed, epoch) so a resumed run repeats them.
 
     A DataLoader would index one sample at a time and collate; slicing whole tensors is the same data
     with one gather per batch, on whatever device the split lives on.
@@ -80,8 +84,8 @@ class TensorBatches:
       step (metrics sync once, at epoch end), but every rank needs at least one sample: keep eval
       splits at least ``world_size`` long.
 
-    Lightning calls ``set_epoch`` on a loader's ``sampler`` before each epoch, so ``sampler`` is this
-    object; iterating without it simply advances the epoch by one.
+    The epoch comes from ``epoch_fn`` when given (the DataModule passes the trainer's current epoch,
+    so a resumed run picks up the right order); otherwise from ``set_epoch``, and each pass advances it.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class TensorBatches:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        epoch_fn: Callable[[], int | None] | None = None,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of world_size {world_size} ranks")
@@ -104,11 +109,8 @@ class TensorBatches:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.epoch_fn = epoch_fn
         self.epoch = 0
-
-    @property
-    def sampler(self) -> TensorBatches:
-        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -139,7 +141,7 @@ class TensorBatches:
         # Generated on the CPU whatever the data's device, so every device and every rank agrees.
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=gen)
-        if self.world_size == 1:
+        if self.world_size == 1 or n == 0:
             return order
         total = math.ceil(n / self.world_size) * self.world_size
         if total > n:
@@ -149,6 +151,9 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y, bs = self.split.x, self.split.y, self.batch_size
         if self.shuffle:
+            current = self.epoch_fn() if self.epoch_fn is not None else None
+            if current is not None:
+                self.epoch = current
             order = self.order().to(x.device)
             self.epoch += 1
             for i in range(len(self)):
@@ -219,33 +224,37 @@ class DataModule(L.LightningDataModule):
 
     @staticmethod
     def statistics(x: torch.Tensor, per: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of ``x`` per input feature (``feature``), per channel (``channel``), or none (``none``).
+        """Mean and std of ``x`` per input feature (``feature``), per channel (``channel``), or neither.
 
         uint8 pixels are measured on the [0, 1] scale the model sees. Features that never vary (blank
         borders) get std 1, so they stay zero instead of amplifying noise.
         """
         if per not in ("feature", "channel") or len(x) == 0:
             return torch.zeros(1), torch.ones(1)
-        # Two passes over chunks in float64: a float copy of a whole image set would be 4x its uint8 size,
-        # and a one-pass sum of squares loses digits.
         if per == "channel" and x.ndim > 2:
             dims = (0, *range(2, x.ndim))
             count = len(x) * math.prod(x.shape[2:])
         else:
             dims = (0,)
             count = len(x)
-
-        def total(f) -> torch.Tensor:
-            return sum(f(as_float(chunk, torch.float64)).sum(dims, keepdim=True) for chunk in x.split(1024))[0]
-
-        mean = total(lambda c: c) / count
-        squares = total(lambda c: (c - mean) ** 2)
-        std = (squares / max(count - 1, 1)).sqrt()
-        std = torch.where(std >= 1e-6, std, torch.ones_like(std))
-        return mean.float(), std.float()
+        # One pass over chunks: a float copy of a whole uint8 image set would be 4x its size. Sums are
+        # taken around a rough mean from a few samples so the sum of squares cancels no digits, and
+        # accumulated in float64 across chunks.
+        shift = x[:64].float().mean(dims, keepdim=True)
+        total = torch.zeros(shift.shape, dtype=torch.float64)
+        squares = torch.zeros(shift.shape, dtype=torch.float64)
+        for chunk in x.split(1024):
+            dev = chunk.float() - shift
+            total += dev.sum(dims, keepdim=True).double()
+            squares += (dev * dev).sum(dims, keepdim=True).double()
+        mean = total / count
+        var = (squares - total * mean).clamp_min(0) / max(count - 1, 1)
+        scale = 1 / 255 if x.dtype == torch.uint8 else 1.0  # pixels on the [0, 1] scale the model sees
+        mean, std = ((mean + shift) * scale)[0].float(), (var.sqrt() * scale)[0].float()
+        return mean, torch.where(std >= 1e-6, std, torch.ones_like(std))
 
     def sample(self, n: int = 256) -> torch.Tensor:
-        """A fixed batch of training inputs as floats (pixels in [0, 1]), for data-dependent initialization."""
+        """A fixed batch of training inputs as floats (pixels in [0, 1]), for data-dependent init."""
         return as_float(self.train.x[:n])
 
     # --- placement on the training device --------------------------------------------------------
@@ -262,7 +271,10 @@ class DataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     def place(self, names: Sequence[str], device: torch.device | None, free: int | None) -> list[str]:
-        """Copy the named splits to ``device`` while they fit in ``device_share`` of ``free`` bytes; the names moved."""
+        """Copy the named splits to ``device`` while they fit in ``device_share`` of ``free`` bytes.
+
+        Returns the names it moved.
+        """
         self._placed = {k: v for k, v in self._placed.items() if v.x.device == device}
         if device is None or device.type == "cpu" or free is None:
             return []
@@ -293,24 +305,33 @@ class DataModule(L.LightningDataModule):
         return self._placed[name] if name in self._placed else getattr(self, name)
 
     # --- loaders ---------------------------------------------------------------------------------
+    def _trainer_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
+
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
         split = self._split("train")
         batches = self._train_batches
-        if batches is None or batches.split is not split or (batches.rank, batches.world_size) != (rank, world):
+        stale = batches is None or batches.split is not split
+        if stale or (batches.rank, batches.world_size) != (rank, world):
             batches = TensorBatches(
-                split, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world
+                split,
+                self.batch_size,
+                shuffle=True,
+                seed=self.seed,
+                rank=rank,
+                world_size=world,
+                epoch_fn=self._trainer_epoch,
             )
-            if self._train_batches is not None:
+            if self._train_batches is not None:  # outside a trainer, a rebuilt loader goes on where it was
                 batches.epoch = self._train_batches.epoch
             self._train_batches = batches
-        if self.trainer is not None:
-            batches.epoch = self.trainer.current_epoch
         return batches
 
     def _eval(self, name: str) -> TensorBatches:
         rank, world = self._rank()
-        return TensorBatches(self._split(name), self.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+        split = self._split(name)
+        return TensorBatches(split, self.eval_batch_size, shuffle=False, rank=rank, world_size=world)
 
     def val_dataloader(self) -> TensorBatches:
         return self._eval("val")

@@ -13,7 +13,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from zoo.errors import PluginError, ZooError
-from zoo.registry import current_source
+from zoo.registry import REGISTRIES, current_source
 
 GROUP = "zoo.plugins"
 _state = {"loaded": False}
@@ -45,7 +45,11 @@ def load_plugins() -> None:
     # Sorted so that a clash between two plugins is reported the same way on every machine.
     try:
         for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
-            _run_import(_entry_point_label(ep), ep.load)
+            label = _entry_point_label(ep)
+            _run_import(label, ep.load)
+            # a plugin module someone imported before discovery ran registered under its bare name
+            for registry in REGISTRIES.values():
+                registry.attribute(ep.module, label)
     except BaseException:
         _state["loaded"] = False  # the next lookup fails the same way instead of seeing half the plugins
         raise

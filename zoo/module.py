@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.augment import AugmentPipeline
+from zoo.tta import views
 from zoo.build import build_network, build_optimizer, build_schedule
 
 
@@ -35,6 +36,7 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters()
         self.recipe = recipe
         self.num_classes = num_classes
+        self.tta = {"flip": False, "crops": 0, "shift": 2, **recipe.get("tta", {})}
         self.reg = {"label_smoothing": 0.0, "l1": 0.0, "l2": 0.0, "decay_norm_and_bias": False, **recipe.get("regularization", {})}
         self.net = build_network(recipe["model"], tuple(input_shape), num_classes)
         self.augment = AugmentPipeline(recipe.get("augment", []), num_classes, seed=recipe.get("seed", 0))
@@ -62,31 +64,43 @@ class Classifier(L.LightningModule):
         if init is not None:
             init(None if sample is None else self.standardize(sample))
 
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for raw inputs, averaged over the recipe's test-time views when it has any."""
+        tta = self.tta
+        if not (tta["flip"] or tta["crops"]):
+            return self(self.standardize(x)).softmax(-1)
+        x = to_unit_float(x, self.input_mean.dtype)
+        return torch.stack([self(self.standardize(v)).softmax(-1) for v in views(x, **tta)]).mean(0)
+
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Class probabilities for raw inputs (as the data set stores them), in eval mode."""
         self.eval()
         device = self.input_mean.device
-        return torch.cat([self(self.standardize(c.to(device))).softmax(-1) for c in x.split(batch_size)])
+        return torch.cat([self.probabilities(c.to(device)) for c in x.split(batch_size)])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches are augmented here, on the device; standardizing happens in the steps."""
         x, y = batch
-        x = to_unit_float(x, self.input_mean.dtype)
         trainer = self._trainer  # None when used outside a Trainer (evaluating a loaded checkpoint)
         if trainer is not None and trainer.training and self.augment:
-            x, y = self.augment(x, y)
-        return self.standardize(x), y
+            x, y = self.augment(to_unit_float(x, self.input_mean.dtype), y)
+        return x, y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        # y: class indices, or soft targets after a mixing augmentation; smoothing applies to both
-        loss = F.cross_entropy(logits, y, label_smoothing=self.reg["label_smoothing"] if split == "train" else 0.0)
-        if split == "train" and (self.reg["l1"] or self.reg["l2"]):
-            loss = loss + self.penalty()
+        if split == "train":
+            logits = self(self.standardize(x))
+            # y: class indices, or soft targets after a mixing augmentation; smoothing applies to both
+            loss = F.cross_entropy(logits, y, label_smoothing=self.reg["label_smoothing"])
+            if self.reg["l1"] or self.reg["l2"]:
+                loss = loss + self.penalty()
+        else:
+            logits = self.probabilities(x).clamp_min(1e-12).log()  # log-probabilities serve as logits
+            loss = F.nll_loss(logits, y)
         metric = self.metrics[f"{split}_acc"]
         metric(logits, y.argmax(-1) if y.is_floating_point() else y)
         on_step = split == "train"
@@ -121,7 +135,7 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(-1)
+        return self.probabilities(x)
 
     def global_batch_size(self) -> int:
         t = self.trainer

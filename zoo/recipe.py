@@ -88,6 +88,14 @@ class EnsembleSection(_Section):
     )
 
 
+class TTASection(_Section):
+    """Test-time augmentation: validation, test and predictions average probabilities over several views."""
+
+    flip: bool = Field(False, description="Add the horizontal mirror of every view.")
+    crops: int = Field(0, ge=0, le=8, description="Shifted copies: the 4 axis neighbours first, then the diagonals.")
+    shift: int = Field(2, ge=1, description="Pixels each shifted copy moves.")
+
+
 class Recipe(_Section):
     """A whole experiment: what to train, on what, and how."""
 
@@ -98,6 +106,7 @@ class Recipe(_Section):
     augment: list[dict[str, Any]] = Field(
         default_factory=list, description="`augmentations` specs applied in order to training batches."
     )
+    tta: TTASection = Field(default_factory=TTASection)
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
     ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")

@@ -18,7 +18,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
@@ -197,6 +197,12 @@ class Registry:
             )
         self._entries[key] = Entry(self.name, key, obj, source, self.context)
         return obj
+
+    def attribute(self, module: str, source: str) -> None:
+        """Credit ``source`` with entries that ``module`` registered when it was imported directly, not as a plugin."""
+        for key, entry in self._entries.items():
+            if entry.source == module and getattr(entry.obj, "__module__", None) == module:
+                self._entries[key] = replace(entry, source=source)
 
     # --- looking up --------------------------------------------------------------------------
     def _loaded(self) -> dict[str, Entry]:

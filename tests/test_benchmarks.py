@@ -1,0 +1,26 @@
+"""The benchmark scripts run and report what they promise (their speed is not tested here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_augment_throughput_quick_json():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "augment_throughput.py"), "--quick", "--json",
+         "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("zoo_images_per_s", "torchvision_images_per_s", "ratio"):
+        assert isinstance(result[key], (int, float)) and result[key] > 0
+    assert abs(result["ratio"] - result["zoo_images_per_s"] / result["torchvision_images_per_s"]) < 0.01
+    assert result["device"] == "cpu"
+    assert result["batch_size"] == 64 and result["images"] == 384
+    assert result["torchvision_workers"] == 2
