@@ -91,3 +91,17 @@ def test_existing_run_dir_is_refused_without_overwrite(tmp_path):
     out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "--run-dir", str(run), cwd=tmp_path)
     assert out.returncode == 2 and "already exists" in out.stderr
     assert (run / "keep.txt").read_text() == "precious"
+
+
+def test_augmentation_grid_and_mixing_training_from_the_cli(tmp_path):
+    out = zoo("augment", str(REPO / "recipes" / "mlp-digits.yaml"), "augment=[flip, {name: cutmix}]", "--n", "6",
+              "--out", str(tmp_path / "grid.png"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    png = (tmp_path / "grid.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    run = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "data={name: synthetic, shape: [3, 8, 8], n_train: 512, signal: 1.0}",
+              "augment=[flip, {name: crop, padding: 1}, {name: cutmix, p: 0.5}]", "tta.flip=true",
+              "regularization.label_smoothing=0.1", "trainer.max_epochs=3", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["test_acc"] > 0.3  # 10 synthetic classes: chance is 0.1

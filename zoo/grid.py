@@ -27,8 +27,10 @@ def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 
     import matplotlib.pyplot as plt
 
     dm = build_data(recipe.data, seed=recipe.seed)
-    x = to_unit_float(dm.train.x[:n], torch.float32)
-    y = dm.train.y[:n]
+    # a seeded draw across the split: data sets are often stored class by class
+    pick = torch.randperm(len(dm.train), generator=torch.Generator().manual_seed(seed))[:n]
+    x = to_unit_float(dm.train.x[pick], torch.float32)
+    y = dm.train.y[pick]
     augmented, targets = AugmentPipeline(recipe.augment, dm.num_classes, seed=seed)(x.clone(), y)
     n = len(x)
     cols = min(n, 8)
