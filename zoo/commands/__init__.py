@@ -3,4 +3,7 @@
 They are imported when the parser is built, so they keep torch and Lightning imports inside functions.
 """
 
-MODULES: list[str] = []
+MODULES: list[str] = [
+    "zoo.commands.sanity",
+    "zoo.commands.init_explorer",
+]
