@@ -44,3 +44,19 @@ def test_python_api_trains_and_checkpoint_reloads_with_same_accuracy(in_tmp):
 def test_every_model_family_trains_from_a_recipe(in_tmp, overrides):
     result = zoo.train(None, [*FAST, *overrides, "trainer.max_epochs=2", "trainer.limit_train_batches=10"], progress=False)
     assert result.test_acc > 0.4  # chance is 0.1; 20 steps take every family well past it
+
+
+def test_recipe_monitors_log_and_guard(in_tmp):
+    result = zoo.train(None, [*FAST, "trainer.max_epochs=1", "monitors=[{name: activations, every_n_steps: 5}, "
+                              "{name: update_ratio, every_n_steps: 5}, divergence]"], progress=False)
+    header = (in_tmp / result.run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert any(c.startswith("activations/") for c in header.split(","))
+    assert any(c.startswith("update_ratio/") for c in header.split(","))
+    with pytest.warns(UserWarning, match="diverg|NaN|initial loss"):
+        blown = zoo.train(None, [*FAST, "optimizer={name: sgd, lr: 10000.0}", "model.norm=none",
+                                 "trainer.max_epochs=3", "monitors=[divergence]"], progress=False)
+    import csv
+
+    with open(in_tmp / blown.run_dir / "logs" / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("step")]
+    assert max(steps) < 20  # stopped inside the first of 3 epochs (20 steps each)

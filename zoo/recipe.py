@@ -106,6 +106,9 @@ class Recipe(_Section):
     augment: list[dict[str, Any]] = Field(
         default_factory=list, description="`augmentations` specs applied in order to training batches."
     )
+    monitors: list[dict[str, Any]] = Field(
+        default_factory=list, description="`monitors` specs: training callbacks (activations, update_ratio, divergence)."
+    )
     tta: TTASection = Field(default_factory=TTASection)
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
@@ -314,8 +317,9 @@ def _with_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     for section in COMPONENT_SECTIONS:
         if isinstance(data.get(section), str):
             data[section] = {"name": data[section]}
-    if isinstance(data.get("augment"), list):
-        data["augment"] = [{"name": a} if isinstance(a, str) else a for a in data["augment"]]
+    for listed in ("augment", "monitors"):
+        if isinstance(data.get(listed), list):
+            data[listed] = [{"name": a} if isinstance(a, str) else a for a in data[listed]]
     return data
 
 
@@ -335,6 +339,9 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
             setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section))
         parsed.augment = [
             REGISTRIES["augmentations"].validate(spec, f"augment[{i}]") for i, spec in enumerate(parsed.augment)
+        ]
+        parsed.monitors = [
+            REGISTRIES["monitors"].validate(spec, f"monitors[{i}]") for i, spec in enumerate(parsed.monitors)
         ]
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None

@@ -40,6 +40,11 @@ models = Registry(
     context=("input_shape", "num_classes"),
     doc="Networks (nn.Module) mapping a batch of `input_shape` inputs to `num_classes` logits.",
 )
+monitors = Registry(
+    "monitors",
+    doc="Training callbacks a recipe switches on under `monitors:` (activation statistics, update ratios, "
+    "divergence guard). A factory returns a Lightning Callback.",
+)
 datasets = Registry(
     "datasets",
     doc="Data sets. A factory returns a zoo.data.DataModule.",
@@ -53,5 +58,6 @@ __all__ = [
     "optimizers",
     "schedules",
     "models",
+    "monitors",
     "datasets",
 ]

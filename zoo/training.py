@@ -75,6 +75,8 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from zoo.registries import monitors
+
     kwargs: dict[str, Any] = recipe.trainer.model_dump()
     bar = kwargs.pop("enable_progress_bar")
     if progress is not None:
@@ -93,7 +95,12 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
         **kwargs,
         default_root_dir=run_dir,
         logger=CSVLogger(run_dir, name="logs", version=""),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])],
+        callbacks=[
+            checkpoint,
+            LearningRateMonitor(logging_interval="step"),
+            *(monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)),
+            *(extra_callbacks or []),
+        ],
         enable_progress_bar=bar,
         enable_model_summary=bar,
     )
