@@ -175,8 +175,9 @@ def fit_one(
         raise
     trainer.fit(module, datamodule=dm)
     ckpt = trainer.checkpoint_callback.best_model_path or None
-    val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
-    test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)[0]
+    # our own checkpoint, but loaded the safe way all the same: tensors and plain containers only
+    val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
+    test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
     metrics = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
     return RunResult(
         test_acc=metrics["test_acc"],
