@@ -68,6 +68,13 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         for i, acc in enumerate(report["members"]):
             print(f"member {i}: {ns.split} acc {acc:.4f}")
     print(f"{ns.split} acc: {report['acc']:.4f}   nll: {report['nll']:.4f}   samples: {report['samples']}")
+    print(
+        f"top-5 acc: {report['top5_acc']:.4f}   macro F1: {report['macro_f1']:.4f}   "
+        f"ROC-AUC: {report['roc_auc']:.4f}   PR-AUC: {report['pr_auc']:.4f}"
+    )
+    print("class  precision  recall")
+    for i, (p, r) in enumerate(zip(report["precision"], report["recall"])):
+        print(f"{i:>5}  {p:9.4f}  {r:6.4f}")
     if ns.json:
         print(json.dumps(report))
     return 0

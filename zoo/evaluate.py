@@ -78,7 +78,24 @@ def evaluate(model: Classifier | Ensemble, data_spec: dict[str, Any], split: str
         probs = model.predict_proba(part.x)
     report["acc"] = accuracy(probs, y)
     report["nll"] = float(-probs.clamp_min(1e-12).log().gather(1, y.view(-1, 1)).mean())
+    report.update(classification_metrics(probs, y))
     return report
+
+
+def classification_metrics(probs: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Top-k accuracy, per-class precision and recall, macro F1, ROC-AUC and PR-AUC (torchmetrics)."""
+    from torchmetrics.functional import classification as C
+
+    k = probs.shape[1]
+    out: dict[str, Any] = {
+        "top5_acc": float(C.multiclass_accuracy(probs, y, k, top_k=min(5, k), average="micro")),
+        "macro_f1": float(C.multiclass_f1_score(probs, y, k, average="macro")),
+        "roc_auc": float(C.multiclass_auroc(probs, y, k, average="macro")),
+        "pr_auc": float(C.multiclass_average_precision(probs, y, k, average="macro")),
+        "precision": C.multiclass_precision(probs, y, k, average=None).tolist(),
+        "recall": C.multiclass_recall(probs, y, k, average=None).tolist(),
+    }
+    return out
 
 
 def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
