@@ -84,7 +84,6 @@ def test_augmentations_describe_their_paper_and_math():
 
 # --- the augmentations beyond crop --------------------------------------------------------------------
 
-import math  # noqa: E402
 import re  # noqa: E402
 
 import pytest  # noqa: E402
