@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zoo.plugins.augmentations import (
+    affine_batch,
+    box_bounds,
+    box_mask,
+    color_jitter_batch,
+    cow_mask,
+    cutmix_batch,
+    flip_batch,
+    sample_beta,
+    translate_batch,
+)
 
 import zoo
 from zoo.augment import AugmentPipeline
-from zoo.plugins.augmentations import translate_batch
+from zoo.errors import RegistryError
 
 
 def images(b=8, c=3, h=8, w=8, seed=0):
@@ -83,23 +98,6 @@ def test_augmentations_describe_their_paper_and_math():
 
 
 # --- the augmentations beyond crop --------------------------------------------------------------------
-
-import re  # noqa: E402
-
-import pytest  # noqa: E402
-import torchvision.transforms.v2.functional as TF  # noqa: E402
-
-from zoo.errors import RegistryError  # noqa: E402
-from zoo.plugins.augmentations import (  # noqa: E402
-    affine_batch,
-    box_bounds,
-    box_mask,
-    color_jitter_batch,
-    cow_mask,
-    cutmix_batch,
-    flip_batch,
-    sample_beta,
-)
 
 # Every registered augmentation, with settings strong enough that a chosen sample visibly changes.
 SPECS = {
