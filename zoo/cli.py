@@ -28,6 +28,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
     recipe, overrides = _split_recipe(ns.args)
     result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite)
+    if result.rank != 0:
+        return 0  # the other ranks of a DDP job: rank 0 reports for all of them
     if result.members:
         print("\nmember  test acc  val acc")
         for m in result.members:

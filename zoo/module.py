@@ -104,7 +104,8 @@ class Classifier(L.LightningModule):
         metric = self.metrics[f"{split}_acc"]
         metric(logits, y.argmax(-1) if y.is_floating_point() else y)
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=split != "test")
+        # evaluation losses are averaged over ranks; the training loss stays per rank (no sync per step)
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=split != "test", sync_dist=not on_step)
         self.log(f"{split}/acc", metric, on_step=False, on_epoch=True, prog_bar=split != "test")
         return loss
 
@@ -136,6 +137,11 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.probabilities(x)
+
+    def on_fit_start(self) -> None:
+        # every rank augments differently, or DDP would show each rank the same "random" views
+        self.augment.seed = self.recipe.get("seed", 0) + 1_000_003 * self.global_rank
+        self.augment._generator = None
 
     def global_batch_size(self) -> int:
         t = self.trainer

@@ -22,6 +22,7 @@ from zoo.errors import ZooError
 from zoo.recipe import Recipe, load
 
 RUNS_DIR = Path("runs")
+RUN_DIR_ENV = "ZOO_RUN_DIR"
 
 
 @dataclass
@@ -36,9 +37,16 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     members: list[dict[str, Any]] | None = None  # ensembles: each member's seed, accuracies, run folder
     ensemble_acc: float | None = None
+    world_size: int = 1
+    rank: int = field(default=0, repr=False)  # this process's global rank: only rank 0 reports
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["rank"]
+        return out
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(self.summary(), sort_keys=True)
 
 
 def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
@@ -68,10 +76,13 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`")
+    # the training loss is left unsynced across ranks on purpose: a sync per step would cost more than it tells
+    warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('train/")
 
 
 def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, extra_callbacks: list | None = None):
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -83,6 +94,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
         bar = progress
     if bar is None:
         bar = sys.stderr.isatty()
+    _check_devices(kwargs)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -91,19 +103,34 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
         save_last=True,
         auto_insert_metric_name=False,
     )
-    return L.Trainer(
-        **kwargs,
-        default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs", version=""),
-        callbacks=[
-            checkpoint,
-            LearningRateMonitor(logging_interval="step"),
-            *(monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)),
-            *(extra_callbacks or []),
-        ],
-        enable_progress_bar=bar,
-        enable_model_summary=bar,
-    )
+    callbacks = [
+        checkpoint,
+        LearningRateMonitor(logging_interval="step"),
+        *(monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)),
+        *(extra_callbacks or []),
+    ]
+    try:
+        return L.Trainer(
+            **kwargs,
+            default_root_dir=run_dir,
+            logger=CSVLogger(run_dir, name="logs", version=""),
+            callbacks=callbacks,
+            enable_progress_bar=bar,
+            enable_model_summary=bar,
+        )
+    except MisconfigurationException as exc:  # more devices than exist, an unknown strategy, ...
+        raise ZooError(f"trainer: {exc}") from None
+
+
+def _check_devices(kwargs: dict[str, Any]) -> None:
+    """Say plainly what Lightning or PyTorch would otherwise report deep inside a traceback."""
+    if kwargs.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ZooError("trainer.accelerator: a GPU was asked for, but PyTorch sees no CUDA device here; use cpu or auto")
+    if kwargs.get("sync_batchnorm") and not torch.cuda.is_available():
+        raise ZooError(
+            "trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs only on CUDA devices; drop it on the CPU "
+            "(each process then normalizes over its own part of the batch)"
+        )
 
 
 def train(
@@ -117,8 +144,14 @@ def train(
     """Train a recipe (one model or an ensemble) and evaluate it; the Python form of ``zoo train``."""
     start = time.perf_counter()
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
-    path = claim_run_dir(run_dir, resolved.name or "run", overwrite)
-    write_recipe(resolved, path)
+    inherited = os.environ.get(RUN_DIR_ENV) if launched_worker() else None
+    if inherited:
+        path = Path(inherited)  # a DDP worker Lightning started: rank 0 made the folder and wrote the recipe
+    else:
+        path = claim_run_dir(run_dir, resolved.name or "run", overwrite)
+        write_recipe(resolved, path)
+        # Lightning starts the other ranks by running this same command again; they read this to join in
+        os.environ[RUN_DIR_ENV] = str(path)
     _quiet_lightning()
     if resolved.ensemble is None:
         result = fit_one(resolved, path, progress)
@@ -127,8 +160,14 @@ def train(
 
         result = train_ensemble(resolved, path, progress)
     result.seconds = round(time.perf_counter() - start, 2)
-    write_json(path / "metrics.json", asdict(result))
+    if result.rank == 0:
+        write_json(path / "metrics.json", result.summary())
     return result
+
+
+def launched_worker() -> bool:
+    """True in a process that Lightning's launcher started for a rank above 0 of this machine."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
 def write_recipe(recipe: Recipe, path: Path) -> None:
@@ -186,4 +225,6 @@ def fit_one(
         seconds=0.0,
         best_checkpoint=str(ckpt or ""),
         metrics=metrics,
+        world_size=trainer.world_size,
+        rank=trainer.global_rank,
     )

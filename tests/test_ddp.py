@@ -1,0 +1,74 @@
+"""DDP on the CPU: two gloo processes from the CLI, one run folder and one report, every test sample once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+
+
+def zoo(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env.pop("ZOO_RUN_DIR", None)
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def test_two_process_ddp_reports_once_like_a_single_process_run(tmp_path):
+    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), *DDP, "trainer.max_epochs=3", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    json_lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1  # rank 1 trains too, but only rank 0 reports
+    summary = json.loads(json_lines[0])
+    assert summary["world_size"] == 2 and 0.8 < summary["test_acc"] <= 1
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(summary["run_dir"]).name]
+    # the sharded test pass scored each of the 360 test images exactly once: one process agrees exactly
+    again = zoo("eval", summary["run_dir"], "--json", cwd=tmp_path)
+    report = json.loads(again.stdout.strip().splitlines()[-1])
+    assert report["samples"] == 360 and report["acc"] == summary["test_acc"]
+
+
+KILLER = """
+    import os, signal
+    import lightning as L
+    from zoo import monitors
+
+    class DieAt(L.Callback):
+        def __init__(self, rank, step):
+            self.rank, self.step = rank, step
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_rank == self.rank and trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    @monitors.register("die_at_step")
+    def die_at_step(*, rank: int = 1, step: int = 5):
+        '''Test helper: SIGKILL this process when it is the given rank at the given step.'''
+        return DieAt(rank, step)
+"""
+
+
+def test_a_killed_worker_ends_the_job_with_an_error_within_a_minute(tmp_path):
+    (tmp_path / "killer.py").write_text(textwrap.dedent(KILLER))
+    (tmp_path / "r.yaml").write_text(
+        f"base: {REPO / 'recipes' / 'mlp-digits.yaml'}\nplugins: [killer.py]\n"
+        "monitors: [{name: die_at_step, rank: 1, step: 5}]\ntrainer: {max_epochs: 200}\n"
+    )
+    start = time.monotonic()
+    out = zoo("train", str(tmp_path / "r.yaml"), *DDP, cwd=tmp_path, timeout=120)
+    assert out.returncode != 0
+    assert time.monotonic() - start < 60
+    assert not (Path(next((tmp_path / "runs").iterdir())) / "metrics.json").exists()
+
+
+def test_sync_batchnorm_on_cpu_is_refused_clearly(tmp_path):
+    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "trainer.sync_batchnorm=true", cwd=tmp_path)
+    assert out.returncode == 2 and "SyncBatchNorm runs only on CUDA" in out.stderr and "Traceback" not in out.stderr
+    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "trainer.accelerator=gpu", cwd=tmp_path)
+    assert out.returncode == 2 and "no CUDA device" in out.stderr and "Traceback" not in out.stderr
