@@ -144,9 +144,13 @@ def train(
     """Train a recipe (one model or an ensemble) and evaluate it; the Python form of ``zoo train``."""
     start = time.perf_counter()
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
-    inherited = os.environ.get(RUN_DIR_ENV) if launched_worker() else None
-    if inherited:
-        path = Path(inherited)  # a DDP worker Lightning started: rank 0 made the folder and wrote the recipe
+    if process_rank() > 0:
+        # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
+        shared = os.environ.get(RUN_DIR_ENV) or run_dir
+        if not shared:
+            raise ZooError("this process is a DDP worker (rank > 0): pass --run-dir so every rank shares one folder")
+        path = Path(shared)
+        path.mkdir(parents=True, exist_ok=True)
     else:
         path = claim_run_dir(run_dir, resolved.name or "run", overwrite)
         write_recipe(resolved, path)
@@ -165,9 +169,12 @@ def train(
     return result
 
 
-def launched_worker() -> bool:
-    """True in a process that Lightning's launcher started for a rank above 0 of this machine."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0
+def process_rank() -> int:
+    """This process's rank as its launcher (torchrun, SLURM, Lightning) announced it; 0 when alone."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def write_recipe(recipe: Recipe, path: Path) -> None:
