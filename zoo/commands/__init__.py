@@ -6,4 +6,6 @@ They are imported when the parser is built, so they keep torch and Lightning imp
 MODULES: list[str] = [
     "zoo.commands.sanity",
     "zoo.commands.init_explorer",
+    "zoo.commands.lr_find",
+    "zoo.commands.sweep",
 ]

@@ -1,0 +1,183 @@
+"""Coarse-to-fine sweeps: sampling, grids, narrowing, edge warnings, divergence, W&B definition, CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from zoo.errors import ZooError
+from zoo.recipe import parse_override
+from zoo.sweep import (
+    Param,
+    edge_warnings,
+    load_sweep,
+    override_text,
+    parse_param,
+    run_sweep,
+    stage_points,
+    wandb_definition,
+)
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "recipes" / "mlp-digits.yaml"
+TINY = ["model.width=32", "model.depth=1", "trainer.limit_train_batches=8"]
+
+
+def write_sweep(tmp_path, **extra):
+    data = {
+        "base": os.path.relpath(BASE, tmp_path),
+        "method": "random",
+        "metric": "val_acc",
+        "stages": 2,
+        "trials_per_stage": [4, 3],
+        "epochs_per_stage": [1, 3],
+        "overrides": TINY,
+        "parameters": {"optimizer.lr": {"log_uniform": ["1e-5", "1e0"]}},
+        **extra,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_log_uniform_is_uniform_in_log_space():
+    p = Param("lr", "log_uniform", 1e-6, 1e-2)
+    rng = np.random.default_rng(0)
+    logs = np.log10([p.sample(rng) for _ in range(4000)])
+    assert logs.min() >= -6 and logs.max() <= -2
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert np.quantile(logs, q) == pytest.approx(-6 + 4 * q, abs=0.1)
+
+
+def test_uniform_and_choice_sampling():
+    rng = np.random.default_rng(1)
+    u = np.array([Param("wd", "uniform", 0.0, 0.1).sample(rng) for _ in range(2000)])
+    assert np.quantile(u, 0.5) == pytest.approx(0.05, abs=0.01)
+    picks = {parse_param("act", {"choice": ["relu", "gelu"]}, "t").sample(rng) for _ in range(50)}
+    assert picks == {"relu", "gelu"}
+
+
+def test_grid_points_in_log_space():
+    p = Param("lr", "log_uniform", 1e-3, 1e-2)
+    assert p.grid(3) == [float(v) for v in 10 ** np.linspace(-3, -2, 3)]
+    assert [round(v, 4) for v in p.grid(3)] == [0.001, 0.0032, 0.01]
+    assert np.allclose(p.grid(4), [0.001, 0.00215, 0.00464, 0.01], rtol=1e-2)
+
+
+def test_grid_method_is_cartesian_product(tmp_path):
+    path = write_sweep(tmp_path, method="grid", grid_points=3,
+                       parameters={"optimizer.lr": {"log_uniform": [0.001, 0.01]}, "model.activation": {"values": ["relu", "gelu"]}})
+    spec = load_sweep(path)
+    points = stage_points(spec, spec.params, 0, np.random.default_rng(0))
+    assert len(points) == 6
+    assert sorted({p["optimizer.lr"] for p in points}) == [float(v) for v in 10 ** np.linspace(-3, -2, 3)]
+
+
+def test_narrowing_stays_inside_and_around_best():
+    original = Param("lr", "log_uniform", 1e-5, 1.0)
+    narrowed = original.narrow(1e-2, original)
+    assert original.low <= narrowed.low < 1e-2 < narrowed.high <= original.high
+    assert math.log10(narrowed.high / narrowed.low) == pytest.approx(2.5)  # sqrt of a 10^5 extent
+    assert math.sqrt(narrowed.low * narrowed.high) == pytest.approx(1e-2)  # centred in log space
+    again = narrowed.narrow(3e-2, original)
+    assert narrowed.low <= again.low and again.high <= narrowed.high
+    edge = original.narrow(2e-5, original)  # clipped to the original range
+    assert edge.low == pytest.approx(1e-5) and edge.high < original.high
+    lin = Param("wd", "uniform", 0.0, 0.1).narrow(0.05, Param("wd", "uniform", 0.0, 0.1))
+    assert (lin.low, lin.high) == pytest.approx((0.025, 0.075))
+    choice = parse_param("a", {"choice": [1, 2]}, "t")
+    assert choice.narrow(1, choice) == choice
+
+
+def test_edge_warning():
+    params = [Param("optimizer.lr", "log_uniform", 1e-5, 1.0), Param("optimizer.weight_decay", "uniform", 0.0, 1.0)]
+    notes = edge_warnings(params, {"optimizer.lr": 2e-5, "optimizer.weight_decay": 0.5})
+    assert len(notes) == 1 and "optimizer.lr" in notes[0] and "lower edge" in notes[0]
+    notes = edge_warnings(params, {"optimizer.lr": 1e-2, "optimizer.weight_decay": 0.95})
+    assert len(notes) == 1 and "optimizer.weight_decay" in notes[0] and "upper edge" in notes[0]
+    assert edge_warnings(params, {"optimizer.lr": 1e-2, "optimizer.weight_decay": 0.5}) == []
+
+
+def test_override_text_round_trips():
+    for value in (1e-5, 0.123456789, 3.0, 7, "gelu", True):
+        keys, parsed = parse_override(override_text("a.b", value))
+        assert keys == ["a", "b"] and parsed == value and type(parsed) is type(value)
+
+
+def test_sweep_file_errors(tmp_path):
+    with pytest.raises(ZooError, match="log_uniform"):
+        load_sweep(write_sweep(tmp_path, parameters={"optimizer.lr": {"log_uniform": [0, 1]}}))
+    with pytest.raises(ZooError, match="method"):
+        load_sweep(write_sweep(tmp_path, method="bayes"))
+    with pytest.raises(ZooError, match="unknown key 'trails'"):
+        load_sweep(write_sweep(tmp_path, trails=3))
+
+
+def test_wandb_definition(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path))
+    d = wandb_definition(spec)
+    assert d["method"] == "random" and d["program"] == "zoo"
+    assert d["metric"] == {"name": "val_acc", "goal": "maximize"}
+    assert d["parameters"]["optimizer.lr"] == {"distribution": "log_uniform_values", "min": 1e-5, "max": 1.0}
+    assert d["parameters"]["trainer.max_epochs"] == {"value": 1}
+    assert d["command"][:3] == ["${env}", "${program}", "train"] and d["command"][-1] == "${args_no_hyphens}"
+    grid = wandb_definition(load_sweep(write_sweep(tmp_path, method="grid", grid_points=3)))
+    assert grid["parameters"]["optimizer.lr"] == {"values": [float(v) for v in 10 ** np.linspace(-5, 0, 3)]}
+
+
+def test_two_stage_sweep_on_digits(tmp_path):
+    """The real thing, tiny: stage 2 narrows around a good lr; too large rates diverge and stop early."""
+    overrides = ["model.width=64", "model.depth=2"]  # width 32 x 1 prefers rates above 0.1 over 5 epochs
+    spec = load_sweep(write_sweep(tmp_path, trials_per_stage=[5, 3], epochs_per_stage=[2, 5], overrides=overrides))
+    result = run_sweep(spec, sweep_dir=tmp_path / "out")
+    best = result.best
+    assert best["val_acc"] > 0.8
+    assert 1e-4 <= best["optimizer.lr"] <= 1e-1
+    s1 = [r for r in result.rows if r["stage"] == 1]
+    s2 = [r for r in result.rows if r["stage"] == 2]
+    assert len(s1) == 5 and len(s2) == 3
+    lo1, hi1 = spec.params[0].low, spec.params[0].high
+    stage2 = [r["optimizer.lr"] for r in s2]
+    assert min(stage2) >= lo1 and max(stage2) <= hi1
+    assert max(stage2) / min(stage2) <= 10 ** 2.5  # sampled from the narrowed range
+    assert result.ranges[0] != result.ranges[1]
+    vals = [r["val_acc"] for r in result.rows]
+    assert vals == sorted(vals, reverse=True)
+    assert (tmp_path / "out" / "results.csv").is_file()
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["best"]["run_dir"] == best["run_dir"]
+
+
+def test_exploding_trial_is_marked_diverged(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path, stages=1, trials_per_stage=[1], epochs_per_stage=[2],
+                                  method="grid", grid_points=1,
+                                  overrides=[*TINY, "model.norm=none", "optimizer=sgd"],
+                                  parameters={"optimizer.lr": {"values": [50.0]}}))
+    result = run_sweep(spec, sweep_dir=tmp_path / "out")
+    (row,) = result.rows
+    assert row["status"] == "diverged"
+
+
+def test_cli_sweep(tmp_path):
+    path = write_sweep(tmp_path, stages=2, trials_per_stage=[2, 1], epochs_per_stage=[1, 1],
+                       parameters={"optimizer.lr": {"log_uniform": [1e-3, 1e-2]}})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "zoo", "sweep", str(path), "--sweep-dir", "sw", "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(report["rows"]) == 3
+    assert "optimizer.lr" in proc.stdout and "status" in proc.stdout
+    assert (tmp_path / "sw" / "results.csv").is_file()
+    wb = subprocess.run([sys.executable, "-m", "zoo", "sweep", str(path), "--wandb"],
+                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert wb.returncode == 0, wb.stderr
+    assert yaml.safe_load(wb.stdout)["parameters"]["optimizer.lr"]["distribution"] == "log_uniform_values"
