@@ -28,8 +28,10 @@ def member_recipes(recipe: Recipe) -> list[Recipe]:
         raise RecipeError(
             f"{recipe.source}: ensemble.member_overrides has {len(overrides)} lists for {ens.members} members"
         )
+    # members are W&B runs of their own, grouped under the ensemble's name
+    group = [] if recipe.logger.wandb.group else [f"logger.wandb.group={recipe.name}"]
     return [
-        derive(recipe, extra, ensemble=None, seed=seed, name=f"{recipe.name}-m{i}")
+        derive(recipe, [*group, *extra], ensemble=None, seed=seed, name=f"{recipe.name}-m{i}")
         for i, (seed, extra) in enumerate(zip(seeds, overrides))
     ]
 

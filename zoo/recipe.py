@@ -96,6 +96,25 @@ class TTASection(_Section):
     shift: int = Field(2, ge=1, description="Pixels each shifted copy moves.")
 
 
+class WandbSection(_Section):
+    """Weights & Biases: one run per job (rank 0 only), offline unless an API key is configured."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when an API key is configured, otherwise offline."
+    )
+    project: str = Field("zoo", description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (user or team); None: the account's default.")
+    group: str | None = Field(None, description="Group runs together (ensemble members and sweep trials get one).")
+    tags: list[str] = Field(default_factory=list, description="Tags of the run.")
+    name: str | None = Field(None, description="Run name; None: the run folder's name.")
+
+
+class LoggerSection(_Section):
+    """Where metrics go besides the run folder's logs/metrics.csv."""
+
+    wandb: WandbSection = Field(default_factory=WandbSection)
+
+
 class Recipe(_Section):
     """A whole experiment: what to train, on what, and how."""
 
@@ -106,6 +125,7 @@ class Recipe(_Section):
     augment: list[dict[str, Any]] = Field(
         default_factory=list, description="`augmentations` specs applied in order to training batches."
     )
+    logger: LoggerSection = Field(default_factory=LoggerSection)
     monitors: list[dict[str, Any]] = Field(
         default_factory=list, description="`monitors` specs: training callbacks (activations, update_ratio, divergence)."
     )
@@ -242,7 +262,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
             where = ".".join(keys[: depth + 1])
             raise RecipeError(f"override {'.'.join(keys)}: {where} is {child!r}, not a mapping")
         node = child
-    if keys[-1] == "name" and node.get("name") != value:
+    if len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
         node.clear()  # another component: the old one's parameters do not carry over
     node[keys[-1]] = value
 

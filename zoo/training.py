@@ -87,6 +87,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
     from lightning.pytorch.loggers import CSVLogger
 
     from zoo.registries import monitors
+    from zoo.wandb_logging import WandbExtras, wandb_logger
 
     kwargs: dict[str, Any] = recipe.trainer.model_dump()
     bar = kwargs.pop("enable_progress_bar")
@@ -109,11 +110,16 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
         *(monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)),
         *(extra_callbacks or []),
     ]
+    loggers = [CSVLogger(run_dir, name="logs", version="")]  # first, so trainer.log_dir stays run_dir/logs
+    wandb = wandb_logger(recipe, run_dir)
+    if wandb is not None:
+        loggers.append(wandb)
+        callbacks.append(WandbExtras(recipe, run_dir))
     try:
         return L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
-            logger=CSVLogger(run_dir, name="logs", version=""),
+            logger=loggers,
             callbacks=callbacks,
             enable_progress_bar=bar,
             enable_model_summary=bar,
@@ -219,11 +225,18 @@ def fit_one(
     except ZooError:
         shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
         raise
-    trainer.fit(module, datamodule=dm)
-    ckpt = trainer.checkpoint_callback.best_model_path or None
-    # our own checkpoint, but loaded the safe way all the same: tensors and plain containers only
-    val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
-    test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
+    from zoo.wandb_logging import finish_wandb
+
+    exit_code = 1
+    try:
+        trainer.fit(module, datamodule=dm)
+        ckpt = trainer.checkpoint_callback.best_model_path or None
+        # our own checkpoint, but loaded the safe way all the same: tensors and plain containers only
+        val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
+        test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
+        exit_code = 0
+    finally:
+        finish_wandb(trainer, exit_code)  # Lightning leaves the W&B run open; the next member must not reuse it
     metrics = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
     return RunResult(
         test_acc=metrics["test_acc"],

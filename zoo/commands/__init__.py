@@ -8,4 +8,5 @@ MODULES: list[str] = [
     "zoo.commands.init_explorer",
     "zoo.commands.lr_find",
     "zoo.commands.sweep",
+    "zoo.commands.report",
 ]
