@@ -10,18 +10,24 @@ import textwrap
 import time
 from pathlib import Path
 
+from zoo.recipe import load
+from zoo.wandb_offline import offline_run_dirs, read_offline_run
+
 REPO = Path(__file__).resolve().parent.parent
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
 
 
-def zoo(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def zoo(*args: str, cwd: Path, timeout: float = 300, wandb: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     env.pop("ZOO_RUN_DIR", None)
+    if wandb:
+        env.pop("WANDB_MODE", None)  # tests turn W&B off by default; here it runs offline, as for a user
     return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_two_process_ddp_reports_once_like_a_single_process_run(tmp_path):
-    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), *DDP, "trainer.max_epochs=3", "--json", cwd=tmp_path)
+    overrides = [*DDP, "trainer.max_epochs=3"]
+    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), *overrides, "--json", cwd=tmp_path, wandb=True)
     assert out.returncode == 0, out.stderr[-3000:]
     json_lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(json_lines) == 1  # rank 1 trains too, but only rank 0 reports
@@ -32,6 +38,13 @@ def test_two_process_ddp_reports_once_like_a_single_process_run(tmp_path):
     again = zoo("eval", summary["run_dir"], "--json", cwd=tmp_path)
     report = json.loads(again.stdout.strip().splitlines()[-1])
     assert report["samples"] == 360 and report["acc"] == summary["test_acc"]
+    # one W&B run for the job, not one per process, holding the resolved recipe and the test metrics
+    run_dir = tmp_path / summary["run_dir"]
+    assert len(offline_run_dirs(run_dir)) == 1
+    run = read_offline_run(run_dir)
+    assert run.config == load(REPO / "recipes" / "mlp-digits.yaml", overrides).to_dict()
+    assert run.summary["test_acc"] == summary["test_acc"]
+    assert out.stderr.count("wandb sync") == 1
 
 
 KILLER = """
