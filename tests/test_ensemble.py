@@ -102,3 +102,12 @@ def test_snapshot_ensemble_keeps_one_member_per_cycle(tmp_path, monkeypatch):
     steps = [int(m["snapshot"].split("step")[1].split(".")[0]) for m in result.members]
     assert steps[1] - steps[0] == steps[2] - steps[1] == steps[0]  # equal cycles, ending on cycle boundaries
     assert result.test_acc > 0.8
+
+
+def test_members_trained_in_parallel_processes_match_sequential_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["ensemble.members=2", "trainer.max_epochs=2", "model.width=32", "augment=[]"]
+    one_by_one = zoo.train(None, common, progress=False)
+    together = zoo.train(None, [*common, "ensemble.parallel=2"], progress=False)
+    assert [m["test_acc"] for m in together.members] == [m["test_acc"] for m in one_by_one.members]
+    assert together.ensemble_acc == one_by_one.ensemble_acc

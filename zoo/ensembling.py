@@ -82,16 +82,56 @@ def train_ensemble(recipe: Recipe, path: Path, progress: bool | None = None) -> 
     ens = recipe.ensemble
     if ens.snapshot:
         return _train_snapshots(recipe, path, progress)
-    infos, checkpoints = [], []
+    jobs = []
     for i, member in enumerate(member_recipes(recipe)):
         folder = path / "members" / f"m{i}"
         folder.mkdir(parents=True)
         write_recipe(member, folder)
-        bootstrap = 10_000 + member.seed if ens.bootstrap else None
-        result = fit_one(member, folder, progress, bootstrap_seed=bootstrap)
-        checkpoints.append(result.best_checkpoint)
-        infos.append({"member": i, "seed": member.seed, "run_dir": str(folder)})
+        jobs.append((member, folder, 10_000 + member.seed if ens.bootstrap else None))
+    if ens.parallel > 1:
+        checkpoints = _fit_in_parallel(jobs, ens.parallel)
+    else:
+        checkpoints = [fit_one(m, folder, progress, bootstrap_seed=b).best_checkpoint for m, folder, b in jobs]
+    infos = [{"member": i, "seed": m.seed, "run_dir": str(folder)} for i, (m, folder, _) in enumerate(jobs)]
     return _summary(recipe, Ensemble.from_checkpoints(checkpoints, ens.combine), infos, path)
+
+
+def _fit_member(recipe_data: dict[str, Any], source: str | None, folder: str, bootstrap: int | None, device: int | None) -> str:
+    """One member in a fresh worker process; returns its best checkpoint."""
+    import os
+
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)  # read when CUDA starts, which has not happened yet
+    from zoo.recipe import from_dict
+    from zoo.training import _quiet_lightning
+
+    _quiet_lightning()
+    member = from_dict(recipe_data, str(folder))
+    member.source = source
+    return fit_one(member, Path(folder), False, bootstrap_seed=bootstrap).best_checkpoint
+
+
+def _fit_in_parallel(jobs: list[tuple[Recipe, Path, int | None]], workers: int) -> list[str]:
+    """Members trained ``workers`` at a time in waves, each in a fresh process and, given GPUs, one per device."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus:
+        workers = min(workers, gpus)
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: CUDA does not survive fork
+    checkpoints: list[str] = []
+    for start in range(0, len(jobs), workers):
+        wave = jobs[start : start + workers]
+        with ProcessPoolExecutor(max_workers=len(wave), mp_context=context) as pool:
+            futures = [
+                pool.submit(_fit_member, m.to_dict(), m.source, str(folder), b, slot if gpus else None)
+                for slot, (m, folder, b) in enumerate(wave)
+            ]
+            checkpoints += [f.result() for f in futures]
+    return checkpoints
 
 
 def _train_snapshots(recipe: Recipe, path: Path, progress: bool | None) -> RunResult:

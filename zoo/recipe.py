@@ -81,6 +81,9 @@ class EnsembleSection(_Section):
         None, description="Per-member key=value overrides (e.g. a different model each), one list per member."
     )
     combine: Literal["mean", "vote"] = Field("mean", description="Average probabilities, or majority vote.")
+    parallel: int = Field(
+        1, ge=1, description="Members trained at once, each in its own process (and on its own GPU when there are GPUs)."
+    )
     snapshot: bool = Field(
         False,
         description="Snapshot ensemble: one run with a cosine_restarts schedule; the model at the end of "
