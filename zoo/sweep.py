@@ -344,7 +344,10 @@ def run_sweep(
             + ", ".join(f"{p.key} {p.describe()}" for p in params))
         stage_rows = []
         for trial, values in enumerate(points, 1):
-            overrides = [*spec.overrides, *spec.stage_overrides[stage], f"seed={spec.seed}"]
+            # trials are W&B runs of one group, named after the sweep folder, unless the sweep says otherwise
+            group = [] if any(o.startswith("logger.wandb.group=") for o in spec.overrides) else [
+                f"logger.wandb.group={folder.name}"]
+            overrides = [*group, *spec.overrides, *spec.stage_overrides[stage], f"seed={spec.seed}"]
             if epochs:
                 overrides.append(f"trainer.max_epochs={int(epochs)}")
             overrides += [override_text(k, v) for k, v in values.items()]
