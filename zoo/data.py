@@ -222,6 +222,32 @@ class DataModule(L.LightningDataModule):
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
+    @classmethod
+    def standardized(
+        cls,
+        train: Split,
+        val: Split,
+        test: Split,
+        *,
+        classes: Sequence[str],
+        standardize: str,
+        batch_size: int,
+        eval_batch_size: int,
+    ) -> DataModule:
+        """The three splits with ``standardize`` statistics taken from ``train`` alone: every data set's last step."""
+        mean, std = cls.statistics(train.x, standardize)
+        return cls(
+            train,
+            val,
+            test,
+            num_classes=len(classes),
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            mean=mean,
+            std=std,
+            classes=classes,
+        )
+
     @staticmethod
     def statistics(x: torch.Tensor, per: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of ``x`` per input feature (``feature``), per channel (``channel``), or neither.

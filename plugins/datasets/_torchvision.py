@@ -77,16 +77,13 @@ def load(
     )
     train_idx, val_idx = stratified_split(y, [val_fraction], split_seed)
     train = Split(x[train_idx], y[train_idx])
-    mean, std = DataModule.statistics(train.x, standardize)
     classes = list(official[0].classes)
-    return DataModule(
+    return DataModule.standardized(
         train,
         Split(x[val_idx], y[val_idx]),
         Split(test_x, test_y),
-        num_classes=len(classes),
+        classes=classes,
+        standardize=standardize,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
-        mean=mean,
-        std=std,
-        classes=classes,
     )

@@ -48,15 +48,12 @@ def digits(
     train_idx, val_idx, test_idx = (torch.tensor(sorted(i)) for i in (train_idx, val_idx, test_idx))
 
     x = x / 16.0  # pixels to [0, 1], like every other image data set
-    mean, std = DataModule.statistics(x[train_idx], standardize)
-    return DataModule(
+    return DataModule.standardized(
         Split(x[train_idx], y[train_idx]),
         Split(x[val_idx], y[val_idx]),
         Split(x[test_idx], y[test_idx]),
-        num_classes=10,
+        classes=[str(i) for i in range(10)],
+        standardize=standardize,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
-        mean=mean,
-        std=std,
-        classes=[str(i) for i in range(10)],
     )

@@ -283,15 +283,12 @@ def imagefolder(
         for part, idx in zip(carve, taken):
             splits[part] = Split(pool.x[idx], pool.y[idx])
         splits["train"] = Split(pool.x[rest], pool.y[rest])
-    mean, std = DataModule.statistics(splits["train"].x, standardize)
-    return DataModule(
+    return DataModule.standardized(
         splits["train"],
         splits["val"],
         splits["test"],
-        num_classes=len(classes),
+        classes=classes,
+        standardize=standardize,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
-        mean=mean,
-        std=std,
-        classes=classes,
     )

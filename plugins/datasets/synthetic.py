@@ -50,15 +50,12 @@ def synthetic(
         return Split(x.round().clamp(0, 255).to(torch.uint8), y)
 
     train, val, test = draw(n_train), draw(n_val), draw(n_test)
-    mean, std = DataModule.statistics(train.x, standardize)
-    return DataModule(
+    return DataModule.standardized(
         train,
         val,
         test,
-        num_classes=num_classes,
+        classes=[f"class{i}" for i in range(num_classes)],
+        standardize=standardize,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
-        mean=mean,
-        std=std,
-        classes=[f"class{i}" for i in range(num_classes)],
     )
