@@ -141,4 +141,8 @@ def test_real_training_run_logs_to_wandb(tmp_path, monkeypatch):
     assert run.summary["test_acc"] == pytest.approx(result.test_acc)
     assert any("train/loss_step" in row for row in run.history)
     assert "test/per_class/_type" in run.history_keys()
+    import torch
+
+    ckpt = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["wandb_run_id"] == run.run_id == (run_dir / "wandb_run_id.txt").read_text().strip()
     assert time.perf_counter() - start < 60

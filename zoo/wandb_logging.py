@@ -182,6 +182,12 @@ class WandbExtras(L.Callback):
         loggers = _wandb_loggers(trainer)
         return loggers[0].experiment if loggers else None
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # a resumed run reads this to continue the same W&B run rather than start a second one
+        loggers = _wandb_loggers(trainer)
+        if loggers and loggers[0]._experiment is not None:
+            checkpoint["wandb_run_id"] = loggers[0]._experiment.id
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run = self._run(trainer)
         if run is None or self._fit_logged:
