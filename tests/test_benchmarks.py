@@ -24,3 +24,15 @@ def test_augment_throughput_quick_json():
     assert result["device"] == "cpu"
     assert result["batch_size"] == 64 and result["images"] == 384
     assert result["torchvision_workers"] == 2
+
+
+def test_digits_vs_sklearn_quick_json():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "digits_vs_sklearn.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 < result["zoo_test_acc"] <= 1 and 0 < result["sklearn_test_acc"] <= 1
+    assert result["time_ratio"] == round(result["zoo_seconds"] / result["sklearn_seconds"], 2)
+    assert result["quick"] is True
