@@ -34,5 +34,6 @@ def test_digits_vs_sklearn_quick_json():
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 < result["zoo_test_acc"] <= 1 and 0 < result["sklearn_test_acc"] <= 1
-    assert result["time_ratio"] == round(result["zoo_seconds"] / result["sklearn_seconds"], 2)
+    # the ratio is of the unrounded times, so it agrees with the rounded ones to within their rounding
+    assert abs(result["time_ratio"] - result["zoo_seconds"] / result["sklearn_seconds"]) < 0.05
     assert result["quick"] is True
