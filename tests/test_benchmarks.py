@@ -37,3 +37,15 @@ def test_digits_vs_sklearn_quick_json():
     # the ratio is of the unrounded times, so it agrees with the rounded ones to within their rounding
     assert abs(result["time_ratio"] - result["zoo_seconds"] / result["sklearn_seconds"]) < 0.05
     assert result["quick"] is True
+
+
+def test_fault_injection_quick_json():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--quick", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["runs"] == 1 and result["kills"] == 1
+    assert result["resumed"] + result["started_over"] <= 1
+    assert result["identical"] == 1 and result["per_run"][0]["metrics"] == result["reference_metrics"]

@@ -6,12 +6,34 @@ from typing import Any
 
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.registries import datasets, models, optimizers, schedules
+
+# The fewest samples each split may have: training needs two (batch norm cannot train on one sample, and
+# one sample has no spread to standardize by); validation and test need one to be scored at all.
+MIN_SPLIT_SIZES = {"train": 2, "val": 1, "test": 1}
+
+
+def check_split_sizes(where: str, sizes: dict[str, int], hint: str = "") -> None:
+    """Raise a ZooError when a split is below MIN_SPLIT_SIZES: ``where`` names the data, ``hint`` the fix."""
+    short = [part for part, least in MIN_SPLIT_SIZES.items() if sizes.get(part, 0) < least]
+    if not short:
+        return
+    counts = ", ".join(f"{part} {sizes.get(part, 0)}" for part in MIN_SPLIT_SIZES)
+    need = ", ".join(f"{part} at least {MIN_SPLIT_SIZES[part]}" for part in short)
+    message = f"{where} is too small for the split: {counts} samples (needs {need})"
+    raise ZooError(message + (f"; {hint}" if hint else ""))
 
 
 def build_data(spec: dict[str, Any], seed: int = 0):
-    """The recipe's data set as a zoo.data.DataModule."""
+    """The recipe's data set as a zoo.data.DataModule, refused when a split is too small to use."""
     dm = datasets.build(spec, "data")
+    # a data set may check itself with a better hint; this catches the ones that do not (third-party ones too)
+    params = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    knobs = [f"data.{key}" for key in sorted(params) if key.startswith(("n_", "val_", "test_", "limit_"))]
+    sizes = {part: len(getattr(dm, part)) for part in MIN_SPLIT_SIZES}
+    hint = f"change {', '.join(knobs)}" if knobs else "use more data"
+    check_split_sizes(f"data: {params.get('name')}", sizes, hint)
     dm.seed = seed
     return dm
 

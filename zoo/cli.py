@@ -24,10 +24,19 @@ def _split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
+    from zoo.checkpointing import Interrupted
     from zoo.training import train
 
     recipe, overrides = _split_recipe(ns.args)
-    result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite)
+    try:
+        result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite, resume=ns.resume)
+    except Interrupted as stop:
+        run_dir = stop.checkpoint.parent.parent
+        print(
+            f"zoo: {stop}; wrote {stop.checkpoint}\nzoo: continue with: zoo train --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     if result.rank != 0:
         return 0  # the other ranks of a DDP job: rank 0 reports for all of them
     if result.members:
@@ -43,6 +52,13 @@ def cmd_train(ns: argparse.Namespace) -> int:
     print(f"time:      {result.seconds:.1f} s")
     if ns.json:
         print(result.to_json())
+    if result.diverged:
+        print(
+            f"zoo: training diverged at {result.diverged}; stopped early, and the figures above are of "
+            f"{result.best_checkpoint or 'the last weights'}, written before it",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -63,7 +79,7 @@ def _data_spec(model, overrides: list[str]) -> dict:
 def cmd_eval(ns: argparse.Namespace) -> int:
     from zoo.evaluate import evaluate, load_model
 
-    model = load_model(ns.run)
+    model = load_model(ns.run, ns.plugin)
     spec = _data_spec(model, ns.overrides)
     report = evaluate(model, spec, ns.split)
     if "members" in report:
@@ -89,7 +105,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
     from zoo.evaluate import load_model, safe_load, split_of
 
-    model = load_model(ns.run)
+    model = load_model(ns.run, ns.plugin)
     labels = None
     if ns.input:
         from pathlib import Path
@@ -212,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     train.add_argument("--run-dir", help="write the run here instead of a new folder under runs/")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint (no RECIPE then)"
+    )
     train.set_defaults(func=cmd_train)
 
     show = sub.add_parser("show", help="print the fully resolved recipe")
@@ -221,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained model or ensemble (run folder or checkpoint)")
     ev.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    ev.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
+    )
     ev.add_argument("overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--json", action="store_true", help="print a JSON report as the last line")
@@ -228,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="write class predictions of a trained model or ensemble as CSV")
     pr.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    pr.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
+    )
     pr.add_argument("overrides", nargs="*", metavar="data.key=value")
     pr.add_argument("--split", default="test", choices=["train", "val", "test"])
     pr.add_argument("--input", help="a .pt or .npy file of raw inputs (N, *input_shape) instead of a data split")
@@ -262,7 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere, not only before the command, where people forget to put it
+    debug = "--debug" in argv
+    ns, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    ns.debug = debug
+    # the recipe and key=value overrides may also follow options (`zoo train r --run-dir x a=1`):
+    # argparse reads one run of positionals and leaves the rest over
+    for name in ("args", "overrides"):
+        if extra and isinstance(getattr(ns, name, None), list):
+            getattr(ns, name).extend(a for a in extra if not a.startswith("-"))
+            extra = [a for a in extra if a.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return ns.func(ns)
     except ZooError as exc:

@@ -86,6 +86,11 @@ class TensorBatches:
 
     The epoch comes from ``epoch_fn`` when given (the DataModule passes the trainer's current epoch,
     so a resumed run picks up the right order); otherwise from ``set_epoch``, and each pass advances it.
+
+    Lightning treats a loader with ``state_dict``/``load_state_dict`` as resumable mid-epoch. The state is
+    the epoch and how many of its batches were done when the checkpoint was written (``done_fn``, the
+    trainer's count: the iterator itself runs a batch ahead of training because Lightning prefetches);
+    the first pass after ``load_state_dict`` over that same epoch skips those batches.
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch_fn: Callable[[], int | None] | None = None,
+        done_fn: Callable[[], int] | None = None,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of world_size {world_size} ranks")
@@ -110,10 +116,20 @@ class TensorBatches:
         self.rank = rank
         self.world_size = world_size
         self.epoch_fn = epoch_fn
+        self.done_fn = done_fn
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches already done) from a checkpoint
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        current = self.epoch_fn() if self.epoch_fn is not None else None
+        epoch = current if current is not None else max(self.epoch - 1, 0)
+        return {"epoch": epoch, "batches_done": self.done_fn() if self.done_fn is not None else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["batches_done"]))
 
     def _block(self) -> tuple[int, int]:
         """This rank's contiguous [start, stop) of an unshuffled split."""
@@ -155,8 +171,13 @@ class TensorBatches:
             if current is not None:
                 self.epoch = current
             order = self.order().to(x.device)
+            first = 0
+            if self._resume_at is not None:
+                if self._resume_at[0] == self.epoch:
+                    first = min(self._resume_at[1], len(self))
+                self._resume_at = None
             self.epoch += 1
-            for i in range(len(self)):
+            for i in range(first, len(self)):
                 idx = order[i * bs : (i + 1) * bs]
                 yield x[idx], y[idx]
         else:
@@ -215,6 +236,8 @@ class DataModule(L.LightningDataModule):
         self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         self.seed = seed
         self._train_batches: TensorBatches | None = None
+        # A resumed run's loader position, handed over by zoo.checkpointing.ResumeState (see there for why)
+        self.resume_train_state: dict[str, int] | None = None
         # Device copies made by setup(); the host splits stay as they are for anything outside training.
         self._placed: dict[str, Split] = {}
 
@@ -334,24 +357,37 @@ class DataModule(L.LightningDataModule):
     def _trainer_epoch(self) -> int | None:
         return self.trainer.current_epoch if self.trainer is not None else None
 
+    def _trainer_batches_done(self) -> int:
+        # processed, not completed: a checkpoint written in on_train_batch_end already holds that batch's update
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer is not None else 0
+
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
         split = self._split("train")
         batches = self._train_batches
         stale = batches is None or batches.split is not split
         if stale or (batches.rank, batches.world_size) != (rank, world):
+            # a last batch of a single sample would stop batch norm ("expected more than 1 value per
+            # channel"): drop it; the next epoch's shuffle puts that sample into a full batch
+            per_rank = -(-len(split) // world)
+            lone = per_rank > self.batch_size and per_rank % self.batch_size == 1
             batches = TensorBatches(
                 split,
                 self.batch_size,
                 shuffle=True,
+                drop_last=lone,
                 seed=self.seed,
                 rank=rank,
                 world_size=world,
                 epoch_fn=self._trainer_epoch,
+                done_fn=self._trainer_batches_done,
             )
             if self._train_batches is not None:  # outside a trainer, a rebuilt loader goes on where it was
                 batches.epoch = self._train_batches.epoch
             self._train_batches = batches
+        if self.resume_train_state is not None:
+            batches.load_state_dict(self.resume_train_state)
+            self.resume_train_state = None
         return batches
 
     def _eval(self, name: str) -> TensorBatches:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
@@ -19,22 +20,55 @@ GROUP = "zoo.plugins"
 _state = {"loaded": False}
 
 
-def _run_import(label: str, load) -> None:
+def _where_raised(exc: BaseException) -> str:
+    """' (at file:line)': the plugin's own line that led to ``exc``, or '' when there is none.
+
+    That is the outermost frame outside this module and importlib: the plugin's statement that failed
+    (an ``import`` of something missing, say), however deep inside other code the error was raised.
+    A SyntaxError names its file and line itself.
+    """
+    if isinstance(exc, SyntaxError):
+        return ""
+    here = Path(__file__).resolve()
+    machinery = Path(importlib.__file__).resolve().parent
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.startswith("<"):
+            continue
+        path = Path(frame.filename).resolve()
+        if path != here and not path.is_relative_to(machinery):
+            return f" (at {frame.filename}:{frame.lineno})"
+    return ""
+
+
+def _run_import(label: str, load, hint: str = "") -> None:
     token = current_source.set(label)
     try:
         load()
     except ZooError:
         raise  # already says what is wrong (a name clash, say)
     except Exception as exc:
-        raise PluginError(f"plugin {label} failed to import: {type(exc).__name__}: {exc}") from exc
+        message = f"plugin {label} failed to import: {type(exc).__name__}: {exc}{_where_raised(exc)}"
+        raise PluginError(message + (f"; {hint}" if hint else "")) from exc
     finally:
         current_source.reset(token)
 
 
-def _entry_point_label(ep: EntryPoint) -> str:
+def _package(ep: EntryPoint) -> str | None:
     dist = getattr(ep, "dist", None)
-    package = dist.name if dist is not None else "?"
-    return f"{package} (entry point '{ep.name}' = {ep.value})"
+    return dist.name if dist is not None else None
+
+
+def _entry_point_label(ep: EntryPoint) -> str:
+    package = _package(ep)
+    where = f"entry point '{ep.name}' = {ep.value}"
+    return f"{package} ({where})" if package else f"({where})"
+
+
+def _entry_point_hint(ep: EntryPoint) -> str:
+    package = _package(ep)
+    if package is None or package == "zoo":
+        return ""  # zoo's own plugins: the message names the missing piece; uninstalling zoo is no advice
+    return f"fix or reinstall {package}, or `pip uninstall {package}` so zoo stops loading it"
 
 
 def load_plugins() -> None:
@@ -46,7 +80,7 @@ def load_plugins() -> None:
     try:
         for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
             label = _entry_point_label(ep)
-            _run_import(label, ep.load)
+            _run_import(label, ep.load, _entry_point_hint(ep))
             # a plugin module someone imported before discovery ran registered under its bare name
             for registry in REGISTRIES.values():
                 registry.attribute(ep.module, label)

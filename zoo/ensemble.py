@@ -6,6 +6,7 @@ input shape and state dict), so it loads with ``torch.load(weights_only=True)`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,10 @@ class Ensemble(nn.Module):
         tmp.replace(path)  # atomic: a crash never leaves half an ensemble behind
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Ensemble:
+    def load(
+        cls, path: str | Path, map_location: str | torch.device = "cpu", trusted_plugins: Iterable[str] = ()
+    ) -> Ensemble:
+        """An ensemble file's members; plugins their recipes name load only if in ``trusted_plugins``."""
         payload = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ZooError(f"{path}: not a zoo ensemble file")
@@ -78,7 +82,7 @@ class Ensemble(nn.Module):
         for entry in payload["members"]:
             from zoo.recipe import from_dict
 
-            from_dict(entry["recipe"], str(path))  # loads the recipe's plugins before building
+            from_dict(entry["recipe"], str(path), trusted_plugins=list(trusted_plugins))
             member = Classifier(entry["recipe"], tuple(entry["input_shape"]), entry["num_classes"])
             member.load_state_dict(entry["state_dict"])
             members.append(member.eval())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +28,70 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _imports_code(path: Path) -> str | None:
+    """The first callable a pickle (plain, or inside torch's zip format) would import, read without running it."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings = [*strings[-1:], arg]
+            if op.name == "GLOBAL":
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL":
+                return ".".join(strings[-2:])
+    except Exception:  # noqa: BLE001 - not a pickle at all: nothing it could run
+        return None
+    return None
+
+
 def safe_load(path: Path) -> Any:
     """torch.load restricted to tensors and plain containers: a file that would run code is refused."""
+    path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note about pickle protocols is noise in a refusal
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        target = _imports_code(path)
+        if target is None:  # the weights-only unpickler also fails on bytes that are no pickle at all
+            raise ZooError(f"{path}: not a readable checkpoint (not a file torch.save wrote)") from None
         raise ZooError(
-            f"{path}: refused to load: it holds objects that would run code when unpickled ({first})"
+            f"{path}: refused to load: it holds objects that would run code when unpickled (it imports {target})"
         ) from None
-    except Exception as exc:  # torch raises many kinds on a file that is not a checkpoint at all
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a file that is not a checkpoint at all
         raise ZooError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def load_model(path: str | Path) -> Classifier | Ensemble:
-    """A trained Classifier or Ensemble, in eval mode on the CPU."""
+def load_model(path: str | Path, plugins: Iterable[str] = ()) -> Classifier | Ensemble:
+    """A trained Classifier or Ensemble, in eval mode on the CPU.
+
+    ``plugins``: the plugins the user trusts; a plugin the checkpoint's recipe names is imported only if
+    it is listed here (see ``zoo.recipe.from_dict``).
+    """
     file = find_checkpoint(path)
     payload = safe_load(file)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        return Ensemble.load(file)
+        return Ensemble.load(file, trusted_plugins=plugins)
     if not (isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload):
         raise ZooError(f"{file}: not a zoo checkpoint (no state_dict and hyper_parameters)")
     from zoo.recipe import from_dict
 
     hp = payload["hyper_parameters"]
-    from_dict(hp["recipe"], str(file))  # imports the plugins the recipe names
+    from_dict(hp["recipe"], str(file), trusted_plugins=list(plugins))
     model = Classifier(hp["recipe"], tuple(hp["input_shape"]), hp["num_classes"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:  # names and shapes that another model (or a hand-edited recipe) wrote
+        detail = " ".join(str(exc).split())
+        raise ZooError(f"{file}: its weights do not fit the model its recipe describes ({detail[:300]})") from None
     return model.eval()
 
 

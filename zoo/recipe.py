@@ -60,6 +60,22 @@ class RegularizationSection(_Section):
     )
 
 
+class CheckpointSection(_Section):
+    """When checkpoints are written and what guards them; every file is written atomically."""
+
+    every_n_epochs: int = Field(
+        1, ge=1, description="Write last.ckpt (and best.ckpt when validation improved) every this many epochs."
+    )
+    on_signal: bool = Field(
+        True, description="On SIGINT/SIGTERM finish the current step, write last.ckpt and stop (resume with --resume)."
+    )
+    divergence_guard: bool = Field(
+        True,
+        description="Stop when the training loss turns NaN/inf or passes 3x its initial value, keeping the last "
+        "good checkpoint (the `divergence` monitor with its defaults, unless `monitors` lists one).",
+    )
+
+
 class LRScalingSection(_Section):
     """Linear learning-rate scaling with the global batch (Goyal et al. 2017)."""
 
@@ -135,6 +151,7 @@ class Recipe(_Section):
     tta: TTASection = Field(default_factory=TTASection)
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
     seed: int = Field(0, description="Seed for every random number generator of the run.")
@@ -371,13 +388,27 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
     return parsed
 
 
-def from_dict(data: Mapping[str, Any], where: str = "recipe") -> Recipe:
-    """Validate an already resolved recipe (a run directory's recipe.yaml, a checkpoint's hyperparameters)."""
+def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: Iterable[str] | None = None) -> Recipe:
+    """Validate an already resolved recipe (a run directory's recipe.yaml, a checkpoint's hyperparameters).
+
+    ``trusted_plugins``: for a recipe that came inside a file (a checkpoint), the plugins the user named
+    on the command line; the recipe's own ``plugins`` are imported only if listed there, so a downloaded
+    checkpoint cannot make zoo run code. None: the recipe is the user's own and its plugins load.
+    """
     try:
         parsed = Recipe.model_validate(dict(data))
     except pydantic.ValidationError as exc:
         raise RecipeError(_explain(exc, where)) from None
     from zoo import discovery
+
+    if trusted_plugins is not None:
+        trusted = {str(Path(p).resolve()) if p.endswith(".py") else p for p in trusted_plugins}
+        for name in parsed.plugins:
+            if name not in trusted:
+                raise RecipeError(
+                    f"{where}: its recipe names the plugin {name}, and zoo does not run code a checkpoint names; "
+                    f"if you trust it, pass --plugin {name}"
+                )
 
     discovery.load_local(parsed.plugins)
     return parsed

@@ -120,7 +120,7 @@ def add_confusion(info: RunInfo) -> None:
     from zoo.evaluate import load_model, split_of
 
     try:
-        model = load_model(info.path)
+        model = load_model(info.path, info.recipe.get("plugins", []))  # the user's own run folder
         dm, part = split_of(info.recipe["data"], "test")
     except (ZooError, KeyError) as exc:
         info.confusion_note = f"no confusion matrix: {exc}"

@@ -23,6 +23,7 @@ from zoo.recipe import Recipe, load
 
 RUNS_DIR = Path("runs")
 RUN_DIR_ENV = "ZOO_RUN_DIR"
+LAST_CHECKPOINT = "last.ckpt"
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RunResult:
     members: list[dict[str, Any]] | None = None  # ensembles: each member's seed, accuracies, run folder
     ensemble_acc: float | None = None
     world_size: int = 1
+    diverged: str | None = None  # why the divergence guard stopped training early, if it did
     rank: int = field(default=0, repr=False)  # this process's global rank: only rank 0 reports
 
     def summary(self) -> dict[str, Any]:
@@ -61,9 +63,14 @@ def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> Pat
     if run_dir is None:
         return new_run_dir(name)
     path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise ZooError(f"--run-dir {path}: a file is in the way (not a directory); name another folder")
     if path.exists() and any(path.iterdir()):
         if not overwrite:
-            raise ZooError(f"run directory {path} already exists; pass --overwrite to replace it")
+            raise ZooError(
+                f"run directory {path} already exists; continue it with --resume {path}, "
+                "or replace it with --overwrite"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -76,42 +83,55 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`")
+    # a resumed run writes into its own folder on purpose (and the CSV logger appends, despite its warning)
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # the training loss is left unsynced across ranks on purpose: a sync per step would cost more than it tells
     warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('train/")
 
 
-def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, extra_callbacks: list | None = None):
+def make_trainer(
+    recipe: Recipe,
+    run_dir: Path,
+    progress: bool | None = None,
+    extra_callbacks: list | None = None,
+    wandb_resume_id: str | None = None,
+):
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
+    from zoo.checkpointing import AtomicCheckpointIO, ResumeState, RunCheckpoint, RunCSVLogger, StopOnSignal
+    from zoo.monitors import DivergenceGuard
     from zoo.registries import monitors
     from zoo.wandb_logging import WandbExtras, wandb_logger
 
     kwargs: dict[str, Any] = recipe.trainer.model_dump()
+    plugins = kwargs.pop("plugins", None) or []
     bar = kwargs.pop("enable_progress_bar")
     if progress is not None:
         bar = progress
     if bar is None:
         bar = sys.stderr.isatty()
     _check_devices(kwargs)
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
+    listed = [monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)]
+    extra = list(extra_callbacks or [])
+    guard = next((m for m in [*listed, *extra] if isinstance(m, DivergenceGuard)), None)
+    if guard is None and recipe.checkpoint.divergence_guard:
+        guard = monitors.build({"name": "divergence"}, "checkpoint.divergence_guard")
+        listed.append(guard)
+    folder = run_dir / "checkpoints"
     callbacks = [
-        checkpoint,
+        RunCheckpoint(folder, recipe.checkpoint.every_n_epochs, guard=guard),
+        ResumeState(),
         LearningRateMonitor(logging_interval="step"),
-        *(monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)),
-        *(extra_callbacks or []),
+        *listed,
+        *extra,
     ]
-    loggers = [CSVLogger(run_dir, name="logs", version="")]  # first, so trainer.log_dir stays run_dir/logs
-    wandb = wandb_logger(recipe, run_dir)
+    if recipe.checkpoint.on_signal:
+        callbacks.append(StopOnSignal(folder))
+    loggers = [RunCSVLogger(run_dir)]  # first, so trainer.log_dir stays run_dir/logs
+    wandb = wandb_logger(recipe, run_dir, resume_id=wandb_resume_id)
     if wandb is not None:
         loggers.append(wandb)
         callbacks.append(WandbExtras(recipe, run_dir))
@@ -119,12 +139,14 @@ def make_trainer(recipe: Recipe, run_dir: Path, progress: bool | None = None, ex
         return L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
+            plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
             logger=loggers,
             callbacks=callbacks,
             enable_progress_bar=bar,
             enable_model_summary=bar,
         )
-    except MisconfigurationException as exc:  # more devices than exist, an unknown strategy, ...
+    except (MisconfigurationException, ValueError) as exc:  # more devices than exist, an unknown strategy, ...
+        # Lightning raises ValueError for an unknown strategy or precision name: the recipe's mistake too
         raise ZooError(f"trainer: {exc}") from None
 
 
@@ -132,6 +154,18 @@ def _check_devices(kwargs: dict[str, Any]) -> None:
     """Say plainly what Lightning or PyTorch would otherwise report deep inside a traceback."""
     if kwargs.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ZooError("trainer.accelerator: a GPU was asked for, but PyTorch sees no CUDA device here; use cpu or auto")
+    devices, accelerator = kwargs.get("devices"), kwargs.get("accelerator")
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    )
+    if on_cpu and isinstance(devices, int) and devices > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if devices > cores:
+            # on the CPU each device is a whole training process; more than there are cores only thrashes
+            raise ZooError(
+                f"trainer.devices: {devices} CPU processes asked for, but only {cores} cores are available "
+                f"here; on the CPU each device is a whole training process: use trainer.devices={cores} or fewer"
+            )
     if kwargs.get("sync_batchnorm") and not torch.cuda.is_available():
         raise ZooError(
             "trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs only on CUDA devices; drop it on the CPU "
@@ -146,9 +180,19 @@ def train(
     run_dir: str | Path | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    resume: str | Path | None = None,
 ) -> RunResult:
-    """Train a recipe (one model or an ensemble) and evaluate it; the Python form of ``zoo train``."""
+    """Train a recipe (one model or an ensemble) and evaluate it; the Python form of ``zoo train``.
+
+    ``resume``: a run folder whose training stopped (killed, interrupted); it goes on from its
+    ``checkpoints/last.ckpt`` with the folder's own recipe and ends as the uninterrupted run would.
+    """
     start = time.perf_counter()
+    if resume is not None:
+        if recipe is not None or list(overrides) or run_dir is not None:
+            raise ZooError("--resume takes the run folder alone: its recipe.yaml is the recipe (drop RECIPE, "
+                           "key=value overrides and --run-dir)")
+        return _resume(Path(resume), progress, start)
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
     if process_rank() > 0:
         # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
@@ -170,6 +214,41 @@ def train(
 
         result = train_ensemble(resolved, path, progress)
     result.seconds = round(time.perf_counter() - start, 2)
+    if result.rank == 0:
+        write_json(path / "metrics.json", result.summary())
+    return result
+
+
+def resume_point(path: Path) -> tuple[Recipe, Path]:
+    """The recipe and checkpoint a stopped run folder goes on from; a clear error when it cannot."""
+    if not (path / "recipe.yaml").is_file():
+        raise ZooError(f"--resume {path}: not a run folder (no recipe.yaml in it)")
+    if (path / "metrics.json").is_file() and process_rank() == 0:
+        raise ZooError(f"--resume {path}: that run finished (see its metrics.json); there is nothing to resume")
+    ckpt = path / "checkpoints" / LAST_CHECKPOINT
+    if not ckpt.is_file():
+        raise ZooError(
+            f"--resume {path}: no checkpoints/{LAST_CHECKPOINT} (the run stopped before its first checkpoint); "
+            f"start it again with: zoo train {path / 'recipe.yaml'} --run-dir {path} --overwrite"
+        )
+    resolved = load(path / "recipe.yaml")
+    if resolved.ensemble is not None:
+        raise ZooError(f"--resume {path}: resuming an ensemble is not supported; train it again")
+    return resolved, ckpt
+
+
+def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
+    from zoo.checkpointing import trim_metrics_csv
+    from zoo.evaluate import safe_load
+    from zoo.wandb_logging import read_run_id
+
+    resolved, ckpt = resume_point(path)
+    if process_rank() == 0:
+        os.environ[RUN_DIR_ENV] = str(path)
+        trim_metrics_csv(path / "logs" / "metrics.csv", safe_load(ckpt)["global_step"])
+    _quiet_lightning()
+    result = fit_one(resolved, path, progress, ckpt_path=ckpt, wandb_resume_id=read_run_id(path))
+    result.seconds = round(time.perf_counter() - start, 2)  # this process's time, not the first attempt's
     if result.rank == 0:
         write_json(path / "metrics.json", result.summary())
     return result
@@ -202,8 +281,10 @@ def fit_one(
     *,
     bootstrap_seed: int | None = None,
     callbacks: Iterable[Any] = (),
+    ckpt_path: Path | None = None,
+    wandb_resume_id: str | None = None,
 ) -> RunResult:
-    """Train one model into ``path`` and evaluate its best checkpoint on val and test."""
+    """Train one model into ``path`` (from ``ckpt_path`` when resuming) and evaluate its best checkpoint."""
     import lightning as L
 
     from zoo.build import build_data
@@ -221,15 +302,20 @@ def fit_one(
         module = Classifier(recipe.to_dict(), dm.input_shape, dm.num_classes)
         module.set_input_stats(dm.mean, dm.std)
         module.initialize(dm.sample())
-        trainer = make_trainer(recipe, path, progress, extra_callbacks=list(callbacks))
+        trainer = make_trainer(
+            recipe, path, progress, extra_callbacks=list(callbacks), wandb_resume_id=wandb_resume_id
+        )
     except ZooError:
-        shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
+        if ckpt_path is None:
+            shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
         raise
+    from zoo.monitors import DivergenceGuard
     from zoo.wandb_logging import finish_wandb
 
     exit_code = 1
     try:
-        trainer.fit(module, datamodule=dm)
+        # weights_only: even our own checkpoint is read as tensors and plain containers, never code
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         ckpt = trainer.checkpoint_callback.best_model_path or None
         # our own checkpoint, but loaded the safe way all the same: tensors and plain containers only
         val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
@@ -238,6 +324,7 @@ def fit_one(
     finally:
         finish_wandb(trainer, exit_code)  # Lightning leaves the W&B run open; the next member must not reuse it
     metrics = {k.replace("/", "_"): float(v) for k, v in {**val, **test}.items()}
+    guard = next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard) and c.stopped), None)
     return RunResult(
         test_acc=metrics["test_acc"],
         val_acc=metrics["val_acc"],
@@ -246,5 +333,6 @@ def fit_one(
         best_checkpoint=str(ckpt or ""),
         metrics=metrics,
         world_size=trainer.world_size,
+        diverged=f"step {guard.stopped_step}: {guard.reason}" if guard is not None else None,
         rank=trainer.global_rank,
     )

@@ -76,6 +76,11 @@ def load(
         [torch.as_tensor(ds.targets, dtype=torch.long) for ds in official],
     )
     train_idx, val_idx = stratified_split(y, [val_fraction], split_seed)
+    if len(val_idx) == 0 or len(train_idx) < 2:
+        raise ZooError(
+            f"{name}: val_fraction={val_fraction} of {len(y)} training images leaves {len(train_idx)} for "
+            f"train and {len(val_idx)} for val (each class's share is rounded); choose one that leaves both"
+        )
     train = Split(x[train_idx], y[train_idx])
     classes = list(official[0].classes)
     return DataModule.standardized(

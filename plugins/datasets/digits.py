@@ -40,6 +40,7 @@ def digits(
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
     y = torch.tensor(bunch.target, dtype=torch.long)
+    _check_sizes(len(y), 10, val_fraction, test_fraction)
     idx = list(range(len(y)))
     rest, test_idx = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=split_seed)
     train_idx, val_idx = train_test_split(
@@ -57,3 +58,29 @@ def digits(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
     )
+
+
+def _check_sizes(n: int, classes: int, val_fraction: float, test_fraction: float) -> None:
+    """Refuse fractions leaving a part fewer images than classes: a stratified split cannot make it.
+
+    The counts follow scikit-learn's train_test_split: a test share is rounded up, the rest remains.
+    """
+    import math
+
+    from zoo.errors import ZooError
+
+    test = math.ceil(test_fraction * n)
+    rest = n - test
+    val = math.ceil(val_fraction / (1 - test_fraction) * rest)
+    sizes = {"train": rest - val, "val": val, "test": test}
+    fix = {
+        "train": "lower data.val_fraction or data.test_fraction",
+        "val": "raise data.val_fraction",
+        "test": "raise data.test_fraction",
+    }
+    for part, size in sizes.items():
+        if size < classes:
+            raise ZooError(
+                f"digits: val_fraction={val_fraction}, test_fraction={test_fraction} leave {size} of the "
+                f"{n} images for {part}; a stratified split needs one per class ({classes}): {fix[part]}"
+            )

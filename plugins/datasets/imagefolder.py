@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,13 +61,25 @@ def decode_file(path: str, color: str, size: tuple[int, int] | None):
                 pil = pil.convert("RGB" if color == "rgb" else "L")
                 img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
                 img = img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            # the file is there by name but cannot be opened: a broken link, no read permission
+            raise ZooError(f"imagefolder: cannot read {path}: {exc.strerror}") from None
         except Exception as exc:
-            raise ZooError(f"imagefolder: cannot decode {path}: {exc}") from None
+            raise ZooError(
+                f"imagefolder: cannot decode {path}: {_without_path(str(exc), path)}; "
+                "it is not an image or a damaged one: replace or remove it"
+            ) from None
     if size is not None and tuple(img.shape[1:]) != size:
         from torchvision.transforms.v2.functional import resize
 
         img = resize(img, list(size), antialias=True)
     return img
+
+
+def _without_path(message: str, path: str) -> str:
+    """Pillow's message without the path it repeats (the error names the file already)."""
+    short = message.replace(f" '{path}'", "").replace(f" {path}", "").strip()
+    return short or "unknown format"
 
 
 def decode_all(paths: list[str], color: str, size: tuple[int, int] | None):
@@ -163,7 +174,10 @@ def _key(root: Path, classes: list[str], parts: dict[str, list[tuple[str, int]]]
     for part, entries in parts.items():
         digest.update(f"\0{part}".encode())
         for rel, label in entries:
-            st = os.stat(root / rel)
+            try:
+                st = os.stat(root / rel)
+            except OSError as exc:  # listed but gone, or a link to nowhere
+                raise ZooError(f"imagefolder: cannot read {root / rel}: {exc.strerror}") from None
             digest.update(f"\0{rel}\0{label}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return digest.hexdigest()
 
@@ -195,23 +209,12 @@ def _read_cache(path: Path, key: str, counts: dict[str, int], channels: int, siz
 
 
 def _write_cache(path: Path, blob: dict) -> None:
-    import torch
+    from zoo.checkpointing import atomic_torch_save
 
-    # A name of its own per writer (two ranks may build the same cache at once); opened with the
-    # umask's permissions, unlike mkstemp's owner-only file, so others sharing the data can read it.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "xb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        atomic_torch_save(blob, path)  # two ranks may build the same cache at once: each its own temp file
     except OSError as exc:  # a read-only or full disk costs the next run a decode, not this run
         warnings.warn(f"imagefolder: could not write the decode cache {path}: {exc}", stacklevel=3)
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
 
 
 @datasets.register("imagefolder")
@@ -247,7 +250,9 @@ def imagefolder(
 
     top = Path(root).expanduser()
     if not top.is_dir():
-        raise ZooError(f"imagefolder: no directory {top} (data.root)")
+        looked = "" if top.is_absolute() else f", looked at {top.resolve()}"
+        what = "is a file, not a directory" if top.is_file() else "does not exist"
+        raise ZooError(f"imagefolder: no directory {top} (data.root{looked}): it {what}")
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     if hw is not None and (len(hw) != 2 or min(hw) < 1):
         raise ZooError(f"imagefolder: size must be a positive N or [H, W], got {size}")
@@ -283,6 +288,7 @@ def imagefolder(
         for part, idx in zip(carve, taken):
             splits[part] = Split(pool.x[idx], pool.y[idx])
         splits["train"] = Split(pool.x[rest], pool.y[rest])
+    _check_split_sizes(top, splits, carve, val_fraction, test_fraction)
     return DataModule.standardized(
         splits["train"],
         splits["val"],
@@ -292,3 +298,18 @@ def imagefolder(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
     )
+
+
+def _check_split_sizes(top: Path, splits: dict, carved: list[str], val_fraction: float, test_fraction: float):
+    """Refuse a folder too small for its split, before a run starts on an empty validation or test set."""
+    from zoo.build import check_split_sizes
+
+    sizes = {part: len(splits[part]) for part in PARTS}
+    if carved:
+        # carved parts take a rounded share of every class, so a few images per class can round to none
+        asked = {"val": f"val_fraction={val_fraction}", "test": f"test_fraction={test_fraction}"}
+        fractions = " and ".join(asked[p] for p in reversed(carved))
+        hint = f"{fractions} of each class round to too few images; add images or raise the fraction"
+    else:
+        hint = f"add images under {top}/<part>/<class>/"
+    check_split_sizes(f"imagefolder: {top}", sizes, hint)

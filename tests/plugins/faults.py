@@ -1,0 +1,31 @@
+"""A test-only plugin: a monitor that signals its own process after a given optimizer step.
+
+It is what an outside ``kill -9`` or a scheduler's SIGTERM does, at a step chosen by the test. A marker
+file makes it fire once, so the resumed run (whose recipe still lists it) trains on undisturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+
+from zoo.registries import monitors
+
+
+class SignalAtStep(L.Callback):
+    def __init__(self, step: int, signum: int, marker: Path) -> None:
+        self.step, self.signum, self.marker = step, signum, marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(str(self.step))
+            os.kill(os.getpid(), self.signum)
+
+
+@monitors.register("signal_at_step")
+def signal_at_step(step: int, marker: str, signal_name: str = "SIGKILL"):
+    """Sends ``signal_name`` to this process once, after optimizer step ``step`` (test fault injection)."""
+    return SignalAtStep(step, getattr(signal, signal_name), Path(marker))

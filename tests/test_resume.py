@@ -1,0 +1,257 @@
+"""Crash safety: a run stopped at any step and resumed ends exactly where the uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import zoo.training as training
+from zoo.checkpointing import Interrupted, atomic_torch_save
+from zoo.cli import main
+from zoo.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTS = ROOT / "tests" / "plugins" / "faults.py"
+# 1257 training images in batches of 128: 10 steps an epoch, 30 in all
+SMALL = ["trainer.max_epochs=3", "data.batch_size=128", "model.width=64", "logger.wandb.mode=disabled"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # in-process runs and the subprocesses must sum in the same order to give identical figures,
+    # whatever thread count earlier tests left behind
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, _one_thread):
+    return train(None, SMALL, run_dir=tmp_path_factory.mktemp("base") / "run", progress=False).metrics
+
+
+class CrashAt(L.Callback):
+    """Dies after optimizer step ``step`` the way a killed process does: no handler, no cleanup."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise SystemExit("simulated kill")
+
+
+def _with_callback(monkeypatch, callback) -> None:
+    make = training.make_trainer
+
+    def patched(*args, **kwargs):
+        kwargs["extra_callbacks"] = [*(kwargs.get("extra_callbacks") or []), callback]
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(training, "make_trainer", patched)
+
+
+@pytest.mark.parametrize("step", [14, 20, 27])  # mid-epoch 2, its last step, mid-epoch 3
+def test_crash_then_resume_matches_uninterrupted_run(step, tmp_path, monkeypatch, uninterrupted):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, CrashAt(step))
+        with pytest.raises(SystemExit):
+            train(None, SMALL, run_dir=run, progress=False)
+    assert not (run / "metrics.json").exists()
+    # the checkpoint it goes on from is the last one written at an epoch end before the crash
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == (step - 1) // 10 * 10
+    resumed = train(resume=run, progress=False)
+    assert resumed.metrics == uninterrupted
+    assert json.loads((run / "metrics.json").read_text())["test_acc"] == uninterrupted["test_acc"]
+
+
+@pytest.mark.parametrize("step", [3, 17])
+def test_sigterm_writes_a_checkpoint_mid_epoch_and_resume_is_exact(step, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    recipe = tmp_path / "term.yaml"
+    recipe.write_text(
+        f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n"
+        f"monitors:\n  - {{name: signal_at_step, step: {step}, marker: {tmp_path / 'fired'}, signal_name: SIGTERM}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo", "train", str(recipe), *SMALL, "--run-dir", str(run)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    assert done.returncode == 128 + 15, done.stderr
+    assert "stopped by SIGTERM at epoch" in done.stderr
+    assert f"continue with: zoo train --resume {run}" in done.stderr
+    assert "Traceback" not in done.stderr
+    # the step it stopped at is in the checkpoint: the current step finished, nothing was lost
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    resumed = train(resume=run, progress=False)
+    assert resumed.metrics == uninterrupted
+
+
+def test_sigkill_then_cli_resume(tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    recipe = tmp_path / "kill.yaml"
+    recipe.write_text(
+        f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n"
+        f"monitors:\n  - {{name: signal_at_step, step: 15, marker: {tmp_path / 'fired'}}}\n"
+    )
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "zoo", "train"]
+    killed = subprocess.run([*cmd, str(recipe), *SMALL, "--run-dir", str(run)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path, env=env)
+    assert killed.returncode == -9
+    resumed = subprocess.run([*cmd, "--resume", str(run), "--json"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["metrics"] == uninterrupted
+
+
+def test_resume_mistakes_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (["train", "--resume", str(tmp_path)], "not a run folder (no recipe.yaml in it)"),
+        (["train", "mlp-digits", "--resume", str(tmp_path)], "--resume takes the run folder alone"),
+    ]
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "recipe.yaml").write_text((ROOT / "recipes" / "mlp-digits.yaml").read_text())
+    cases.append((["train", "--resume", str(stopped)], "no checkpoints/last.ckpt (the run stopped before its first"))
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "recipe.yaml").write_text((ROOT / "recipes" / "mlp-digits.yaml").read_text())
+    (finished / "metrics.json").write_text("{}")
+    cases.append((["train", "--resume", str(finished)], "that run finished"))
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "x").write_text("")
+    cases.append((["train", "--run-dir", str(existing)], f"continue it with --resume {existing}, or replace it"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_atomic_save_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, path)
+
+    def dies_halfway(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the write is cut off before it completes
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+def test_interrupted_reports_the_shell_exit_code():
+    stop = Interrupted(15, Path("r/checkpoints/last.ckpt"), epoch=2, step=31)
+    assert stop.exit_code == 143 and "SIGTERM at epoch 2, step 31" in str(stop)
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
+    import pickle
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "recipe.yaml").write_text((ROOT / "recipes" / "mlp-digits.yaml").read_text())
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps({"global_step": Payload()}))
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "refused to load" in err and "would run code" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_resumed_run_keeps_the_metrics_logged_before_the_crash(tmp_path, monkeypatch, uninterrupted):
+    import csv
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, CrashAt(25))
+        with pytest.raises(SystemExit):
+            train(None, SMALL, run_dir=run, progress=False)
+    train(resume=run, progress=False)
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    val_epochs = [int(r["epoch"]) for r in rows if r.get("val/acc")]
+    # each epoch's validation once (0-1 kept from before the crash, none twice), then the final evaluation's
+    assert val_epochs == [0, 1, 2, 3]
+
+
+class BlowUpAt(L.Callback):
+    """Sets an absurd learning rate from the start of epoch ``epoch``: the loss then runs away."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e6
+
+
+def test_divergence_guard_is_on_by_default_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _with_callback(monkeypatch, BlowUpAt(1))
+    run = tmp_path / "run"
+    argv = ["train", "mlp-digits", *SMALL, "optimizer={name: sgd, lr: 0.1}", "schedule=constant",
+            "--run-dir", str(run), "--json"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "zoo: training diverged at step" in captured.err and "Traceback" not in captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["diverged"].startswith("step 1")  # a step of the second epoch (steps 10-19)
+    for name in ("last.ckpt", "best.ckpt"):
+        ckpt = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert ckpt["global_step"] == 10  # written at the end of the first epoch, never overwritten after
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    # evaluated with the good weights from before the divergence (diverged ones predict one class: 10%)
+    assert summary["best_checkpoint"] == str(run / "checkpoints" / "best.ckpt")
+    assert summary["test_acc"] > 0.2
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    from zoo.wandb_logging import read_run_id
+    from zoo.wandb_offline import offline_run_dirs, read_offline_run
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    overrides = [*SMALL[:-1], "logger.wandb.mode=offline"]
+    with monkeypatch.context() as patch:
+        _with_callback(patch, CrashAt(14))
+        with pytest.raises(SystemExit):
+            train(None, overrides, run_dir=run, progress=False)
+    first_id = read_run_id(run)
+    assert first_id
+    resumed = train(resume=run, progress=False)
+    assert read_run_id(run) == first_id
+    folders = offline_run_dirs(run)
+    assert len(folders) == 2 and all(f.name.endswith(first_id) for f in folders)  # one W&B run, two sittings
+    second = read_offline_run(run, index=-1)
+    assert second.run_id == first_id
+    assert second.summary["test/acc"] == pytest.approx(resumed.test_acc)

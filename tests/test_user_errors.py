@@ -1,0 +1,501 @@
+"""User mistakes end in a short message naming what is wrong and where, exit code 2, no traceback.
+
+Every case drives the real command line (``zoo.cli.main`` in this process; one case also as a real
+``python -m zoo`` process) from an empty working directory, and checks that no run folder is left
+behind. Training itself is switched off: if a mistake slipped through to ``Trainer.fit``, the test
+fails there instead of training (or starting 64 processes).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo import discovery
+from zoo.cli import main
+from zoo.errors import RegistryError
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = str(REPO / "recipes" / "mlp-digits.yaml")
+QUICK = ["trainer.max_epochs=1", "model.width=8"]
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def workspace(tmp_path, monkeypatch):
+    """An empty working directory (``runs/`` lands here), and no training at all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ZOO_RUN_DIR", raising=False)  # train() sets it; keep it out of later tests
+    import lightning.pytorch as pl
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Trainer.fit was reached: the mistake was not caught before training")
+
+    monkeypatch.setattr(pl.Trainer, "fit", refuse)
+    return tmp_path
+
+
+def cli(capsys, *args: str) -> tuple[object, str]:
+    """Run ``zoo ARGS`` in this process: (exit status, stderr); an escaping exception lands in stderr."""
+    try:
+        status: object = main(list(args))
+    except SystemExit as exc:
+        status = exc.code
+    except Exception:  # noqa: BLE001 -- what a real process would print before dying with status 1
+        status = 1
+        print(traceback.format_exc(), file=sys.stderr)
+    return status, capsys.readouterr().err
+
+
+def assert_user_error(result: tuple[object, str], *fragments: str, where: Path | None = None) -> str:
+    status, err = result
+    assert "Traceback" not in err, err
+    assert status == 2, err
+    assert err.startswith("zoo: error: "), err
+    assert len(err.strip().splitlines()) <= 3, err  # a message, not a report
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    if where is not None:
+        runs = where / "runs"
+        assert not (runs.exists() and any(runs.iterdir())), (
+            f"a run folder was left behind: {list(runs.iterdir())}"
+        )
+    return err
+
+
+def _image_folder(root: Path, per_class: int, classes=("ant", "bee")) -> Path:
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i:03d}.{'jpg' if i % 2 else 'png'}")
+    return root
+
+
+def _data(root: Path, **extra) -> str:
+    params = "".join(f", {k}: {v}" for k, v in extra.items())
+    return f"data={{name: imagefolder, root: {root}{params}}}"
+
+
+def _recipe(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"base: {RECIPE}\n{body}")
+    return str(path)
+
+
+# --- recipes, components and parameters ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        (
+            "model.name=mpl",
+            ["mlp-digits.yaml: model: unknown models 'mpl' (did you mean: mlp?)", "known models: mlp"],
+        ),
+        (
+            "model.widht=16",
+            ["mlp-digits.yaml: model: unknown parameter 'widht' for models 'mlp' (did you mean: width"],
+        ),
+        ("model.width=wide", ["mlp-digits.yaml: model.width: Input should be a valid integer", "got 'wide'"]),
+        ("optimizer.lr=-0.1", ["mlp-digits.yaml: optimizer.lr: Input should be greater than 0"]),
+        (
+            "optimizer.lrr=0.1",
+            ["optimizer: unknown parameter 'lrr' for optimizers 'adamw' (did you mean: lr?)"],
+        ),
+        (
+            "trainer.max_epoch=3",
+            ["mlp-digits.yaml: unknown key 'trainer.max_epoch'", "(did you mean: max_epochs"],
+        ),
+        ("modle.depth=3", ["mlp-digits.yaml: unknown key 'modle' (did you mean: model?)"]),
+        ("model..depth=3", ["override 'model..depth=3': expected key.sub=value"]),
+    ],
+    ids=[
+        "unknown-model",
+        "unknown-param",
+        "mistyped-param",
+        "out-of-range",
+        "optimizer-typo",
+        "trainer-typo",
+        "unknown-section",
+        "bad-override",
+    ],
+)
+def test_bad_component_or_parameter(capsys, workspace, override, fragments):
+    assert_user_error(cli(capsys, "train", "mlp-digits", override), *fragments, where=workspace)
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("model: {name: mlp\ndata: digits\n", ["bad.yaml:2:", "not valid YAML"]),
+        ("- model\n- data\n", ["bad.yaml: a recipe must be a YAML mapping, got list"]),
+        (f"base: {RECIPE}\nmodle: {{depth: 3}}\n", ["bad.yaml: unknown key 'modle' (did you mean: model?)"]),
+        (f"base: {RECIPE}\ntrainer: {{max_epochs: many}}\n", ["bad.yaml", "trainer.max_epochs"]),
+        ("base: nowhere.yaml\n", ["bad.yaml: base: recipe nowhere.yaml not found"]),
+    ],
+    ids=["bad-yaml", "not-a-mapping", "unknown-key", "wrong-type", "missing-base"],
+)
+def test_bad_recipe_file(capsys, workspace, text, fragments):
+    (workspace / "bad.yaml").write_text(text)
+    assert_user_error(cli(capsys, "train", str(workspace / "bad.yaml")), *fragments, where=workspace)
+
+
+def test_unknown_recipe_name(capsys, workspace):
+    assert_user_error(
+        cli(capsys, "train", "mlp-digts"),
+        "recipe mlp-digts not found (did you mean: mlp-digits",
+        where=workspace,
+    )
+
+
+def test_python_tags_in_a_recipe_are_refused_and_never_run(capsys, workspace):
+    marker = workspace / "ran"
+    command = f"!!python/object/apply:os.system ['touch {marker}']"
+    recipe = _recipe(workspace, "evil.yaml", f"name: {command}\n")
+    assert_user_error(
+        cli(capsys, "train", recipe), "evil.yaml:2:", "not valid YAML", "python/object/apply:os.system"
+    )
+    assert not marker.exists()
+    # a tag in a command-line override is plain text, never a constructor
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", f"model.name={command}"), "unknown models", where=workspace
+    )
+    assert not marker.exists()
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(RegistryError, match="unknown models 'mpl'"):
+        main(["--debug", "train", "mlp-digits", "model.name=mpl"])
+
+
+# --- data ---------------------------------------------------------------------------------------------
+def test_missing_data_directory(capsys, workspace):
+    err = assert_user_error(
+        cli(capsys, "train", "mlp-digits", _data(Path("nowhere")), *QUICK),
+        "imagefolder: no directory nowhere",
+        where=workspace,
+    )
+    assert str(workspace / "nowhere") in err  # where it looked, resolved
+
+
+def test_corrupt_jpeg_is_named(capsys, workspace):
+    root = _image_folder(workspace / "imgs", 10)
+    bad = root / "bee" / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" * 4)
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", _data(root), *QUICK),
+        f"cannot decode {bad}",
+        "not an image or a damaged one",
+        where=workspace,
+    )
+    assert not list(root.glob(".zoo-cache-*"))  # no cache of a half-decoded folder
+
+
+def test_truncated_jpeg_is_named(capsys, workspace):
+    root = _image_folder(workspace / "imgs", 10)
+    bad = root / "ant" / "cut.jpg"
+    bad.write_bytes((root / "ant" / "001.jpg").read_bytes()[:120])
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", _data(root, cache="false"), *QUICK),
+        f"cannot decode {bad}",
+        where=workspace,
+    )
+
+
+def test_broken_link_in_an_image_folder_is_named(capsys, workspace):
+    root = _image_folder(workspace / "imgs", 10)
+    link = root / "ant" / "gone.png"
+    link.symlink_to(workspace / "deleted.png")
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", _data(root), *QUICK),
+        f"imagefolder: cannot read {link}: No such file or directory",
+        where=workspace,
+    )
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their mode"
+)
+def test_unreadable_image_is_named(capsys, workspace):
+    root = _image_folder(workspace / "imgs", 10)
+    locked = root / "bee" / "003.jpg"
+    locked.chmod(0)
+    try:
+        assert_user_error(
+            cli(capsys, "train", "mlp-digits", _data(root), *QUICK),
+            f"imagefolder: cannot read {locked}: Permission denied",
+            where=workspace,
+        )
+    finally:
+        locked.chmod(0o644)
+
+
+@pytest.mark.parametrize(
+    "data, fragments",
+    [
+        # 3 images a class: 10% for val rounds to none of them
+        ("imagefolder", ["is too small for the split: train 4, val 0, test 2", "val_fraction=0.1"]),
+        (
+            "data.val_fraction=0.0001",
+            ["digits: val_fraction=0.0001", "leave 1 of the 1797 images for val", "raise data.val_fraction"],
+        ),
+        (
+            "data={name: synthetic, shape: [1, 8, 8], n_train: 1, n_val: 1, n_test: 1}",
+            ["data: synthetic is too small for the split: train 1, val 1, test 1", "data.n_train"],
+        ),
+    ],
+    ids=["imagefolder", "digits", "synthetic"],
+)
+def test_data_set_too_small_for_the_split(capsys, workspace, data, fragments):
+    if data == "imagefolder":
+        root = _image_folder(workspace / "tiny", 3)
+        data = _data(root)
+        fragments = [f"imagefolder: {root} " + fragments[0], *fragments[1:]]
+    assert_user_error(cli(capsys, "train", "mlp-digits", data, *QUICK), *fragments, where=workspace)
+
+
+# --- devices ------------------------------------------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_asked_for_where_there_is_none(capsys, workspace):
+    for accelerator in ("gpu", "cuda"):
+        assert_user_error(
+            cli(capsys, "train", "mlp-digits", f"trainer.accelerator={accelerator}", *QUICK),
+            "trainer.accelerator: a GPU was asked for, but PyTorch sees no CUDA device",
+            where=workspace,
+        )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_more_gpus_than_exist(capsys, workspace):
+    asked = torch.cuda.device_count() + 1
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", "trainer.accelerator=gpu", f"trainer.devices={asked}", *QUICK),
+        "trainer: You requested gpu",
+        "your machine only has",
+        where=workspace,
+    )
+
+
+def test_more_cpu_processes_than_cores(capsys, workspace):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", "trainer.accelerator=cpu", "trainer.devices=64", *QUICK),
+        "trainer.devices: 64 CPU processes",
+        f"{cores} cores",
+        where=workspace,
+    )
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("trainer.strategy=bogus", "strategy='bogus'"),
+        ("trainer.precision=bogus", "Precision 'bogus' is invalid"),
+    ],
+)
+def test_trainer_arguments_lightning_refuses(capsys, workspace, override, fragment):
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", override, *QUICK), "trainer: ", fragment, where=workspace
+    )
+
+
+# --- plugins ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "plugin, source, fragments",
+    [
+        (
+            "broken.py",
+            "import torch\nimport zoo_missing_dependency\n",
+            [
+                "(recipe plugin) failed to import: ModuleNotFoundError:",
+                "No module named 'zoo_missing_dependency'",
+                "broken.py:2)",
+            ],
+        ),
+        (
+            "typo.py",
+            "def f(:\n    pass\n",
+            ["typo.py (recipe plugin) failed to import: SyntaxError", "(typo.py, line 1)"],
+        ),
+        (
+            "raises.py",
+            "raise ImportError('needs libfoo 2.0')\n",
+            ["failed to import: ImportError: needs libfoo 2.0"],
+        ),
+        (
+            "zoo_no_such_plugin_module",
+            None,
+            ["plugin zoo_no_such_plugin_module (recipe plugin) failed to import: ModuleNotFoundError"],
+        ),
+        ("absent.py", None, ["plugin file", "absent.py not found"]),
+    ],
+    ids=["missing-dependency", "syntax-error", "import-error", "no-such-module", "no-such-file"],
+)
+def test_recipe_plugin_that_fails_to_import(capsys, workspace, plugin, source, fragments):
+    if source is not None:
+        (workspace / plugin).write_text(source)
+    recipe = _recipe(workspace, "with-plugin.yaml", f"plugins: [{plugin}]\n")
+    err = assert_user_error(cli(capsys, "train", recipe), *fragments, where=workspace)
+    assert "with-plugin.yaml" in err  # the recipe that named it
+
+
+def test_installed_plugin_that_fails_to_import_names_package_and_entry_point(capsys, workspace, monkeypatch):
+    site = workspace / "site"
+    info = site / "zoo_broken_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[zoo.plugins]\nfancy = zoo_broken_plugin_mod\n")
+    (site / "zoo_broken_plugin_mod.py").write_text("import zoo_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setitem(discovery._state, "loaded", False)  # discover again, with the new package in sight
+    assert_user_error(
+        cli(capsys, "list"),
+        "plugin zoo-broken-plugin (entry point 'fancy' = zoo_broken_plugin_mod) failed to import",
+        "No module named 'zoo_missing_dependency'",
+        "pip uninstall zoo-broken-plugin",
+        where=workspace,
+    )
+
+
+# --- run folders and checkpoints ----------------------------------------------------------------------
+def test_existing_run_dir_is_refused_and_kept(capsys, workspace):
+    (workspace / "mine").mkdir()
+    (workspace / "mine" / "keep.txt").write_text("precious")
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "mine"),
+        "run directory mine already exists",
+        "--overwrite",
+        where=workspace,
+    )
+    assert (workspace / "mine" / "keep.txt").read_text() == "precious"
+
+
+def test_run_dir_that_is_a_file_is_refused(capsys, workspace):
+    (workspace / "notes.txt").write_text("mine")
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "notes.txt"),
+        "notes.txt",
+        "not a directory",
+        where=workspace,
+    )
+    assert (workspace / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["eval", "runs/nope"], ["runs/nope: no such run directory or checkpoint"]),
+        (["eval", "empty-run"], ["empty-run: no ensemble.ckpt or checkpoints/best.ckpt"]),
+        (["eval", "short.ckpt"], ["short.ckpt: not a readable checkpoint"]),
+        (["eval", "junk.ckpt"], ["junk.ckpt: not a readable checkpoint"]),
+        (["predict", "runs/nope"], ["runs/nope: no such run directory or checkpoint"]),
+        (["train", "--resume", "runs/nope"], ["--resume runs/nope: not a run folder (no recipe.yaml in it)"]),
+        (["train", "mlp-digits", "--resume", "empty-run"], ["--resume takes the run folder alone"]),
+    ],
+    ids=[
+        "eval-missing",
+        "eval-empty",
+        "eval-short",
+        "eval-junk",
+        "predict-missing",
+        "resume-missing",
+        "resume-with-recipe",
+    ],
+)
+def test_run_folder_or_checkpoint_that_is_not_one(capsys, workspace, args, fragments):
+    (workspace / "empty-run").mkdir()
+    (workspace / "short.ckpt").write_bytes(b"junk")
+    (workspace / "junk.ckpt").write_bytes(b"not a checkpoint, just some text\n")
+    assert_user_error(cli(capsys, *args), *fragments)
+    assert not (workspace / "runs").exists()
+
+
+def test_eval_of_a_checkpoint_whose_weights_do_not_fit_its_recipe(capsys, workspace):
+    from zoo.recipe import load
+
+    recipe = load("mlp-digits").to_dict()
+    hp = {"recipe": recipe, "input_shape": [1, 8, 8], "num_classes": 10}
+    torch.save(
+        {"state_dict": {"stray.weight": torch.zeros(1)}, "hyper_parameters": hp}, workspace / "odd.ckpt"
+    )
+    assert_user_error(cli(capsys, "eval", "odd.ckpt"), "odd.ckpt: its weights do not fit")
+
+
+# --- the command line itself --------------------------------------------------------------------------
+def test_overrides_and_debug_may_follow_options(capsys, workspace):
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", "--run-dir", "mine", "model.name=mpl"),
+        "unknown models 'mpl'",
+        where=workspace,
+    )
+    status, err = cli(capsys, "train", "mlp-digits", "model.name=mpl", "--debug")
+    assert (
+        status == 1 and "RegistryError: " in err and "unknown models 'mpl'" in err
+    )  # raised: debug shows it
+
+
+def test_a_batch_size_that_leaves_one_sample_over_does_not_crash_batch_norm():
+    import zoo
+
+    dm = zoo.datasets.build({"name": "synthetic", "shape": [4], "n_train": 65, "batch_size": 64})
+    assert min(len(y) for _, y in dm.train_dataloader()) >= 2
+
+
+# --- one real process ---------------------------------------------------------------------------------
+def test_real_process_refuses_a_code_tag_with_exit_2_and_no_traceback(workspace):
+    # The cheapest real `zoo train` (nothing past reading the recipe), and the one that matters most:
+    # a recipe that would run a shell command is refused and the command never runs.
+    marker = workspace / "ran"
+    recipe = _recipe(workspace, "evil.yaml", f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("ZOO_RUN_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo", "train", recipe, *QUICK],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=workspace,
+        env=env,
+        timeout=300,
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 2, out.stderr
+    # library warnings may come first; the error itself is the last thing said
+    message = out.stderr[out.stderr.find("zoo: error: ") :]
+    assert_user_error(
+        (out.returncode, message), f"{recipe}:2:", "python/object/apply:os.system", where=workspace
+    )
+    assert not marker.exists()
+
+
+def test_eval_does_not_run_a_plugin_that_a_checkpoint_names(tmp_path, capsys, workspace):
+    """A checkpoint's recipe may list plugin files; eval imports one only when the user names it too."""
+    import torch
+
+    from zoo.module import Classifier
+    from zoo.recipe import load
+
+    marker = tmp_path / "plugin-ran"
+    plugin = tmp_path / "evilplug.py"
+    plugin.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    recipe = load("mlp-digits", ["model.width=8"]).to_dict()
+    recipe["plugins"] = [str(plugin)]
+    model = Classifier(recipe, (1, 8, 8), 10)
+    torch.save({"state_dict": model.state_dict(),
+                "hyper_parameters": {"recipe": recipe, "input_shape": [1, 8, 8], "num_classes": 10}},
+               tmp_path / "model.ckpt")
+    assert main(["eval", str(tmp_path / "model.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert f"names the plugin {plugin}" in err and f"pass --plugin {plugin}" in err and "Traceback" not in err
+    assert not marker.exists()
+    # named by the user, it is trusted: it runs, and the model evaluates
+    assert main(["eval", str(tmp_path / "model.ckpt"), "--plugin", str(plugin)]) == 0
+    assert marker.exists()
