@@ -95,7 +95,8 @@ def test_snapshot_ensemble_keeps_one_member_per_cycle(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = zoo.train(
         "mlp-digits-snapshot",
-        ["trainer.max_epochs=6", "schedule.cycle_epochs=2", "model.width=64", "augment=[]"],
+        ["trainer.max_epochs=6", "schedule.cycle_epochs=2", "schedule.warmup_epochs=0", "optimizer.lr=0.05",
+         "model.width=64", "augment=[]"],
         progress=False,
     )
     assert [m["snapshot"].split("-step")[0] for m in result.members] == ["cycle-0", "cycle-1", "cycle-2"]
