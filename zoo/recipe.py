@@ -76,6 +76,18 @@ class CheckpointSection(_Section):
     )
 
 
+class EMASection(_Section):
+    """An exponential moving average of the weights (Polyak averaging): what is validated, saved and tested."""
+
+    decay: float = Field(
+        0.999, gt=0, lt=1, description="Each update keeps this share of the average: avg = d*avg + (1-d)*w."
+    )
+    every_n_steps: int = Field(1, ge=1, description="Update the average every this many optimizer steps.")
+    start_step: int = Field(
+        0, ge=0, description="First optimizer step that updates the average; the first update copies the weights."
+    )
+
+
 class LRScalingSection(_Section):
     """Linear learning-rate scaling with the global batch (Goyal et al. 2017)."""
 
@@ -152,6 +164,7 @@ class Recipe(_Section):
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    ema: EMASection | None = Field(None, description="Average the weights over training steps (None: no averaging).")
     ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
     seed: int = Field(0, description="Seed for every random number generator of the run.")

@@ -86,6 +86,8 @@ def _quiet_lightning() -> None:
     # a resumed run writes into its own folder on purpose (and the CSV logger appends, despite its warning)
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # evaluating the best checkpoint without the EMA callback is deliberate (see fit_one)
+    warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
     # the training loss is left unsynced across ranks on purpose: a sync per step would cost more than it tells
     warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('train/")
 
@@ -130,6 +132,17 @@ def make_trainer(
     ]
     if recipe.checkpoint.on_signal:
         callbacks.append(StopOnSignal(folder))
+    if recipe.ema is not None:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        # Lightning's callback: validation runs on the average, checkpoints hold it as their weights
+        callbacks.append(
+            EMAWeightAveraging(
+                decay=recipe.ema.decay,
+                update_every_n_steps=recipe.ema.every_n_steps,
+                update_starting_at_step=recipe.ema.start_step,
+            )
+        )
     loggers = [RunCSVLogger(run_dir)]  # first, so trainer.log_dir stays run_dir/logs
     wandb = wandb_logger(recipe, run_dir, resume_id=wandb_resume_id)
     if wandb is not None:
@@ -309,6 +322,8 @@ def fit_one(
         if ckpt_path is None:
             shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
         raise
+    from lightning.pytorch.callbacks import WeightAveraging
+
     from zoo.monitors import DivergenceGuard
     from zoo.wandb_logging import finish_wandb
 
@@ -317,6 +332,9 @@ def fit_one(
         # weights_only: even our own checkpoint is read as tensors and plain containers, never code
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         ckpt = trainer.checkpoint_callback.best_model_path or None
+        # A weight-averaging callback would load a checkpoint's raw weights back for testing; without it
+        # the checkpoint's weights, which are the averaged ones, are what gets evaluated.
+        trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
         # our own checkpoint, but loaded the safe way all the same: tensors and plain containers only
         val = trainer.validate(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
         test = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)[0]
