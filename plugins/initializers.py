@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from zoo import initializers
 from zoo.errors import RegistryError
-from zoo.registry import Spec, split_spec
+from zoo.registry import InitSpec, Spec, split_spec
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -237,6 +239,116 @@ class LSUV(Orthogonal):
             layer.weight.div_(math.sqrt(var))
 
 
+class Whitening(Initializer):
+    """Every layer from ``rest``, then the first conv the input meets set to whiten its input patches."""
+
+    # Patches are gathered this many images at a time: unfold copies each pixel k*k times, so doing
+    # the whole sample at once would make memory grow with the sample size for no gain in accuracy.
+    CHUNK = 64
+
+    def __init__(
+        self, rest: Initializer, *, eps: float = 5e-4, freeze: bool = True, bias: float = 0.0
+    ) -> None:
+        super().__init__(bias=bias)
+        self.rest = rest
+        self.eps = eps
+        self.freeze = freeze
+
+    def apply(
+        self, model: nn.Module, *, activation: Spec = "relu", sample: torch.Tensor | None = None
+    ) -> None:
+        if sample is None:
+            raise RegistryError(
+                "initializer 'whitening' needs a sample batch to measure patch statistics on: "
+                "call apply(model, sample=a batch of inputs), or choose another initializer"
+            )
+        if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            raise RegistryError(
+                f"initializer 'whitening' whitens the first nn.Conv2d, and the model "
+                f"({type(model).__name__}) has none: choose another initializer for it"
+            )
+        # `rest` may be data-dependent too (lsuv), so it gets the sample as well.
+        self.rest.apply(model, activation=activation, sample=sample)
+        conv, inputs = self._first_conv(model, sample)
+        if conv.groups != 1:
+            raise RegistryError(
+                f"initializer 'whitening': the first conv has groups={conv.groups}; whitening mixes "
+                "every input channel in each filter, so it needs groups=1"
+            )
+        filters = self._whitening_filters(conv, inputs)
+        with torch.no_grad():
+            n = min(len(filters), conv.out_channels)
+            conv.weight[:n].copy_(filters[:n].to(conv.weight))
+            if conv.bias is not None:
+                nn.init.constant_(conv.bias, self.bias)
+        # The whitened filters are fixed features of the data; airbench keeps them out of training.
+        conv.weight.requires_grad_(not self.freeze)
+
+    def _first_conv(self, model: nn.Module, sample: torch.Tensor) -> tuple[nn.Conv2d, torch.Tensor]:
+        """The nn.Conv2d that runs first on ``sample`` and the input it received."""
+        found: list[tuple[nn.Conv2d, torch.Tensor]] = []
+
+        def grab(module, inputs):
+            found.append((module, inputs[0].detach()))
+            raise _Reached  # nothing after the first conv matters here
+
+        # Registration order need not be the order layers run in, so the forward pass decides.
+        handles = [m.register_forward_pre_hook(grab) for m in model.modules() if isinstance(m, nn.Conv2d)]
+        # eval(), as in lsuv: layers before the conv (dropout, batch norm) must neither add noise nor
+        # move their running statistics.
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(sample)
+        except _Reached:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, training in modes.items():
+                module.training = training
+        if not found:
+            raise RegistryError(
+                "initializer 'whitening': no nn.Conv2d ran on the sample batch, so there is no "
+                "first conv to whiten"
+            )
+        return found[0]
+
+    def _whitening_filters(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """2d filters, largest-variance directions first, as +/- pairs; d = in_channels * kernel area."""
+        kernel = conv.kernel_size
+        if x.shape[-2] < kernel[0] or x.shape[-1] < kernel[1]:
+            raise RegistryError(
+                f"initializer 'whitening': the sample reaching the first conv is {tuple(x.shape[-2:])} "
+                f"pixels, smaller than its {tuple(kernel)} kernel"
+            )
+        # float64 on the CPU: the covariance below is a difference of large sums, and its smallest
+        # eigenvalues (comparable to eps) set the scale of the weakest filters; float32 would blur them.
+        # The CPU also has float64 everywhere (MPS does not), and the work is small.
+        x = x.to("cpu", torch.float64)
+        d = conv.in_channels * kernel[0] * kernel[1]
+        total = torch.zeros(d, dtype=torch.float64)
+        outer = torch.zeros(d, d, dtype=torch.float64)
+        count = 0
+        for chunk in x.split(self.CHUNK):
+            # stride 1 and no padding: every patch the kernel can see, and no made-up zero borders
+            patches = F.unfold(chunk, kernel, dilation=conv.dilation).transpose(1, 2).reshape(-1, d)
+            total += patches.sum(0)
+            outer += patches.T @ patches
+            count += len(patches)
+        if count < 2:
+            raise RegistryError("initializer 'whitening': the sample gives fewer than 2 patches to measure")
+        mean = total / count
+        cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+        values, vectors = torch.linalg.eigh(cov)  # ascending
+        values, vectors = values.flip(0).clamp_min(0.0), vectors.flip(1)  # rounding can leave -1e-17s
+        scaled = (vectors / torch.sqrt(values + self.eps)).T  # row i: direction i, unit variance out
+        # Both signs of each direction: a ReLU after the conv would otherwise drop half of every one.
+        pairs = torch.stack([scaled, -scaled], dim=1).reshape(2 * d, d)
+        return pairs.reshape(2 * d, conv.in_channels, *kernel)
+
+
 # --- registry entries ------------------------------------------------------------------------------
 
 
@@ -331,3 +443,29 @@ def auto(*, bias: float = 0.0) -> Initializer:
     gain for; tanh, sigmoid and identity/linear (a classifier head) get Glorot.
     """
     return Auto(bias=bias)
+
+
+@initializers.register("whitening")
+def whitening(
+    *,
+    rest: InitSpec = "auto",
+    eps: Annotated[float, Field(gt=0)] = 5e-4,
+    freeze: bool = True,
+    bias: float = 0.0,
+) -> Initializer:
+    """First conv whitens its input patches (Coates & Ng 2011; frozen, as in airbench); others from ``rest``.
+
+    Needs a sample batch. Every layer is first initialized by ``rest``; then the first nn.Conv2d the
+    sample runs through gets, as filters 2i and 2i+1, the i-th eigenvector of the covariance of its
+    input patches (stride 1, no padding) over sqrt(eigenvalue + ``eps``) and its negative, largest
+    eigenvalues first, so the directions' outputs start uncorrelated with one another, with variance
+    eigenvalue / (eigenvalue + eps), about 1. The patch covariance is centred (the mean patch
+    removed). A conv with more output channels than twice its patch size (in channels x kernel
+    area) keeps ``rest``'s weights in the channels left over.
+    ``freeze`` takes that conv's weight out of training (its bias, set to ``bias``, still trains).
+    Patch whitening: Coates & Ng 2011, "The importance of encoding versus training with sparse
+    coding and vector quantization"; as a frozen first layer: Keller Jordan's airbench (2024), after
+    tysam-code's hlb-cifar10.
+    """
+    rest_init = initializers.build(rest, "whitening.rest")  # now, so a bad spec fails before any data loads
+    return Whitening(rest_init, eps=eps, freeze=freeze, bias=bias)
