@@ -40,6 +40,8 @@ class Classifier(L.LightningModule):
         self.tta = {"flip": False, "crops": 0, "shift": 2, **recipe.get("tta", {})}
         self.reg = {"label_smoothing": 0.0, "l1": 0.0, "l2": 0.0, "decay_norm_and_bias": False, **recipe.get("regularization", {})}
         self.net = build_network(recipe["model"], tuple(input_shape), num_classes)
+        self.perf = {"channels_last": False, "compile": False, "compile_mode": "default",
+                     "compile_backend": "inductor", **recipe.get("performance", {})}
         self.augment = AugmentPipeline(recipe.get("augment", []), num_classes, seed=recipe.get("seed", 0))
         # Training-split statistics, applied after augmentation; buffers, so checkpoints carry them.
         self.register_buffer("input_mean", torch.zeros(input_shape))
@@ -67,7 +69,19 @@ class Classifier(L.LightningModule):
         self.input_std.copy_(std.expand_as(self.input_std))
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (to_unit_float(x, self.input_mean.dtype) - self.input_mean) / self.input_std
+        x = (to_unit_float(x, self.input_mean.dtype) - self.input_mean) / self.input_std
+        if self.perf["channels_last"] and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def configure_model(self) -> None:
+        # After initialization, not in __init__: initializers draw their numbers in memory order, so
+        # converting first would give a channels_last run other initial weights than the same recipe without.
+        if self.perf["channels_last"]:
+            self.net.to(memory_format=torch.channels_last)  # only 4-d weights change
+        # compiled in place: the state_dict keeps its names, so checkpoints load into an uncompiled model
+        if self.perf["compile"] and self.net._compiled_call_impl is None:
+            self.net.compile(mode=self.perf["compile_mode"], backend=self.perf["compile_backend"])
 
     def initialize(self, sample: torch.Tensor | None = None) -> None:
         """Apply the model's initializer (given raw inputs, for data-dependent schemes such as LSUV)."""

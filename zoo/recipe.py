@@ -93,6 +93,19 @@ class EMASection(_Section):
     )
 
 
+class PerformanceSection(_Section):
+    """How the network runs: the same model and results, faster on the hardware that profits."""
+
+    channels_last: bool = Field(
+        False, description="Keep conv weights and image batches in NHWC order (faster convolutions on recent GPUs)."
+    )
+    compile: bool = Field(False, description="Compile the network with torch.compile before training.")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile's mode (reduce-overhead: CUDA graphs; max-autotune: kernel search)."
+    )
+    compile_backend: str = Field("inductor", description="torch.compile's backend (eager: no code generation).")
+
+
 class LRScalingSection(_Section):
     """Linear learning-rate scaling with the global batch (Goyal et al. 2017)."""
 
@@ -170,6 +183,7 @@ class Recipe(_Section):
     lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     ema: EMASection | None = Field(None, description="Average the weights over training steps (None: no averaging).")
+    performance: PerformanceSection = Field(default_factory=PerformanceSection)
     ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
     seed: int = Field(0, description="Seed for every random number generator of the run.")

@@ -86,6 +86,8 @@ def _quiet_lightning() -> None:
     # a resumed run writes into its own folder on purpose (and the CSV logger appends, despite its warning)
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # the module's configure_model only converts or compiles the network it already has: no sharding to lose
+    warnings.filterwarnings("ignore", message=r".*WeightAveraging callback with a model that overrides the configure_model")
     # evaluating the best checkpoint without the EMA callback is deliberate (see fit_one)
     warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
     # the training loss is left unsynced across ranks on purpose: a sync per step would cost more than it tells
