@@ -546,6 +546,8 @@ def mixup_batch(
 
 
 class Mixup(BatchAugmentation):
+    images_only = False  # a blend of whole samples: any input shape
+
     def __init__(self, alpha: float, p: float) -> None:
         super().__init__(p)
         self.alpha = alpha

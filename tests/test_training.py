@@ -60,3 +60,16 @@ def test_recipe_monitors_log_and_guard(in_tmp):
     with open(in_tmp / blown.run_dir / "logs" / "metrics.csv") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("step")]
     assert max(steps) < 20  # stopped inside the first of 3 epochs (20 steps each)
+
+
+def test_overwrite_replaces_the_old_run_once_the_new_one_trains(tmp_path, monkeypatch):
+    from zoo.training import train
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "old.txt").write_text("old")
+    train(None, ["trainer.max_epochs=1", "model.width=8", "logger.wandb.mode=disabled"], run_dir=run,
+          overwrite=True, progress=False)
+    assert not (run / "old.txt").exists() and (run / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]

@@ -65,7 +65,7 @@ def assert_user_error(result: tuple[object, str], *fragments: str, where: Path |
         assert fragment in err, f"{fragment!r} not in {err!r}"
     if where is not None:
         runs = where / "runs"
-        assert not (runs.exists() and any(runs.iterdir())), (
+        assert not runs.exists(), (
             f"a run folder was left behind: {list(runs.iterdir())}"
         )
     return err
@@ -499,3 +499,25 @@ def test_eval_does_not_run_a_plugin_that_a_checkpoint_names(tmp_path, capsys, wo
     # named by the user, it is trusted: it runs, and the model evaluates
     assert main(["eval", str(tmp_path / "model.ckpt"), "--plugin", str(plugin)]) == 0
     assert marker.exists()
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_is_a_mistake(capsys, workspace):
+    run = workspace / "mine"
+    run.mkdir()
+    (run / "keep.txt").write_text("precious")
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", "data.val_fraction=0.0001", "--run-dir", str(run), "--overwrite"),
+        "raise data.val_fraction",
+    )
+    assert (run / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in workspace.iterdir()) == ["mine"]  # nothing set aside is left over
+
+
+def test_image_augmentation_on_flat_inputs_is_refused_before_training(capsys, workspace):
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", "data={name: synthetic, shape: [4]}", "augment=[crop]"),
+        "augment[0]: RandomCrop works on images (channels, height, width)", "shape (4,)", where=workspace,
+    )
+    # mixup blends whole samples: any shape will do
+    status, err = cli(capsys, "train", "mlp-digits", "data={name: synthetic, shape: [4]}", "augment=[mixup]")
+    assert "augment[0]" not in err

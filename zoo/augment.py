@@ -14,9 +14,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from zoo.errors import ZooError
+
 
 class BatchAugmentation:
-    """Base class: per-sample randomness from ``generator``; ``p`` is each sample's chance of being changed."""
+    """Base class: per-sample randomness from ``generator``; ``p`` is each sample's chance of being changed.
+
+    ``images_only``: the augmentation needs (B, C, H, W) batches (a mix of whole samples such as mixup works
+    on any shape and says False).
+    """
+
+    images_only = True
 
     def __init__(self, p: float = 1.0) -> None:
         self.p = p
@@ -50,6 +58,15 @@ class AugmentPipeline:
 
     def __bool__(self) -> bool:
         return bool(self.steps)
+
+    def check_input_shape(self, input_shape: tuple[int, ...]) -> None:
+        """Refuse, before any training, an image augmentation on inputs that are not (C, H, W) images."""
+        for i, step in enumerate(self.steps):
+            if getattr(step, "images_only", True) and len(input_shape) != 3:
+                raise ZooError(
+                    f"augment[{i}]: {type(step).__name__} works on images (channels, height, width), but this "
+                    f"data set's inputs have shape {tuple(input_shape)}; drop it from augment"
+                )
 
     def generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:

@@ -43,6 +43,7 @@ class Classifier(L.LightningModule):
         self.perf = {"channels_last": False, "compile": False, "compile_mode": "default",
                      "compile_backend": "inductor", **recipe.get("performance", {})}
         self.augment = AugmentPipeline(recipe.get("augment", []), num_classes, seed=recipe.get("seed", 0))
+        self.augment.check_input_shape(tuple(input_shape))
         # Training-split statistics, applied after augmentation; buffers, so checkpoints carry them.
         self.register_buffer("input_mean", torch.zeros(input_shape))
         self.register_buffer("input_std", torch.ones(input_shape))

@@ -60,6 +60,8 @@ def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
 
 
 def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> Path:
+    """The run's folder, new or empty. With ``overwrite``, the old contents move to a hidden sibling
+    (``replaced_by``) that the caller deletes once the new run has started, or moves back if it never did."""
     if run_dir is None:
         return new_run_dir(name)
     path = Path(run_dir)
@@ -71,9 +73,36 @@ def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> Pat
                 f"run directory {path} already exists; continue it with --resume {path}, "
                 "or replace it with --overwrite"
             )
-        shutil.rmtree(path)
+        aside = path.with_name(f".{path.name}.replaced-{secrets.token_hex(3)}")
+        os.replace(path, aside)
+        _REPLACED[path] = aside
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_REPLACED: dict[Path, Path] = {}  # run folders being overwritten -> where their old contents wait
+
+
+def _settle_replaced(path: Path, started: bool) -> None:
+    """After --overwrite: drop the old run once the new one trained, or put it back if the new one never started."""
+    aside = _REPLACED.pop(path, None)
+    if aside is None:
+        return
+    if started:
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(aside, path)
+
+
+def discard_run_dir(path: Path) -> None:
+    """Remove a run folder nothing ran in, and the runs/ folder too if that leaves it empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    if path.parent == RUNS_DIR:
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass  # other runs live there
 
 
 def _quiet_lightning() -> None:
@@ -231,12 +260,17 @@ def train(
         # Lightning starts the other ranks by running this same command again; they read this to join in
         os.environ[RUN_DIR_ENV] = str(path)
     _quiet_lightning()
-    if resolved.ensemble is None:
-        result = fit_one(resolved, path, progress)
-    else:
-        from zoo.ensembling import train_ensemble
+    try:
+        if resolved.ensemble is None:
+            result = fit_one(resolved, path, progress)
+        else:
+            from zoo.ensembling import train_ensemble
 
-        result = train_ensemble(resolved, path, progress)
+            result = train_ensemble(resolved, path, progress)
+    except ZooError:
+        _settle_replaced(path, started=False)  # a mistake caught before training: the old run stays
+        raise
+    _settle_replaced(path, started=True)
     result.seconds = round(time.perf_counter() - start, 2)
     if result.rank == 0:
         write_json(path / "metrics.json", result.summary())
@@ -331,7 +365,7 @@ def fit_one(
         )
     except ZooError:
         if ckpt_path is None:
-            shutil.rmtree(path, ignore_errors=True)  # nothing ran: leave no half-made run behind
+            discard_run_dir(path)  # nothing ran: leave no half-made run behind
         raise
     from lightning.pytorch.callbacks import WeightAveraging
 
