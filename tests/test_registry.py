@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from typing_extensions import Annotated
 
 import zoo
 from zoo.errors import PluginError, RegistryError
 from zoo.registry import REGISTRIES, Component, Registry, current_source
-
-from typing_extensions import Annotated
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import torch
 import zoo
 from zoo.module import Classifier
 
-
 # No regularization and a flat learning rate, so a few steps show clear learning.
 FAST = ["augment=[]", "model.dropout=0", "schedule=constant"]
 

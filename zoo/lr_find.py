@@ -40,7 +40,8 @@ from typing import Any
 import torch
 
 from zoo.errors import ZooError
-from zoo.recipe import Recipe, derive, load, parse_override, apply_override
+from zoo.recipe import Recipe, apply_override, derive, load, parse_override
+
 
 # Averaging over about a tenth of the sweep: fastai's fixed 0.98 averages over 50 steps, which on a
 # 100-step sweep lags the raw loss by three decades of lr (the suggestion lands far too late).

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from zoo import datasets
 from zoo.plugins.datasets._torchvision import BatchSize, Fraction, load
+
+from zoo import datasets
 
 _DETAILS = """
 
