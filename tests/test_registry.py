@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from pydantic import Field
 from typing_extensions import Annotated
 
 import zoo
@@ -220,3 +221,13 @@ def test_missing_recipe_plugin_is_a_plugin_error(tmp_path):
     recipe.write_text("plugins: [nowhere.py]\nmodel: mlp\ndata: digits\n")
     with pytest.raises(PluginError, match="nowhere.py not found"):
         zoo.load_recipe(str(recipe))
+
+
+def test_container_parameters_read_plainly_in_signatures(reg):
+    @reg.register("sized")
+    def sized(*, widths: list[Annotated[int, Field(ge=1)]] | None = None, pair: tuple[float, float] = (0.0, 1.0)):
+        """Widths and a pair."""
+        return widths, pair
+
+    text = reg.get("sized").signature_text()
+    assert text == "sized(widths: list[int >= 1] | None = None, pair: tuple[float, float] = (0.0, 1.0))"

@@ -145,6 +145,9 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(annotation))
     if isinstance(annotation, type) and origin is None:
         return "None" if annotation is type(None) else annotation.__name__
+    if origin in (list, tuple, set, dict):
+        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(annotation))
+        return f"{origin.__name__}[{args}]" if args else origin.__name__
     return str(annotation).replace("typing.", "")
 
 
