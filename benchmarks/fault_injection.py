@@ -52,7 +52,7 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
 
 def one_run(recipe: list[str], run_dir: Path, cwd: Path, kills: int, span: float, rng: random.Random) -> dict:
     """Train with up to ``kills`` SIGKILLs; how the run went and its final metrics."""
-    log = {"kill_times_s": [], "resumed": 0, "started_over": 0}
+    log = {"kill_times_s": [], "resumed": 0, "started_over": 0, "killed_after_finishing": 0}
     args = [*recipe, "--run-dir", str(run_dir), "--overwrite"]
     for attempt in range(kills + 1):
         # up to 0.9 of the reference's time: a later kill often finds the run already finished
@@ -62,7 +62,8 @@ def one_run(recipe: list[str], run_dir: Path, cwd: Path, kills: int, span: float
             break
         log["kill_times_s"].append(round(kill_after, 2))
         if (run_dir / "metrics.json").is_file():
-            break  # killed while exiting, after the run had finished and written its metrics
+            log["killed_after_finishing"] += 1  # killed while exiting, after it wrote its metrics
+            break
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             args = ["train", "--resume", str(run_dir)]
             log["resumed"] += 1
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "kills": sum(len(r["kill_times_s"]) for r in runs),
         "resumed": sum(r["resumed"] for r in runs),
         "started_over": sum(r["started_over"] for r in runs),
+        "killed_after_finishing": sum(r["killed_after_finishing"] for r in runs),
         "reference_seconds": round(span, 2),
         "reference_metrics": reference,
         "per_run": runs,

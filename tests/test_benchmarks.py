@@ -48,5 +48,5 @@ def test_fault_injection_quick_json():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # one kill, unless the run (faster than the reference on a quiet machine) finished before it landed
     assert result["runs"] == 1 and result["kills"] <= 1
-    assert result["resumed"] + result["started_over"] == result["kills"]
+    assert result["resumed"] + result["started_over"] + result["killed_after_finishing"] == result["kills"]
     assert result["identical"] == 1 and result["per_run"][0]["metrics"] == result["reference_metrics"]
