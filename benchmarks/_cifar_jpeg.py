@@ -6,7 +6,6 @@ because a script's own folder is the first entry of ``sys.path``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -79,4 +78,6 @@ def tiny_folder(dest: Path, per_class: dict[str, int], source: str | Path | None
 
 
 def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from zoo.data import usable_cores
+
+    return usable_cores()

@@ -215,6 +215,21 @@ def cmd_docs(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command on a trained model: the model, data overrides, the split, and the plugins it may need."""
+    cmd = sub.add_parser(name, help=help_text)
+    cmd.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    cmd.add_argument(
+        "overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)"
+    )
+    cmd.add_argument("--split", default="test", choices=["train", "val", "test"])
+    cmd.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
+    )
+    return cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
@@ -238,25 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     show.set_defaults(func=cmd_show)
 
-    ev = sub.add_parser("eval", help="evaluate a trained model or ensemble (run folder or checkpoint)")
-    ev.add_argument("run", metavar="RUN_DIR_OR_CKPT")
-    ev.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
-    )
-    ev.add_argument("overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev = _model_command(sub, "eval", "evaluate a trained model or ensemble (run folder or checkpoint)")
     ev.add_argument("--json", action="store_true", help="print a JSON report as the last line")
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="write class predictions of a trained model or ensemble as CSV")
-    pr.add_argument("run", metavar="RUN_DIR_OR_CKPT")
-    pr.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
-    )
-    pr.add_argument("overrides", nargs="*", metavar="data.key=value")
-    pr.add_argument("--split", default="test", choices=["train", "val", "test"])
+    pr = _model_command(sub, "predict", "write class predictions of a trained model or ensemble as CSV")
     pr.add_argument("--input", help="a .pt or .npy file of raw inputs (N, *input_shape) instead of a data split")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
     pr.set_defaults(func=cmd_predict)

@@ -8,6 +8,7 @@ device whole if it fits, so every batch is one gather on the device and Lightnin
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -187,6 +188,11 @@ class TensorBatches:
             for i in range(len(self)):
                 lo, hi = start + i * bs, start + min((i + 1) * bs, n)
                 yield x[lo:hi], y[lo:hi]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _free_bytes(device: torch.device) -> int | None:

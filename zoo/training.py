@@ -59,14 +59,18 @@ def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
     return path
 
 
-def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> Path:
-    """The run's folder, new or empty. With ``overwrite``, the old contents move to a hidden sibling
-    (``replaced_by``) that the caller deletes once the new run has started, or moves back if it never did."""
+def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> tuple[Path, Path | None]:
+    """The run's folder, new or empty, and where an overwritten run's old contents wait (or None).
+
+    The old contents move to a hidden sibling rather than being deleted: the caller drops them once the
+    new run has trained (``settle_replaced``), or puts them back if it was refused before training.
+    """
     if run_dir is None:
-        return new_run_dir(name)
+        return new_run_dir(name), None
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
         raise ZooError(f"--run-dir {path}: a file is in the way (not a directory); name another folder")
+    aside = None
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise ZooError(
@@ -75,17 +79,12 @@ def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> Pat
             )
         aside = path.with_name(f".{path.name}.replaced-{secrets.token_hex(3)}")
         os.replace(path, aside)
-        _REPLACED[path] = aside
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    return path, aside
 
 
-_REPLACED: dict[Path, Path] = {}  # run folders being overwritten -> where their old contents wait
-
-
-def _settle_replaced(path: Path, started: bool) -> None:
-    """After --overwrite: drop the old run once the new one trained, or put it back if the new one never started."""
-    aside = _REPLACED.pop(path, None)
+def settle_replaced(path: Path, aside: Path | None, started: bool) -> None:
+    """After --overwrite: drop the old run once the new one trained, or put it back if it never started."""
     if aside is None:
         return
     if started:
@@ -212,7 +211,9 @@ def _check_devices(kwargs: dict[str, Any]) -> None:
         accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
     )
     if on_cpu and isinstance(devices, int) and devices > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from zoo.data import usable_cores
+
+        cores = usable_cores()
         if devices > cores:
             # on the CPU each device is a whole training process; more than there are cores only thrashes
             raise ZooError(
@@ -241,37 +242,42 @@ def train(
     ``checkpoints/last.ckpt`` with the folder's own recipe and ends as the uninterrupted run would.
     """
     start = time.perf_counter()
+    aside = ckpt = wandb_id = None
     if resume is not None:
         if recipe is not None or list(overrides) or run_dir is not None:
             raise ZooError("--resume takes the run folder alone: its recipe.yaml is the recipe (drop RECIPE, "
                            "key=value overrides and --run-dir)")
-        return _resume(Path(resume), progress, start)
-    resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
-    if process_rank() > 0:
-        # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
-        shared = os.environ.get(RUN_DIR_ENV) or run_dir
-        if not shared:
-            raise ZooError("this process is a DDP worker (rank > 0): pass --run-dir so every rank shares one folder")
-        path = Path(shared)
-        path.mkdir(parents=True, exist_ok=True)
+        path = Path(resume)
+        resolved, ckpt = resume_point(path)
+        wandb_id = _prepare_resume(path, ckpt)
     else:
-        path = claim_run_dir(run_dir, resolved.name or "run", overwrite)
-        write_recipe(resolved, path)
+        resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
+        if process_rank() > 0:
+            # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
+            shared = os.environ.get(RUN_DIR_ENV) or run_dir
+            if not shared:
+                raise ZooError("this process is a DDP worker (rank > 0): pass --run-dir so every rank shares one folder")
+            path = Path(shared)
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path, aside = claim_run_dir(run_dir, resolved.name or "run", overwrite)
+            write_recipe(resolved, path)
+    if process_rank() == 0:
         # Lightning starts the other ranks by running this same command again; they read this to join in
         os.environ[RUN_DIR_ENV] = str(path)
     _quiet_lightning()
     try:
         if resolved.ensemble is None:
-            result = fit_one(resolved, path, progress)
+            result = fit_one(resolved, path, progress, ckpt_path=ckpt, wandb_resume_id=wandb_id)
         else:
             from zoo.ensembling import train_ensemble
 
             result = train_ensemble(resolved, path, progress)
     except ZooError:
-        _settle_replaced(path, started=False)  # a mistake caught before training: the old run stays
+        settle_replaced(path, aside, started=False)  # a mistake caught before training: the old run stays
         raise
-    _settle_replaced(path, started=True)
-    result.seconds = round(time.perf_counter() - start, 2)
+    settle_replaced(path, aside, started=True)
+    result.seconds = round(time.perf_counter() - start, 2)  # a resumed run: this process's time
     if result.rank == 0:
         write_json(path / "metrics.json", result.summary())
     return result
@@ -295,21 +301,15 @@ def resume_point(path: Path) -> tuple[Recipe, Path]:
     return resolved, ckpt
 
 
-def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
+def _prepare_resume(path: Path, ckpt: Path) -> str | None:
+    """Trim the metrics a stopped run logged after its checkpoint (the replay logs them again); its W&B id."""
     from zoo.checkpointing import trim_metrics_csv
     from zoo.evaluate import safe_load
     from zoo.wandb_logging import read_run_id
 
-    resolved, ckpt = resume_point(path)
     if process_rank() == 0:
-        os.environ[RUN_DIR_ENV] = str(path)
         trim_metrics_csv(path / "logs" / "metrics.csv", safe_load(ckpt)["global_step"])
-    _quiet_lightning()
-    result = fit_one(resolved, path, progress, ckpt_path=ckpt, wandb_resume_id=read_run_id(path))
-    result.seconds = round(time.perf_counter() - start, 2)  # this process's time, not the first attempt's
-    if result.rank == 0:
-        write_json(path / "metrics.json", result.summary())
-    return result
+    return read_run_id(path)
 
 
 def process_rank() -> int:

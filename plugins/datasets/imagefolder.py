@@ -40,8 +40,9 @@ def _threads() -> int:
     # torchvision's decoder releases the GIL, so threads overlap decoding. Measured on a busy 2-core
     # machine, 50,000 CIFAR JPEGs took 6.6-8.4 s on one thread and 5.5-6.0 s on two; more threads
     # than cores gained nothing.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores))
+    from zoo.data import usable_cores
+
+    return max(1, min(8, usable_cores()))
 
 
 def decode_file(path: str, color: str, size: tuple[int, int] | None):
