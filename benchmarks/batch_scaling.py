@@ -153,6 +153,7 @@ def measure(
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
         "logger.wandb.mode=disabled",
+        "performance.steps_per_execution=1",  # the step timer times Lightning's steps: one optimizer step each
     ]
     if devices > 1:
         run.append("trainer.strategy=ddp")

@@ -20,7 +20,8 @@ from zoo.training import train
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "plugins" / "faults.py"
 # 1257 training images in batches of 128: 10 steps an epoch, 30 in all
-SMALL = ["trainer.max_epochs=3", "data.batch_size=128", "model.width=64", "logger.wandb.mode=disabled"]
+SMALL = ["trainer.max_epochs=3", "data.batch_size=128", "model.width=64", "logger.wandb.mode=disabled",
+         "performance.steps_per_execution=1"]  # kill points at any optimizer step (grouped: test_step_groups.py)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -241,7 +242,7 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "run"
-    overrides = [*SMALL[:-1], "logger.wandb.mode=offline"]
+    overrides = [*(o for o in SMALL if not o.startswith("logger.wandb")), "logger.wandb.mode=offline"]
     with monkeypatch.context() as patch:
         _with_callback(patch, CrashAt(14))
         with pytest.raises(SystemExit):

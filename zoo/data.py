@@ -190,6 +190,36 @@ class TensorBatches:
                 yield x[lo:hi], y[lo:hi]
 
 
+class BatchGroups:
+    """Training batches handed over ``size`` at a time, as lists (``performance.steps_per_execution``).
+
+    An epoch's last group holds what is left. Resuming counts in batches, as :class:`TensorBatches` does.
+    """
+
+    def __init__(self, batches: TensorBatches, size: int) -> None:
+        self.batches = batches
+        self.size = size
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.size)
+
+    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        group: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for batch in self.batches:
+            group.append(batch)
+            if len(group) == self.size:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def state_dict(self) -> dict[str, int]:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batches.load_state_dict(state)
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -242,6 +272,8 @@ class DataModule(L.LightningDataModule):
         self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         self.seed = seed
         self._train_batches: TensorBatches | None = None
+        # Batches per training step the model takes (its recipe's performance.steps_per_execution).
+        self.steps_per_execution = 1
         # A resumed run's loader position, handed over by zoo.checkpointing.ResumeState (see there for why)
         self.resume_train_state: dict[str, int] | None = None
         # Device copies made by setup(); the host splits stay as they are for anything outside training.
@@ -365,9 +397,11 @@ class DataModule(L.LightningDataModule):
 
     def _trainer_batches_done(self) -> int:
         # processed, not completed: a checkpoint written in on_train_batch_end already holds that batch's update
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed if self.trainer is not None else 0
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.steps_per_execution
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TensorBatches | BatchGroups:
         rank, world = self._rank()
         split = self._split("train")
         batches = self._train_batches
@@ -394,7 +428,7 @@ class DataModule(L.LightningDataModule):
         if self.resume_train_state is not None:
             batches.load_state_dict(self.resume_train_state)
             self.resume_train_state = None
-        return batches
+        return batches if self.steps_per_execution == 1 else BatchGroups(batches, self.steps_per_execution)
 
     def _eval(self, name: str) -> TensorBatches:
         rank, world = self._rank()

@@ -44,16 +44,22 @@ class SnapshotCheckpoints(L.Callback):
         self.folder = folder
         self.steps: set[int] = set()
         self.saved: list[Path] = []
+        self._seen = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
         from zoo.plugins.schedules import cycle_ends
 
         total, per_epoch = schedule_lengths(trainer)
         self.steps = set(cycle_ends(self.schedule_params, total_steps=total, steps_per_epoch=per_epoch))
+        self._seen = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step in self.steps:
-            path = self.folder / f"cycle-{len(self.saved)}-step{trainer.global_step}.ckpt"
+        # a training step may hold several optimizer steps (steps_per_execution): a cycle ending inside
+        # one is saved at its end
+        step, passed = trainer.global_step, self._seen
+        self._seen = step
+        if any(passed < end <= step for end in self.steps):
+            path = self.folder / f"cycle-{len(self.saved)}-step{step}.ckpt"
             trainer.save_checkpoint(path)
             self.saved.append(path)
 

@@ -240,6 +240,10 @@ class UpdateRatio(Callback):
         self._before: dict[str, tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = {}
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self._before:
+            # armed on an earlier step of the same training step (steps_per_execution): the weights now
+            # are that step's result
+            self._measure(trainer, pl_module, step=self._armed_step)
         step = trainer.global_step
         if step % self.every_n_steps or step == self._armed_step:
             return
@@ -251,8 +255,11 @@ class UpdateRatio(Callback):
                     self._before[name] = (p, p.detach().clone(), p.grad.detach().norm())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._before:
-            return
+        if self._before:
+            self._measure(trainer, pl_module, step=self._armed_step)
+
+    def _measure(self, trainer, pl_module, step: int) -> None:
+        """The update of the armed step, ``step``: the weights now against the copy made before it."""
         names = list(self._before)
         with torch.no_grad():
             numbers = []
@@ -263,7 +270,6 @@ class UpdateRatio(Callback):
                 numbers += [ratio, grad_norm]
             flat = torch.stack(numbers).float().tolist()  # the check's one host transfer
         self._before = {}
-        step = trainer.global_step - 1  # the step whose update was measured
         self.last = {n: flat[2 * i] for i, n in enumerate(names)}
         self.last_grad_norm = {n: flat[2 * i + 1] for i, n in enumerate(names)}
         low, high = self.band

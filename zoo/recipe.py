@@ -104,6 +104,15 @@ class PerformanceSection(_Section):
         "default", description="torch.compile's mode (reduce-overhead: CUDA graphs; max-autotune: kernel search)."
     )
     compile_backend: str = Field("inductor", description="torch.compile's backend (eager: no code generation).")
+    steps_per_execution: int = Field(
+        1,
+        ge=1,
+        description="Optimizer steps per Lightning training step: batches reach the model this many at a "
+        "time, so Lightning's per-step cost is paid once per group; the updates are the same, in the same "
+        "order. Optimizer hooks, clipping and the schedule still act on every step; batch hooks, step "
+        "logging and signal checkpoints once per group. On one device only, and not with ema, "
+        "accumulate_grad_batches or fp16 loss scaling: there a run takes one step per batch and says so.",
+    )
 
 
 class LRScalingSection(_Section):

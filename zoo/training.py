@@ -131,11 +131,11 @@ def make_trainer(
 ):
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 
     from zoo.checkpointing import AtomicCheckpointIO, ResumeState, RunCheckpoint, RunCSVLogger, StopOnSignal
     from zoo.monitors import DivergenceGuard
     from zoo.registries import monitors
+    from zoo.step_groups import LearningRateMonitor, ProgressBar
     from zoo.wandb_logging import WandbExtras, wandb_logger
 
     kwargs: dict[str, Any] = recipe.trainer.model_dump()
@@ -149,6 +149,7 @@ def make_trainer(
     listed = [monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)]
     extra = list(extra_callbacks or [])
     guard = next((m for m in [*listed, *extra] if isinstance(m, DivergenceGuard)), None)
+    default_guard = None
     if guard is None and recipe.checkpoint.divergence_guard:
         spec: dict[str, Any] = {"name": "divergence"}
         if torch.cuda.is_available() and kwargs.get("accelerator") in ("auto", "gpu", "cuda"):
@@ -156,6 +157,7 @@ def make_trainer(
             # often as the loggers write (a bad step's update may then go through before the stop)
             spec["check_every_n_steps"] = recipe.trainer.log_every_n_steps
         guard = monitors.build(spec, "checkpoint.divergence_guard")
+        default_guard = guard
         listed.append(guard)
     folder = run_dir / "checkpoints"
     callbacks = [
@@ -170,7 +172,7 @@ def make_trainer(
     if bar:
         # redrawing the bar and reading the metrics after every batch cost the default recipe 14% of its
         # speed on a 2-core CPU (benchmarks/framework_overhead.py --progress-bar); every 10 batches, 2%
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        callbacks.append(ProgressBar(refresh_rate=10))
     if recipe.ema is not None:
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
@@ -188,7 +190,7 @@ def make_trainer(
         loggers.append(wandb)
         callbacks.append(WandbExtras(recipe, run_dir))
     try:
-        return L.Trainer(
+        trainer = L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
             plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
@@ -200,6 +202,29 @@ def make_trainer(
     except (MisconfigurationException, ValueError) as exc:  # more devices than exist, an unknown strategy, ...
         # Lightning raises ValueError for an unknown strategy or precision name: the recipe's mistake too
         raise ZooError(f"trainer: {exc}") from None
+    _group_steps(recipe, trainer, default_guard)
+    return trainer
+
+
+def _group_steps(recipe: Recipe, trainer, guard) -> None:
+    """Fit the trainer to the steps per training step the run will take (zoo.step_groups)."""
+    from zoo.step_groups import group_size
+
+    group, note = group_size(recipe.to_dict(), trainer.world_size)
+    if note and trainer.is_global_zero:
+        print(f"zoo: {note}", file=sys.stderr)
+    if group == 1:
+        return
+    trainer.gradient_clip_val = None  # the module clips each step; Lightning refuses to under manual optimization
+    # step metrics are written when a group ends on a multiple of log_every_n_steps: rounded up to one
+    if trainer.log_every_n_steps:
+        trainer.log_every_n_steps = -(-trainer.log_every_n_steps // group) * group
+    if guard is not None:
+        # examined once per group: a check reads the losses back to the host, which on every step would
+        # cost the default recipe about 1% of its speed
+        guard.check_every_n_steps = max(group, guard.check_every_n_steps)
+    # Lightning compares that interval with its count of training steps, which are groups here
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
 
 
 def _check_devices(kwargs: dict[str, Any]) -> None:
