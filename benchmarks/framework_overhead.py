@@ -7,8 +7,11 @@ and learning-rate schedule stepped every batch, fp32, the training split held on
 by index over a fresh permutation each epoch. Whatever zoo spends beyond that is framework overhead.
 
 * zoo: zoo.training.fit_one (Classifier + make_trainer + the recipe's DataModule: Lightning with zoo's
-  callbacks and loggers), as `zoo train` runs it. The progress bar is off, as it is whenever stderr is
-  not a terminal (``--progress-bar`` turns it on); W&B is off (``--wandb offline`` turns it on).
+  callbacks and loggers), as `zoo train` runs it, with the recipe's ``performance.steps_per_execution``
+  (the default recipe runs an epoch's 20 optimizer steps per Lightning step; ``--override
+  performance.steps_per_execution=1`` measures one Lightning step per batch). The progress bar is off,
+  as it is whenever stderr is not a terminal (``--progress-bar`` turns it on); W&B is off (``--wandb
+  offline`` turns it on).
 * hand: a plain for-loop over index-sliced tensor batches: augment, forward, loss.backward(),
   optimizer.step(), scheduler.step(); nothing else (no metrics, no logging, no checkpoints), and torch's
   default (non-deterministic) algorithms, where the recipes ask Lightning for deterministic ones.
@@ -16,8 +19,9 @@ by index over a fresh permutation each epoch. Whatever zoo spends beyond that is
 What is timed: training epochs. A zoo epoch runs from one on_train_epoch_start to the next (the last
 one to on_train_end), so it holds every per-step and per-epoch cost of the training loop (hooks,
 logging, metrics, callbacks, the epoch-end reduction of the training metrics), less the epoch-end
-validation pass and the checkpoint files written after it: the hand loop does neither, and both are
-reported apart (``zoo_val_and_checkpoint_s_per_epoch``).
+validation run (from Lightning's validation loop starting, its set-up included, to its end) and the
+checkpoint files written after it: the hand loop does neither, and both are reported apart
+(``zoo_val_and_checkpoint_s_per_epoch``).
 
 How: the two sides alternate epoch by epoch inside one process. The zoo fit's timing callback runs one
 hand-loop epoch (its own model, optimizer and schedule) at each on_train_epoch_start, while zoo's clock
@@ -42,7 +46,7 @@ Workloads:
 
     python benchmarks/framework_overhead.py --json                 # 2-4 minutes on 2 busy CPU cores
     python benchmarks/framework_overhead.py --threads 2             # torch threads (default 1, see below)
-    python benchmarks/framework_overhead.py --override trainer.deterministic=false
+    python benchmarks/framework_overhead.py --override performance.steps_per_execution=1
     python benchmarks/framework_overhead.py --quick --json          # a tiny run: checks that it works
 
 Threads: 1 torch thread by default. On the project's shared 2-core machine two OpenMP threads stall
@@ -222,7 +226,6 @@ def epoch_timer(device: torch.device, hand: HandLoop):
             self.hand_s: list[tuple[float, float]] = []
             self._start: tuple[float, float] | None = None
             self._excluded = (0.0, 0.0)
-            self._since: tuple[float, float] | None = None
 
         def _exclude(self, span: tuple[float, float]) -> None:
             self._excluded = (self._excluded[0] + span[0], self._excluded[1] + span[1])
@@ -241,6 +244,21 @@ def epoch_timer(device: torch.device, hand: HandLoop):
                         self._exclude(since(begin))
 
             trainer.save_checkpoint = timed_save  # measured, not changed: the same method runs
+            val_loop = trainer.fit_loop.epoch_loop.val_loop
+            validate = val_loop.run
+
+            def timed_validation():
+                if self._start is None:
+                    return validate()
+                _sync(device)
+                begin = now()
+                try:
+                    return validate()
+                finally:
+                    _sync(device)
+                    self._exclude(since(begin))
+
+            val_loop.run = timed_validation  # the whole pass, its set-up (model.eval(), loaders) included
 
         def _close(self) -> None:
             if self._start is None:
@@ -260,17 +278,6 @@ def epoch_timer(device: torch.device, hand: HandLoop):
 
         def on_train_end(self, trainer, pl_module) -> None:
             self._close()
-
-        def on_validation_start(self, trainer, pl_module) -> None:
-            if self._start is not None:
-                _sync(device)
-                self._since = now()
-
-        def on_validation_end(self, trainer, pl_module) -> None:
-            if self._start is not None and self._since is not None:
-                _sync(device)
-                self._exclude(since(self._since))
-                self._since = None
 
     return EpochTimer()
 
@@ -333,6 +340,7 @@ def measure(recipe, runs: int, device: torch.device, progress: bool = False) -> 
         "schedule": recipe.schedule.get("name"),
         "augment": [a["name"] for a in recipe.augment],
         "deterministic_zoo": recipe.trainer.deterministic,
+        "steps_per_execution": recipe.performance.steps_per_execution,
     }
 
 
