@@ -225,3 +225,19 @@ def test_snapshots_are_taken_when_a_group_passes_a_cycle_end(tmp_path):
 def test_default_recipe_groups_its_steps():
     # the default recipe runs an epoch's 20 steps as one group (benchmarks/framework_overhead.py)
     assert load("mlp-digits").performance.steps_per_execution == 20
+
+
+def test_a_data_module_that_cannot_group_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import zoo.build
+    from zoo.cli import main
+
+    class ForeignData(SimpleNamespace):  # a plugin's own data module, without zoo's grouping
+        pass
+
+    monkeypatch.setattr(zoo.build, "build_data", lambda spec, seed=0: ForeignData())
+    code = main(["train", "mlp-digits", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "gives a ForeignData, not a zoo.data.DataModule" in err and "steps_per_execution=1" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

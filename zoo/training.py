@@ -382,6 +382,12 @@ def fit_one(
             gen = torch.Generator().manual_seed(bootstrap_seed)
             idx = torch.randint(0, len(dm.train), (len(dm.train),), generator=gen)
             dm.train = Split(dm.train.x[idx], dm.train.y[idx])
+        if recipe.performance.steps_per_execution > 1 and not hasattr(dm, "steps_per_execution"):
+            raise ZooError(
+                f"data: {recipe.data.get('name')} gives a {type(dm).__name__}, not a zoo.data.DataModule, which "
+                f"performance.steps_per_execution={recipe.performance.steps_per_execution} needs to hand batches "
+                "over in groups; set performance.steps_per_execution=1"
+            )
         module = Classifier(recipe.to_dict(), dm.input_shape, dm.num_classes)
         module.set_input_stats(dm.mean, dm.std)
         module.initialize(dm.sample())
