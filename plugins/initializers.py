@@ -169,6 +169,15 @@ class _Reached(Exception):
     """Raised from a hook to stop the forward pass once the layer being measured has run."""
 
 
+def _require_sample(name: str, sample: torch.Tensor | None, measured: str) -> None:
+    """Data-dependent initializers measure on a batch of inputs: say so when none was given."""
+    if sample is None:
+        raise RegistryError(
+            f"initializer '{name}' needs a sample batch to measure {measured} on: "
+            "call apply(model, sample=a batch of inputs), or choose another initializer"
+        )
+
+
 class LSUV(Orthogonal):
     """Orthogonal init, then each layer rescaled in forward order until its output variance is ~1."""
 
@@ -180,11 +189,7 @@ class LSUV(Orthogonal):
     def apply(
         self, model: nn.Module, *, activation: Spec = "relu", sample: torch.Tensor | None = None
     ) -> None:
-        if sample is None:
-            raise RegistryError(
-                "initializer 'lsuv' needs a sample batch to measure layer outputs on: "
-                "call apply(model, sample=a batch of inputs), or choose another initializer"
-            )
+        _require_sample("lsuv", sample, "layer outputs")
         super().apply(model, activation=activation)
         # eval(): dropout would make the variance noisy and batch norm would move its running stats.
         modes = {m: m.training for m in model.modules()}
@@ -257,11 +262,7 @@ class Whitening(Initializer):
     def apply(
         self, model: nn.Module, *, activation: Spec = "relu", sample: torch.Tensor | None = None
     ) -> None:
-        if sample is None:
-            raise RegistryError(
-                "initializer 'whitening' needs a sample batch to measure patch statistics on: "
-                "call apply(model, sample=a batch of inputs), or choose another initializer"
-            )
+        _require_sample("whitening", sample, "patch statistics")
         if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
             raise RegistryError(
                 f"initializer 'whitening' whitens the first nn.Conv2d, and the model "

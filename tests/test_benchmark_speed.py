@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +19,6 @@ needs_cifar_jpegs = pytest.mark.skipif(
     reason=f"no CIFAR-10 JPEG copy at {ARCHIVE} or {UNPACKED}",
 )
 
-
-def run_json(*args: str, timeout: int = 300) -> dict:
-    done = subprocess.run(
-        [sys.executable, *args], check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr[-3000:] or done.stdout[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def load_script(name: str):
@@ -54,8 +46,8 @@ def check_zoo_side(result: dict) -> None:
 
 
 @needs_cifar_jpegs
-def test_cifar10_speed_tiny_zoo_only():
-    result = run_json(str(BENCH / "cifar10_speed.py"), "--tiny", "--only", "zoo", "--json")
+def test_cifar10_speed_tiny_zoo_only(run_benchmark):
+    result = run_benchmark("cifar10_speed.py", "--tiny", "--only", "zoo", "--json")
     assert result["tiny"] is True and result["runs"] == 1 and result["warmup"] is False
     assert result["device"] in ("cpu", "cuda") and "torch" in result["versions"]
     check_zoo_side(result)
@@ -64,9 +56,9 @@ def test_cifar10_speed_tiny_zoo_only():
 
 
 @needs_cifar_jpegs
-def test_cifar10_speed_tiny_both_sides():
+def test_cifar10_speed_tiny_both_sides(run_benchmark):
     pytest.importorskip("airbench", reason="airbench is not installed (pip install airbench==0.1.8)")
-    result = run_json(str(BENCH / "cifar10_speed.py"), "--tiny", "--json")
+    result = run_benchmark("cifar10_speed.py", "--tiny", "--json")
     check_zoo_side(result)
     ab = result["airbench"]
     assert ab["variant"] == "airbench94" and ab["published"]["seconds"] == 3.83
@@ -117,8 +109,8 @@ def test_airbench_table_parsing():
         bench.parse_airbench_table(text.splitlines()[0], columns)
 
 
-def test_batch_scaling_quick_json():
-    result = run_json(str(BENCH / "batch_scaling.py"), "--quick", "--json")
+def test_batch_scaling_quick_json(run_benchmark):
+    result = run_benchmark("batch_scaling.py", "--quick", "--json")
     assert result["quick"] is True and result["recipe"] == "resnet-digits"
     assert result["devices"] == 1 and result["device_counts"] == [1] and result["device_rows"] == []
     rows = result["rows"]

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_augment_throughput_quick_json():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "augment_throughput.py"), "--quick", "--json",
-         "--device", "cpu"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_augment_throughput_quick_json(run_benchmark):
+    result = run_benchmark("augment_throughput.py", "--quick", "--json", "--device", "cpu", timeout=120)
     for key in ("zoo_images_per_s", "torchvision_images_per_s", "ratio"):
         assert isinstance(result[key], (int, float)) and result[key] > 0
     assert abs(result["ratio"] - result["zoo_images_per_s"] / result["torchvision_images_per_s"]) < 0.01
@@ -26,26 +13,16 @@ def test_augment_throughput_quick_json():
     assert result["torchvision_workers"] == 2
 
 
-def test_digits_vs_sklearn_quick_json():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "digits_vs_sklearn.py"), "--quick", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_digits_vs_sklearn_quick_json(run_benchmark):
+    result = run_benchmark("digits_vs_sklearn.py", "--quick", "--json")
     assert 0 < result["zoo_test_acc"] <= 1 and 0 < result["sklearn_test_acc"] <= 1
     # the ratio is of the unrounded times, so it agrees with the rounded ones to within their rounding
     assert abs(result["time_ratio"] - result["zoo_seconds"] / result["sklearn_seconds"]) < 0.05
     assert result["quick"] is True
 
 
-def test_fault_injection_quick_json():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--quick", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_fault_injection_quick_json(run_benchmark):
+    result = run_benchmark("fault_injection.py", "--quick", "--json")
     # one kill, unless the run (faster than the reference on a quiet machine) finished before it landed
     assert result["runs"] == 1 and result["kills"] <= 1
     assert result["resumed"] + result["started_over"] + result["killed_after_finishing"] == result["kills"]

@@ -203,6 +203,10 @@ class BatchGroups:
     def __len__(self) -> int:
         return -(-len(self.batches) // self.size)
 
+    def steps_per_epoch(self, groups: int | float) -> int:
+        """Optimizer steps in an epoch of which Lightning runs ``groups`` groups (its limit_train_batches)."""
+        return min(len(self.batches), int(groups) * self.size)
+
     def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
         group: list[tuple[torch.Tensor, torch.Tensor]] = []
         for batch in self.batches:

@@ -29,7 +29,7 @@ def schedule_lengths(trainer: L.Trainer) -> tuple[int, int]:
     loader = trainer.train_dataloader
     if isinstance(loader, BatchGroups):
         # Lightning counts training steps, each of which is a group of optimizer steps here
-        per_epoch = min(len(loader.batches), int(trainer.num_training_batches) * loader.size)
+        per_epoch = loader.steps_per_epoch(trainer.num_training_batches)
         epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
         by_epochs = per_epoch * epochs if epochs is not None else None
         steps = trainer.max_steps if trainer.max_steps > 0 else None

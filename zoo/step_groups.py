@@ -164,7 +164,7 @@ class ProgressBar(TQDMProgressBar):
 
         loader = self.trainer.train_dataloader
         if isinstance(loader, BatchGroups):
-            return min(len(loader.batches), int(self.trainer.num_training_batches) * loader.size)
+            return loader.steps_per_epoch(self.trainer.num_training_batches)
         return super().total_train_batches
 
     def on_train_epoch_start(self, trainer, *args: Any) -> None:
