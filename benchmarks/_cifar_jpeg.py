@@ -78,6 +78,6 @@ def tiny_folder(dest: Path, per_class: dict[str, int], source: str | Path | None
 
 
 def cpu_cores() -> int:
-    from zoo.data import usable_cores
+    from zoo.data.datamodule import usable_cores
 
     return usable_cores()

@@ -1,7 +1,7 @@
 """Augmentation throughput: zoo's batched device pipeline against torchvision's per-sample transforms.
 
 Both sides run the same operations on the same uint8 32x32 RGB images: horizontal flip, pad-4 random crop,
-colour jitter, then CutMix. zoo draws batches from an in-memory tensor (as zoo.data.TensorBatches does) and
+colour jitter, then CutMix. zoo draws batches from an in-memory tensor (as zoo.data.datamodule.TensorBatches does) and
 augments each whole batch in the main process (on the GPU when there is one); torchvision transforms one
 image at a time in DataLoader workers and applies v2.CutMix to each collated batch (in the workers too,
 through collate_fn, which is where its documentation suggests doing it).
@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from zoo.augment import AugmentPipeline  # noqa: E402
+from zoo.data.augment import AugmentPipeline  # noqa: E402
 
 CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "cifar10-jpg.tar.gz"
 NUM_CLASSES = 10
@@ -74,9 +74,9 @@ def cifar_images(n: int, tar_path: Path = CIFAR_TAR) -> tuple[torch.Tensor, torc
 
 
 def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0):
-    """One shuffled epoch, one index gather per batch: what zoo.data.TensorBatches does.
+    """One shuffled epoch, one index gather per batch: what zoo.data.datamodule.TensorBatches does.
 
-    Repeated here because importing zoo.data loads Lightning, which would add seconds to ``--quick``.
+    Repeated here because importing zoo.data.datamodule loads Lightning, which would add seconds to ``--quick``.
     """
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     for i in range(0, len(x), batch_size):
@@ -90,7 +90,7 @@ def time_zoo(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.de
     cuda = device.type == "cuda"
 
     def step(xb, yb):
-        # uint8 crosses to the device and becomes float there, as zoo.module.to_unit_float does
+        # uint8 crosses to the device and becomes float there, as zoo.data.datamodule.to_unit_float does
         xb = xb.to(device, non_blocking=True).to(torch.float32).div_(255)
         return pipe(xb, yb.to(device, non_blocking=True))
 

@@ -3,7 +3,7 @@
 For each batch size the recipe is trained for a fixed number of optimizer steps: ``--warmup`` steps
 first (untimed: CUDA set-up, cuDNN kernel choice, allocator growth), then ``--steps`` timed ones. The
 model, data set, augmentations, optimizer and schedule are the recipe's, built by the zoo's own
-functions, and the Trainer is the zoo's (zoo.training.make_trainer: its callbacks, loggers and the
+functions, and the Trainer is the zoo's (zoo.training.fit.make_trainer: its callbacks, loggers and the
 recipe's trainer settings such as precision). What is left out is what does not scale with the batch:
 validation is switched off (``limit_val_batches=0``) and the time between the end of one epoch and the
 first batch of the next (epoch-end hooks, the checkpoint written there, the next epoch's shuffle) is not
@@ -103,14 +103,14 @@ def make_step_timer():
 
 
 def build_data_once(recipe):
-    from zoo.build import build_data
+    from zoo.core.build import build_data
 
     return build_data(recipe.data, seed=recipe.seed)
 
 
 def with_batch_size(dm, batch_size: int):
     """The same tensors and statistics, batched differently (no second decode or statistics pass)."""
-    from zoo.data import DataModule
+    from zoo.data.datamodule import DataModule
 
     return DataModule(
         dm.train,
@@ -140,9 +140,9 @@ def measure(
     import lightning as L
     import torch
 
-    from zoo.module import Classifier
-    from zoo.recipe import load
-    from zoo.training import make_trainer
+    from zoo.core.recipe import load
+    from zoo.training.classifier import Classifier
+    from zoo.training.fit import make_trainer
 
     run = [
         *overrides,
@@ -196,7 +196,7 @@ def measure(
 
 def data_overrides(recipe_name: str, data_root: str | None, scratch: Path) -> tuple[list[str], str]:
     """Point a recipe at an image folder: the given one, or the shared CIFAR-10 JPEGs for a CIFAR-10 recipe."""
-    from zoo.recipe import load
+    from zoo.core.recipe import load
 
     data = load(recipe_name).data
     if data_root is None and data["name"] not in JPEG_STANDINS:
@@ -259,7 +259,7 @@ def quiet_lightning() -> None:
     here on purpose, logged no ``val/acc``."""
     import warnings
 
-    from zoo.training import _quiet_lightning
+    from zoo.training.fit import _quiet_lightning
 
     _quiet_lightning()
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key")
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         scratch = Path(tmp)
         data, source = data_overrides(recipe, args.data_root, scratch)
         overrides = [*data, f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}"]
-        from zoo.recipe import load
+        from zoo.core.recipe import load
 
         if getattr(getattr(load(recipe, overrides), "checkpoint", None), "divergence_guard", False):
             # A short run at a large batch with the lr scaled up may well diverge, and the guard would then

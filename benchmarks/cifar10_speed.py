@@ -65,7 +65,7 @@ PUBLISHED = {
 }
 TARGET = {"max_time_ratio": 1.5, "accuracy_tolerance": 0.002}
 # Keys of the recipe's data spec that mean the same thing to imagefolder; swapping the data set's
-# name drops the old spec (zoo.recipe.apply_override), so these are carried over by hand.
+# name drops the old spec (zoo.core.recipe.apply_override), so these are carried over by hand.
 CARRIED_DATA_KEYS = ("batch_size", "eval_batch_size", "val_fraction", "split_seed", "standardize")
 # --tiny: enough to run every code path on a 2-core CPU in seconds. Both networks are narrowed too (the
 # zoo's ResNet-20 to width 8, airbench's conv groups to 1/8 of their widths): at full width one
@@ -133,7 +133,7 @@ def make_phase_timer():
 
 def zoo_overrides(spec: dict, device: str) -> list[str]:
     """Overrides that point the recipe at the JPEG folder and at one device; ``spec['extra']`` last."""
-    from zoo.recipe import load
+    from zoo.core.recipe import load
 
     data = load(spec["recipe"]).data
     out = ["data.name=imagefolder", f"data.root={spec['folder']}"]
@@ -192,9 +192,9 @@ def zoo_worker(spec: dict) -> dict:
     import torch
 
     import zoo
-    from zoo.build import build_data
-    from zoo.recipe import load
-    from zoo.registries import monitors
+    from zoo.core.build import build_data
+    from zoo.core.catalog import monitors
+    from zoo.core.recipe import load
 
     device = spec["device"]
     if device == "auto":

@@ -1,12 +1,12 @@
 """Framework overhead: a recipe trained the way `zoo train` trains it, against a hand-written PyTorch loop.
 
-Both sides do the same work on the same data: the network zoo.build.build_network makes from the recipe
-(initialized the same way), the recipe's augmentation pipeline (zoo.augment.AugmentPipeline) on each
+Both sides do the same work on the same data: the network zoo.core.build.build_network makes from the recipe
+(initialized the same way), the recipe's augmentation pipeline (zoo.data.augment.AugmentPipeline) on each
 training batch, standardization after it, cross-entropy, the recipe's optimizer (same parameter groups)
 and learning-rate schedule stepped every batch, fp32, the training split held on the device and batched
 by index over a fresh permutation each epoch. Whatever zoo spends beyond that is framework overhead.
 
-* zoo: zoo.training.fit_one (Classifier + make_trainer + the recipe's DataModule: Lightning with zoo's
+* zoo: zoo.training.fit.fit_one (Classifier + make_trainer + the recipe's DataModule: Lightning with zoo's
   callbacks and loggers), as `zoo train` runs it, with the recipe's ``performance.steps_per_execution``
   (the default recipe runs an epoch's 20 optimizer steps per Lightning step; ``--override
   performance.steps_per_execution=1`` measures one Lightning step per batch). The progress bar is off,
@@ -111,7 +111,7 @@ QUICK = {
 
 
 def load_recipe(name: str, overrides: list[str], epochs: int, wandb: str):
-    from zoo.recipe import load
+    from zoo.core.recipe import load
 
     return load(name, [*overrides, f"trainer.max_epochs={epochs}", f"logger.wandb.mode={wandb}"])
 
@@ -138,8 +138,8 @@ class HandLoop:
     """The same training written as a plain PyTorch loop, one epoch per call."""
 
     def __init__(self, recipe, device: torch.device) -> None:
-        from zoo.augment import AugmentPipeline
-        from zoo.build import build_data, build_network, build_optimizer, build_schedule
+        from zoo.core.build import build_data, build_network, build_optimizer, build_schedule
+        from zoo.data.augment import AugmentPipeline
 
         spec = recipe.to_dict()
         self.device = device
@@ -283,8 +283,8 @@ def epoch_timer(device: torch.device, hand: HandLoop):
 
 
 def run_pair(recipe, device: torch.device, progress: bool = False) -> dict:
-    """One zoo fit through zoo.training.fit_one, as `zoo train` runs it, with hand-loop epochs in between."""
-    from zoo.training import fit_one
+    """One zoo fit through zoo.training.fit.fit_one, as `zoo train` runs it, with hand-loop epochs in between."""
+    from zoo.training.fit import fit_one
 
     hand = HandLoop(recipe, device)
     timer = epoch_timer(device, hand)
@@ -299,7 +299,7 @@ def run_pair(recipe, device: torch.device, progress: bool = False) -> dict:
 
 
 def measure(recipe, runs: int, device: torch.device, progress: bool = False) -> dict:
-    from zoo.build import build_data
+    from zoo.core.build import build_data
 
     dm = build_data(recipe.data, seed=recipe.seed)
     samples, batch_size = len(dm.train), dm.batch_size
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import warnings
 
-    from zoo.training import _quiet_lightning
+    from zoo.training.fit import _quiet_lightning
 
     _quiet_lightning()  # what `zoo train` does first: Lightning's tips are noise here too
     warnings.filterwarnings("ignore", message=r".*does not have many workers")

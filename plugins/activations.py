@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from zoo import activations
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 
 @activations.register("relu")

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field
 from typing_extensions import Annotated
 
 from zoo import augmentations
-from zoo.augment import BatchAugmentation
+from zoo.data.augment import BatchAugmentation
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 

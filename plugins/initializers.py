@@ -19,8 +19,8 @@ from pydantic import Field
 from torch import nn
 
 from zoo import initializers
-from zoo.errors import RegistryError
-from zoo.registry import InitSpec, Spec, split_spec
+from zoo.core.errors import RegistryError
+from zoo.core.registry import InitSpec, Spec, split_spec
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -1,11 +1,11 @@
-"""Training monitors a recipe switches on under ``monitors:``; thin wrappers over zoo.monitors' callbacks."""
+"""Training monitors a recipe switches on under ``monitors:``; thin wrappers over zoo.monitoring.monitors' callbacks."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from typing_extensions import Annotated
 
-from zoo.registries import monitors
+from zoo.core.catalog import monitors
 
 Every = Annotated[int, Field(ge=1)]
 
@@ -13,7 +13,7 @@ Every = Annotated[int, Field(ge=1)]
 @monitors.register("activations")
 def activations(*, every_n_steps: Every = 100, threshold: Annotated[float, Field(gt=0.5, lt=1)] = 0.99):
     """Per-layer activation mean/std, saturation (tanh, sigmoid) and dead-unit (ReLU family) fractions."""
-    from zoo.monitors import ActivationStats
+    from zoo.monitoring.monitors import ActivationStats
 
     return ActivationStats(every_n_steps=every_n_steps, threshold=threshold)
 
@@ -27,7 +27,7 @@ def update_ratio(
     patience: Annotated[int, Field(ge=1)] = 3,
 ):
     """Per-layer gradient norm and update/weight ratio (healthy: about 1e-3); warns outside [low, high]."""
-    from zoo.monitors import UpdateRatio
+    from zoo.monitoring.monitors import UpdateRatio
 
     return UpdateRatio(every_n_steps=every_n_steps, band=(low, high), patience=patience)
 
@@ -40,6 +40,6 @@ def divergence(
     detect_anomaly: bool = False,
 ):
     """Stops training when the loss is NaN/inf or above ``factor`` x the initial loss, and says why."""
-    from zoo.monitors import DivergenceGuard
+    from zoo.monitoring.monitors import DivergenceGuard
 
     return DivergenceGuard(factor=factor, check_every_n_steps=check_every_n_steps, detect_anomaly=detect_anomaly)

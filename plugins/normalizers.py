@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from zoo import normalizers
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 _LAYOUTS = {0: "feature vectors (B, F)", 1: "sequences (B, C, L)", 2: "images (B, C, H, W)"}
 

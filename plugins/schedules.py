@@ -26,7 +26,7 @@ from torch.optim import lr_scheduler as sched
 from typing_extensions import Annotated
 
 from zoo import schedules
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 
 def _positive_increasing(values: list[float]) -> list[float]:
@@ -251,3 +251,7 @@ def cycle_ends(spec: Any, total_steps: int, steps_per_epoch: int) -> list[int]:
         ends.append(end)
         length *= params["t_mult"]
     return ends
+
+
+# A schedule with restarts says where its cycles end; snapshot ensembles take a member at each one.
+cosine_restarts.cycle_ends = cycle_ends

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo import activations
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 BUILTINS = [
     "relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "swish", "sigmoid", "tanh", "maxout", "identity",

@@ -22,8 +22,8 @@ from zoo.plugins.augmentations import (
 )
 
 import zoo
-from zoo.augment import AugmentPipeline
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
+from zoo.data.augment import AugmentPipeline
 
 
 def images(b=8, c=3, h=8, w=8, seed=0):

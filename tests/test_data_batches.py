@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.data import DataModule, Split, TensorBatches, stratified_split
+from zoo.data.datamodule import DataModule, Split, TensorBatches, stratified_split
 
 
 def _split(n: int) -> Split:

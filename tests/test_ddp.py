@@ -10,8 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from zoo.recipe import load
-from zoo.wandb_offline import offline_run_dirs, read_offline_run
+from zoo.core.recipe import load
+from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run
 
 REPO = Path(__file__).resolve().parent.parent
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from zoo.evaluate import evaluate, load_model
-from zoo.training import train
+from zoo.training.evaluation import evaluate, load_model
+from zoo.training.run import train
 
 TINY = ["trainer.max_epochs=2", "model.width=32", "data.batch_size=128", "logger.wandb.mode=disabled"]
 

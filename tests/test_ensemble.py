@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import zoo
-from zoo.ensemble import Ensemble
-from zoo.ensembling import member_recipes
-from zoo.errors import RecipeError
-from zoo.evaluate import load_model
-from zoo.module import Classifier
-from zoo.recipe import load
+from zoo.core.errors import RecipeError
+from zoo.core.recipe import load
+from zoo.training.classifier import Classifier
+from zoo.training.ensemble_model import Ensemble
+from zoo.training.ensemble_training import member_recipes
+from zoo.training.evaluation import load_model
 
 
 def tiny_member(seed: int) -> Classifier:

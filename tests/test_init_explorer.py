@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.errors import ZooError
-from zoo.init_explorer import explore, parse_spec
+from zoo.core.errors import ZooError
+from zoo.tools.init_explorer import explore, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from zoo import initializers
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 BUILTINS = [
     "zeros",

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from zoo.lr_find import lr_find, plot, suggest, write_recipe
+from zoo.tools.lr_find import lr_find, plot, suggest, write_recipe
 
 torch.set_num_threads(1)
 TINY = ["model.width=32", "model.depth=1"]
@@ -65,7 +65,7 @@ def test_plot_and_write(tmp_path):
     assert data["base"] == "r.yaml"
     assert data["optimizer"]["lr"] == pytest.approx(0.0123)
     assert data["model"] == {"width": 32, "depth": 1}
-    from zoo.recipe import load
+    from zoo.core.recipe import load
 
     resolved = load(out)
     assert resolved.optimizer["lr"] == pytest.approx(0.0123)

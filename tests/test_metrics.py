@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.evaluate import classification_metrics
+from zoo.monitoring.metrics import classification_metrics
 
 
 def one_hot_probs(pred, k=3, confidence=0.8):

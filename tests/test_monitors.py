@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from zoo.monitors import (
+from zoo.monitoring.monitors import (
     ActivationStats,
     DivergenceGuard,
     DivergenceWarning,
@@ -180,8 +180,8 @@ def test_anomaly_detection_names_the_backward_op_and_is_restored():
 def test_divergence_guard_with_the_zoo_training_loop(tmp_path, monkeypatch):
     """End to end through fit_one: a huge SGD step on digits stops early, the checkpoints stay finite."""
     monkeypatch.chdir(tmp_path)
-    from zoo.recipe import load
-    from zoo.training import _quiet_lightning, fit_one
+    from zoo.core.recipe import load
+    from zoo.training.fit import _quiet_lightning, fit_one
 
     _quiet_lightning()
     recipe = load("mlp-digits", [

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from zoo import normalizers
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 BUILTINS = ["batch", "layer", "group", "instance", "none"]
 

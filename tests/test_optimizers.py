@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.build import build_optimizer, param_groups
+from zoo.core.build import build_optimizer, param_groups
 
 G = torch.tensor([0.5, -2.0], dtype=torch.float64)  # a gradient with two very different scales
 

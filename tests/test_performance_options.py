@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from zoo.evaluate import load_model
-from zoo.training import train
+from zoo.training.evaluation import load_model
+from zoo.training.run import train
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "model.width=8", "data.batch_size=64",
         "schedule.warmup_epochs=0", "logger.wandb.mode=disabled"]
 
 
 def test_channels_last_keeps_weights_and_batches_nhwc_and_trains(tmp_path):
-    from zoo.module import Classifier
-    from zoo.recipe import load
+    from zoo.core.recipe import load
+    from zoo.training.classifier import Classifier
 
     recipe = load("resnet-digits", [*TINY, "performance.channels_last=true"]).to_dict()
     module = Classifier(recipe, (1, 8, 8), 10)
@@ -31,16 +31,16 @@ def test_channels_last_keeps_weights_and_batches_nhwc_and_trains(tmp_path):
 
 
 def test_compile_compiles_the_network_in_place_and_checkpoints_load_uncompiled(tmp_path, monkeypatch):
-    import zoo.module
+    import zoo.training.classifier
 
     compiled = []
-    original = zoo.module.Classifier.configure_model
+    original = zoo.training.classifier.Classifier.configure_model
 
     def spy(self):
         original(self)
         compiled.append(self.net._compiled_call_impl is not None)
 
-    monkeypatch.setattr(zoo.module.Classifier, "configure_model", spy)
+    monkeypatch.setattr(zoo.training.classifier.Classifier, "configure_model", spy)
     # the eager backend: torch.compile's tracing without code generation, quick enough for a test
     options = ["performance.compile=true", "performance.compile_backend=eager"]
     result = train(None, [*TINY, *options], run_dir=tmp_path / "compiled", progress=False)

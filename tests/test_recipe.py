@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.errors import RecipeError, RegistryError, ZooError
-from zoo.recipe import load, merge, parse_override
+from zoo.core.errors import RecipeError, RegistryError, ZooError
+from zoo.core.recipe import load, merge, parse_override
 
 
 def write(path, text):

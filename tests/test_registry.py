@@ -15,8 +15,8 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 import zoo
-from zoo.errors import PluginError, RegistryError
-from zoo.registry import REGISTRIES, Component, Registry, current_source
+from zoo.core.errors import PluginError, RegistryError
+from zoo.core.registry import REGISTRIES, Component, Registry, current_source
 
 
 @pytest.fixture

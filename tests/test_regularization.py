@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.module import Classifier
-from zoo.recipe import load
+from zoo.core.recipe import load
+from zoo.training.classifier import Classifier
 
 
 def module(*overrides):
@@ -53,7 +53,7 @@ def test_learning_rate_scales_with_the_global_batch(tmp_path, monkeypatch):
         def on_train_start(self, trainer, pl_module):
             seen["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
 
-    from zoo import training
+    from zoo.training import fit as training
 
     original = training.make_trainer
     monkeypatch.setattr(training, "make_trainer", lambda *a, **k: original(*a, **{**k, "extra_callbacks": [Spy()]}))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.report import load_run, read_curves
+from zoo.reporting.html_report import load_run, read_curves
 
 TINY = ["trainer.max_epochs=2", "model.width=16", "augment=[]", "trainer.limit_train_batches=5"]
 

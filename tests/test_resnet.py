@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 CIFAR = (3, 32, 32)
 DIGITS = (1, 8, 8)

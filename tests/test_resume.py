@@ -12,10 +12,11 @@ import lightning as L
 import pytest
 import torch
 
-import zoo.training as training
-from zoo.checkpointing import Interrupted, atomic_torch_save
-from zoo.cli import main
-from zoo.training import train
+import zoo.training.fit as training
+from zoo.cli.main import main
+from zoo.core.io import atomic_torch_save
+from zoo.training.checkpoints import Interrupted
+from zoo.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "plugins" / "faults.py"
@@ -236,8 +237,8 @@ def test_divergence_guard_is_on_by_default_and_keeps_the_last_good_checkpoint(tm
 
 
 def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
-    from zoo.wandb_logging import read_run_id
-    from zoo.wandb_offline import offline_run_dirs, read_offline_run
+    from zoo.monitoring.wandb_logging import read_run_id
+    from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")

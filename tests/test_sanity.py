@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo import sanity
-from zoo.recipe import load
+from zoo.core.recipe import load
+from zoo.tools import sanity
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,7 +108,7 @@ def test_oversized_init_fails_the_initial_loss_check():
 
 
 def test_a_loss_that_ignores_l2_fails_the_regularization_check(monkeypatch):
-    from zoo.module import Classifier
+    from zoo.training.classifier import Classifier
 
     monkeypatch.setattr(Classifier, "penalty", lambda self: torch.zeros(()))
     setup = sanity.prepare(load("mlp-digits", ["model.width=64"]))
@@ -154,7 +154,7 @@ def test_cli_exit_status_and_table():
 
 
 def test_cli_user_mistake_exits_2(capsys):
-    from zoo.cli import main
+    from zoo.cli.main import main
 
     assert main(["sanity", "mlp-digits", "model.init=zeroes"]) == 2
     assert "unknown initializers 'zeroes'" in capsys.readouterr().err

@@ -11,8 +11,8 @@ from torch import nn
 from zoo.plugins.schedules import cycle_ends
 
 import zoo
-from zoo.build import build_optimizer
-from zoo.errors import RegistryError, ZooError
+from zoo.core.build import build_optimizer
+from zoo.core.errors import RegistryError, ZooError
 
 # A scheduler stepped out of order, or its rate read the deprecated way, warns: either is a bug here.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.recipe import load
+from zoo.core.recipe import load
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
 

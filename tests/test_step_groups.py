@@ -10,13 +10,14 @@ import lightning as L
 import pytest
 import torch
 
-from zoo.checkpointing import Interrupted
-from zoo.data import BatchGroups, Split, TensorBatches
-from zoo.ensembling import SnapshotCheckpoints
-from zoo.monitors import UpdateRatio
-from zoo.recipe import load
-from zoo.step_groups import group_size
-from zoo.training import fit_one, make_trainer, train
+from zoo.core.recipe import load
+from zoo.data.datamodule import BatchGroups, Split, TensorBatches
+from zoo.monitoring.monitors import UpdateRatio
+from zoo.training.checkpoints import Interrupted
+from zoo.training.ensemble_training import SnapshotCheckpoints
+from zoo.training.fit import fit_one, make_trainer
+from zoo.training.run import train
+from zoo.training.step_groups import group_size
 
 # 1257 training images in batches of 128: 10 optimizer steps an epoch, 20 in all
 SMALL = ["trainer.max_epochs=2", "data.batch_size=128", "model.width=64", "logger.wandb.mode=disabled",
@@ -141,7 +142,7 @@ def test_divergence_guard_stops_a_grouped_run(tmp_path):
 
 
 def test_resume_after_a_stop_inside_an_epoch_is_exact(tmp_path, monkeypatch):
-    import zoo.training as training
+    import zoo.training.fit as training
 
     base = train(None, [*SMALL, "performance.steps_per_execution=4"], run_dir=tmp_path / "base", progress=False)
 
@@ -228,16 +229,16 @@ def test_default_recipe_groups_its_steps():
 
 
 def test_a_data_module_that_cannot_group_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
-    import zoo.build
-    from zoo.cli import main
+    import zoo.core.build
+    from zoo.cli.main import main
 
     class ForeignData(SimpleNamespace):  # a plugin's own data module, without zoo's grouping
         pass
 
-    monkeypatch.setattr(zoo.build, "build_data", lambda spec, seed=0: ForeignData())
+    monkeypatch.setattr(zoo.core.build, "build_data", lambda spec, seed=0: ForeignData())
     code = main(["train", "mlp-digits", "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "gives a ForeignData, not a zoo.data.DataModule" in err and "steps_per_execution=1" in err
+    assert "gives a ForeignData, not a zoo.data.datamodule.DataModule" in err and "steps_per_execution=1" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from zoo.errors import ZooError
-from zoo.recipe import parse_override
-from zoo.sweep import (
+from zoo.core.errors import ZooError
+from zoo.core.recipe import parse_override
+from zoo.tools.sweep import (
     Param,
     edge_warnings,
     load_sweep,

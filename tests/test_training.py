@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.module import Classifier
+from zoo.training.classifier import Classifier
 
 # No regularization and a flat learning rate, so a few steps show clear learning.
 FAST = ["augment=[]", "model.dropout=0", "schedule=constant"]
@@ -62,7 +62,7 @@ def test_recipe_monitors_log_and_guard(in_tmp):
 
 
 def test_overwrite_replaces_the_old_run_once_the_new_one_trains(tmp_path, monkeypatch):
-    from zoo.training import train
+    from zoo.training.run import train
 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "mine"

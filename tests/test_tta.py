@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from zoo.module import Classifier
-from zoo.recipe import load
-from zoo.tta import shift_batch, views
+from zoo.core.recipe import load
+from zoo.data.tta import shift_batch, views
+from zoo.training.classifier import Classifier
 
 
 def test_shift_moves_content_and_fills_zeros():

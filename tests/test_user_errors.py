@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo import discovery
-from zoo.cli import main
-from zoo.errors import RegistryError
+from zoo.cli.main import main
+from zoo.core import discovery
+from zoo.core.errors import RegistryError
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = str(REPO / "recipes" / "mlp-digits.yaml")
@@ -419,7 +419,7 @@ def test_run_folder_or_checkpoint_that_is_not_one(capsys, workspace, args, fragm
 
 
 def test_eval_of_a_checkpoint_whose_weights_do_not_fit_its_recipe(capsys, workspace):
-    from zoo.recipe import load
+    from zoo.core.recipe import load
 
     recipe = load("mlp-digits").to_dict()
     hp = {"recipe": recipe, "input_shape": [1, 8, 8], "num_classes": 10}
@@ -480,8 +480,8 @@ def test_eval_does_not_run_a_plugin_that_a_checkpoint_names(tmp_path, capsys, wo
     """A checkpoint's recipe may list plugin files; eval imports one only when the user names it too."""
     import torch
 
-    from zoo.module import Classifier
-    from zoo.recipe import load
+    from zoo.core.recipe import load
+    from zoo.training.classifier import Classifier
 
     marker = tmp_path / "plugin-ran"
     plugin = tmp_path / "evilplug.py"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.recipe import load
-from zoo.wandb_offline import offline_run_dirs, read_offline_run
+from zoo.core.recipe import load
+from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run
 
 TINY = ["trainer.max_epochs=1", "model.width=16", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
         "trainer.log_every_n_steps=1"]
@@ -24,13 +24,14 @@ def _one_thread(monkeypatch):
 
 
 def _fit_with_wandb(tmp_path: Path, overrides: list[str]):
-    """What zoo.training.fit_one does, keeping hold of the trainer's W&B logger."""
+    """What zoo.training.fit.fit_one does, keeping hold of the trainer's W&B logger."""
     import lightning as L
 
-    from zoo.build import build_data
-    from zoo.module import Classifier
-    from zoo.training import make_trainer, write_recipe
-    from zoo.wandb_logging import ZooWandbLogger, finish_wandb
+    from zoo.core.build import build_data
+    from zoo.monitoring.wandb_logging import ZooWandbLogger, finish_wandb
+    from zoo.training.classifier import Classifier
+    from zoo.training.fit import make_trainer
+    from zoo.training.run_folder import write_recipe
 
     recipe = load(None, [*TINY, *overrides])
     run_dir = tmp_path / "run"
@@ -83,7 +84,7 @@ def test_disabled_mode_writes_no_wandb_folder(tmp_path, monkeypatch):
 
 
 def test_auto_mode_is_offline_without_an_api_key(tmp_path, monkeypatch):
-    from zoo.wandb_logging import resolve_mode
+    from zoo.monitoring.wandb_logging import resolve_mode
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
@@ -99,7 +100,7 @@ def test_no_run_is_created_off_global_rank_zero(tmp_path, monkeypatch):
     import wandb
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from zoo.wandb_logging import wandb_logger
+    from zoo.monitoring.wandb_logging import wandb_logger
 
     monkeypatch.chdir(tmp_path)
     logger = wandb_logger(load(None, ["logger.wandb.mode=offline"]), tmp_path)
@@ -113,7 +114,7 @@ def test_no_run_is_created_off_global_rank_zero(tmp_path, monkeypatch):
 
 
 def test_resume_id_continues_the_same_run(tmp_path, monkeypatch):
-    from zoo.wandb_logging import read_run_id, wandb_logger
+    from zoo.monitoring.wandb_logging import read_run_id, wandb_logger
 
     monkeypatch.chdir(tmp_path)
     recipe = load(None, ["logger.wandb.mode=offline"])

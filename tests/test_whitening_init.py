@@ -12,8 +12,8 @@ from torch import nn
 
 import zoo
 from zoo import initializers
-from zoo.build import param_groups
-from zoo.errors import RegistryError
+from zoo.core.build import param_groups
+from zoo.core.errors import RegistryError
 
 EPS = 5e-4
 

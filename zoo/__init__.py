@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zoo.errors import ZooError
-from zoo.registries import (
+from zoo.core.catalog import (
     activations,
     augmentations,
     datasets,
@@ -19,24 +18,25 @@ from zoo.registries import (
     optimizers,
     schedules,
 )
-from zoo.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Spec
+from zoo.core.errors import ZooError
+from zoo.core.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Spec
 
 if TYPE_CHECKING:
-    from zoo.training import RunResult
+    from zoo.training.fit import RunResult
 
 __version__ = "0.1.0"
 
 
 def train(recipe=None, overrides=(), **options) -> RunResult:
-    """Train a recipe (path, or None for the default) with ``key=value`` overrides; see zoo.training.train."""
-    from zoo.training import train as _train
+    """Train a recipe (path, or None for the default) with ``key=value`` overrides; see zoo.training.run.train."""
+    from zoo.training.run import train as _train
 
     return _train(recipe, overrides=overrides, **options)
 
 
 def load_recipe(recipe=None, overrides=()):
-    """The fully resolved recipe as a plain dict; see zoo.recipe.load."""
-    from zoo.recipe import load
+    """The fully resolved recipe as a plain dict; see zoo.core.recipe.load."""
+    from zoo.core.recipe import load
 
     return load(recipe, overrides).to_dict()
 

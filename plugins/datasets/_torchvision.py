@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import Field
 from typing_extensions import Annotated
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 BatchSize = Annotated[int, Field(ge=1)]
@@ -49,7 +49,7 @@ def load(
     import torch
     import torchvision.datasets
 
-    from zoo.data import DataModule, Split, stratified_split
+    from zoo.data.datamodule import DataModule, Split, stratified_split
 
     source = SOURCES[name]
     top = os.path.abspath(root)

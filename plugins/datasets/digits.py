@@ -32,8 +32,8 @@ def digits(
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from zoo.data import DataModule, Split
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
+    from zoo.data.datamodule import DataModule, Split
 
     if val_fraction + test_fraction >= 1:
         raise ZooError(f"digits: val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
@@ -67,7 +67,7 @@ def _check_sizes(n: int, classes: int, val_fraction: float, test_fraction: float
     """
     import math
 
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
 
     test = math.ceil(test_fraction * n)
     rest = n - test

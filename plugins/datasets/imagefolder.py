@@ -22,7 +22,7 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 from zoo import datasets
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[int, Field(ge=1)]
@@ -40,7 +40,7 @@ def _threads() -> int:
     # torchvision's decoder releases the GIL, so threads overlap decoding. Measured on a busy 2-core
     # machine, 50,000 CIFAR JPEGs took 6.6-8.4 s on one thread and 5.5-6.0 s on two; more threads
     # than cores gained nothing.
-    from zoo.data import usable_cores
+    from zoo.data.datamodule import usable_cores
 
     return max(1, min(8, usable_cores()))
 
@@ -210,7 +210,7 @@ def _read_cache(path: Path, key: str, counts: dict[str, int], channels: int, siz
 
 
 def _write_cache(path: Path, blob: dict) -> None:
-    from zoo.checkpointing import atomic_torch_save
+    from zoo.core.io import atomic_torch_save
 
     try:
         atomic_torch_save(blob, path)  # two ranks may build the same cache at once: each its own temp file
@@ -247,7 +247,7 @@ def imagefolder(
     """
     import torch
 
-    from zoo.data import DataModule, Split, stratified_split
+    from zoo.data.datamodule import DataModule, Split, stratified_split
 
     top = Path(root).expanduser()
     if not top.is_dir():
@@ -303,7 +303,7 @@ def imagefolder(
 
 def _check_split_sizes(top: Path, splits: dict, carved: list[str], val_fraction: float, test_fraction: float):
     """Refuse a folder too small for its split, before a run starts on an empty validation or test set."""
-    from zoo.build import check_split_sizes
+    from zoo.core.build import check_split_sizes
 
     sizes = {part: len(splits[part]) for part in PARTS}
     if carved:

@@ -34,8 +34,8 @@ def synthetic(
     """
     import torch
 
-    from zoo.data import DataModule, Split
-    from zoo.errors import ZooError
+    from zoo.core.errors import ZooError
+    from zoo.data.datamodule import DataModule, Split
 
     if not shape or min(shape) < 1:
         raise ZooError(f"synthetic: shape must be a non-empty list of positive sizes, got {shape}")

@@ -12,7 +12,7 @@ from torch import nn
 
 import zoo
 from zoo import ActivationSpec, InitSpec, NormSpec, models
-from zoo.errors import RegistryError
+from zoo.core.errors import RegistryError
 
 # ImageNet-style depths: (bottleneck?, blocks per stage).
 IMAGENET_DEPTHS: dict[int, tuple[bool, tuple[int, ...]]] = {

@@ -11,7 +11,7 @@ from torch import nn
 
 import zoo
 from zoo import ActivationSpec, InitSpec, NormSpec, models
-from zoo.errors import RegistryError, ZooError
+from zoo.core.errors import RegistryError, ZooError
 
 
 class TimmModel(nn.Module):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 
-from zoo.registries import monitors
+from zoo.core.catalog import monitors
 
 
 class SignalAtStep(L.Callback):

@@ -1,0 +1,54 @@
+"""``zoo lr-find``: the learning-rate range test on a recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def cmd_lr_find(ns: argparse.Namespace) -> int:
+    from zoo.cli.args import split_recipe
+    from zoo.core.recipe import find
+    from zoo.tools.lr_find import lr_find, plot, write_recipe
+
+    recipe, overrides = split_recipe(ns.args)
+    result = lr_find(recipe, overrides, min_lr=ns.min, max_lr=ns.max, steps=ns.steps)
+    png = plot(result, ns.out)
+    end = "stopped early: smoothed loss passed 4x its best" if result.stopped_early else "ran to --max"
+    print(f"swept {result.optimizer} lr {result.lrs[0] / result.scale:.2g} .. {result.lrs[-1] / result.scale:.2g} "
+          f"in {result.steps_run} steps ({end})")
+    print(f"suggested optimizer.lr: {result.suggestion:.3g}  (steepest descent of the smoothed loss)")
+    print(f"lr at the minimum / 10: {result.min_lr_div10:.3g}")
+    print(f"plot: {png}")
+    written = None
+    if ns.write:
+        written = write_recipe(find(recipe), result.suggestion, overrides)
+        print(f"wrote {written} (train it with: zoo train {written})")
+    if ns.json:
+        print(json.dumps({"suggestion": result.suggestion, "min_lr_div10": result.min_lr_div10,
+                          "steps_run": result.steps_run, "stopped_early": result.stopped_early,
+                          "optimizer": result.optimizer, "plot": str(png),
+                          "written": str(written) if written else None}))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lr-find",
+        help="learning-rate range test: sweep the lr exponentially over a few steps and suggest one",
+        description="Train the recipe's model with its own optimizer for --steps steps while the learning "
+        "rate grows exponentially from --min to --max (plain loop, no Trainer; augmentation off, penalties "
+        "and dropout on). The loss is smoothed (EMA with bias correction) and the sweep stops once the "
+        "smoothed loss exceeds 4x its best. Suggests the lr at the steepest negative slope of the smoothed "
+        "loss (also prints the lr at the minimum / 10) and plots loss vs lr (log x). --write writes "
+        "<name>.lr.yaml next to the recipe (base: the recipe, the overrides, optimizer.lr: the suggestion); "
+        "the recipe itself is not edited. Under DDP settings it still runs on one process.",
+    )
+    p.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]", help="recipe file or name, then overrides")
+    p.add_argument("--min", type=float, default=1e-6, help="first learning rate (default: 1e-6)")
+    p.add_argument("--max", type=float, default=1.0, help="last learning rate (default: 1)")
+    p.add_argument("--steps", type=int, default=100, help="training steps of the sweep (default: 100)")
+    p.add_argument("--out", default="lr.png", help="PNG plot to write (default: lr.png)")
+    p.add_argument("--write", action="store_true", help="write <name>.lr.yaml with the suggested optimizer.lr")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.set_defaults(func=cmd_lr_find)

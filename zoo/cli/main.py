@@ -1,0 +1,316 @@
+"""``zoo`` on the command line. Heavy imports wait inside each command so ``zoo --help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from zoo.cli.args import split_recipe
+from zoo.core.errors import ZooError
+
+EXIT_USAGE = 2
+# Commands with a module of their own, each with ``add_parser(subparsers)``; imported when the parser is
+# built, so they keep torch and Lightning imports inside their functions and `zoo --help` answers at once.
+COMMAND_MODULES = [
+    "zoo.cli.sanity",
+    "zoo.cli.init_explorer",
+    "zoo.cli.lr_find",
+    "zoo.cli.sweep",
+    "zoo.cli.report",
+]
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from zoo.training.checkpoints import Interrupted
+    from zoo.training.run import train
+
+    recipe, overrides = split_recipe(ns.args)
+    try:
+        result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite, resume=ns.resume)
+    except Interrupted as stop:
+        run_dir = stop.checkpoint.parent.parent
+        print(
+            f"zoo: {stop}; wrote {stop.checkpoint}\nzoo: continue with: zoo train --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return stop.exit_code
+    if result.rank != 0:
+        return 0  # the other ranks of a DDP job: rank 0 reports for all of them
+    if result.members:
+        print("\nmember  test acc  val acc")
+        for m in result.members:
+            print(f"{m['member']:>6}  {m['test_acc']:8.4f}  {m['val_acc']:7.4f}")
+        mean = sum(m["test_acc"] for m in result.members) / len(result.members)
+        print(f"{'mean':>6}  {mean:8.4f}")
+        print(f"{'ens.':>6}  {result.ensemble_acc:8.4f}  {result.val_acc:7.4f}")
+    print(f"\nrun:       {result.run_dir}")
+    print(f"val acc:   {result.val_acc:.4f}")
+    print(f"test acc:  {result.test_acc:.4f}")
+    print(f"time:      {result.seconds:.1f} s")
+    if ns.json:
+        print(result.to_json())
+    if result.diverged:
+        print(
+            f"zoo: training diverged at {result.diverged}; stopped early, and the figures above are of "
+            f"{result.best_checkpoint or 'the last weights'}, written before it",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _data_spec(model, overrides: list[str]) -> dict:
+    """The model's own data section, with ``data.key=value`` overrides applied and validated."""
+    from zoo.core.catalog import datasets
+    from zoo.core.recipe import apply_override, parse_override
+
+    data = {"data": dict(model.recipe["data"])}
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] != "data":
+            raise ZooError(f"override {text!r}: only data.* can change when evaluating a trained model")
+        apply_override(data, keys, value)
+    return datasets.validate(data["data"], "data")
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from zoo.training.evaluation import evaluate, load_model
+
+    model = load_model(ns.run, ns.plugin)
+    spec = _data_spec(model, ns.overrides)
+    report = evaluate(model, spec, ns.split)
+    if "members" in report:
+        for i, acc in enumerate(report["members"]):
+            print(f"member {i}: {ns.split} acc {acc:.4f}")
+    print(f"{ns.split} acc: {report['acc']:.4f}   nll: {report['nll']:.4f}   samples: {report['samples']}")
+    print(
+        f"top-5 acc: {report['top5_acc']:.4f}   macro F1: {report['macro_f1']:.4f}   "
+        f"ROC-AUC: {report['roc_auc']:.4f}   PR-AUC: {report['pr_auc']:.4f}"
+    )
+    print("class  precision  recall")
+    for i, (p, r) in enumerate(zip(report["precision"], report["recall"])):
+        print(f"{i:>5}  {p:9.4f}  {r:6.4f}")
+    if ns.json:
+        print(json.dumps(report))
+    return 0
+
+
+def cmd_predict(ns: argparse.Namespace) -> int:
+    import csv
+
+    import torch
+
+    from zoo.training.evaluation import load_model, safe_load, split_of
+
+    model = load_model(ns.run, ns.plugin)
+    labels = None
+    if ns.input:
+        from pathlib import Path
+
+        path = Path(ns.input)
+        if path.suffix == ".npy":
+            import numpy as np
+
+            x = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            x = safe_load(path)
+            if not isinstance(x, torch.Tensor):
+                raise ZooError(f"{path}: expected a saved tensor of inputs")
+        if tuple(x.shape[1:]) != model.input_shape:
+            raise ZooError(f"{path}: inputs have shape {tuple(x.shape[1:])} per sample; the model takes {model.input_shape}")
+    else:
+        _, part = split_of(_data_spec(model, ns.overrides), ns.split)
+        x, labels = part.x, part.y
+    probs = model.predict_proba(x)
+    out = open(ns.out, "w", newline="") if ns.out else sys.stdout
+    writer = csv.writer(out)
+    writer.writerow(["index", "prediction", "probability"] + (["label"] if labels is not None else []))
+    conf, pred = probs.max(-1)
+    for i in range(len(pred)):
+        row = [i, int(pred[i]), f"{float(conf[i]):.4f}"]
+        writer.writerow(row + ([int(labels[i])] if labels is not None else []))
+    if ns.out:
+        out.close()
+        print(f"wrote {len(pred)} predictions to {ns.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_show(ns: argparse.Namespace) -> int:
+    from zoo.core.recipe import load
+
+    recipe, overrides = split_recipe(ns.args)
+    resolved = load(recipe, overrides)
+    if ns.json:
+        print(json.dumps(resolved.to_dict()))
+    else:
+        print(f"# {resolved.source}, resolved")
+        print(resolved.to_yaml(), end="")
+    return 0
+
+
+def cmd_list(ns: argparse.Namespace) -> int:
+    from zoo.core.registry import REGISTRIES
+
+    if ns.registry is not None and ns.registry not in REGISTRIES:
+        from zoo.core.errors import did_you_mean
+
+        raise ZooError(
+            f"unknown registry '{ns.registry}'{did_you_mean(ns.registry, REGISTRIES)}; "
+            f"registries: {', '.join(REGISTRIES)}"
+        )
+    chosen = [REGISTRIES[ns.registry]] if ns.registry else list(REGISTRIES.values())
+    rows = [
+        {
+            "registry": reg.name,
+            "name": e.name,
+            "signature": e.signature_text(),
+            "summary": e.summary,
+            "source": e.source,
+        }
+        for reg in chosen
+        for e in reg
+    ]
+    if ns.json:
+        print(json.dumps(rows))
+        return 0
+    for reg in chosen:
+        print(f"{reg.name}: {reg.doc}")
+        for row in (r for r in rows if r["registry"] == reg.name):
+            print(f"  {row['signature']}")
+            print(f"      {row['summary']}  [{row['source'].split(' ')[0]}]")
+        print()
+    return 0
+
+
+def cmd_augment(ns: argparse.Namespace) -> int:
+    from zoo.core.recipe import load
+    from zoo.data.grid import augmentation_grid
+
+    recipe, overrides = split_recipe(ns.args)
+    path = augmentation_grid(load(recipe, overrides), ns.out, n=ns.n, seed=ns.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_docs(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from zoo.core.reference import generate
+
+    text = generate()
+    if ns.check:
+        current = Path(ns.check).read_text() if Path(ns.check).is_file() else ""
+        if current != text:
+            print(f"zoo: {ns.check} is out of date; regenerate it with: zoo docs --out {ns.check}", file=sys.stderr)
+            return 1
+        print(f"{ns.check} is up to date")
+    elif ns.out:
+        Path(ns.out).write_text(text)
+        print(f"wrote {ns.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command on a trained model: the model, data overrides, the split, and the plugins it may need."""
+    cmd = sub.add_parser(name, help=help_text)
+    cmd.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    cmd.add_argument(
+        "overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)"
+    )
+    cmd.add_argument("--split", default="test", choices=["train", "val", "test"])
+    cmd.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
+    )
+    return cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo",
+        description="Train MLPs and ResNets from YAML recipes assembled from plugin components.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser("train", help="train a recipe (default: recipes/mlp-digits.yaml)")
+    train.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]", help="recipe file or name, then overrides")
+    train.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    train.add_argument("--run-dir", help="write the run here instead of a new folder under runs/")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint (no RECIPE then)"
+    )
+    train.set_defaults(func=cmd_train)
+
+    show = sub.add_parser("show", help="print the fully resolved recipe")
+    show.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
+    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.set_defaults(func=cmd_show)
+
+    ev = _model_command(sub, "eval", "evaluate a trained model or ensemble (run folder or checkpoint)")
+    ev.add_argument("--json", action="store_true", help="print a JSON report as the last line")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = _model_command(sub, "predict", "write class predictions of a trained model or ensemble as CSV")
+    pr.add_argument("--input", help="a .pt or .npy file of raw inputs (N, *input_shape) instead of a data split")
+    pr.add_argument("--out", help="CSV file to write (default: standard output)")
+    pr.set_defaults(func=cmd_predict)
+
+    aug = sub.add_parser("augment", help="write a picture of training images before and after augmentation")
+    aug.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
+    aug.add_argument("--out", default="augment-grid.png", help="PNG file to write (default: augment-grid.png)")
+    aug.add_argument("--n", type=int, default=16, help="how many images (default: 16)")
+    aug.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws")
+    aug.set_defaults(func=cmd_augment)
+
+    docs = sub.add_parser("docs", help="print the recipe reference generated from the code")
+    docs.add_argument("--out", help="write it to this file")
+    docs.add_argument("--check", metavar="FILE", help="exit 1 if FILE differs from what would be generated")
+    docs.set_defaults(func=cmd_docs)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+
+    lst = sub.add_parser("list", help="list registered components")
+    lst.add_argument("registry", nargs="?", help="only this registry (activations, models, ...)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere, not only before the command, where people forget to put it
+    debug = "--debug" in argv
+    ns, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    ns.debug = debug
+    # the recipe and key=value overrides may also follow options (`zoo train r --run-dir x a=1`):
+    # argparse reads one run of positionals and leaves the rest over
+    for name in ("args", "overrides"):
+        if extra and isinstance(getattr(ns, name, None), list):
+            getattr(ns, name).extend(a for a in extra if not a.startswith("-"))
+            extra = [a for a in extra if a.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return ns.func(ns)
+    except ZooError as exc:
+        if ns.debug:
+            raise
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

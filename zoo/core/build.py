@@ -1,0 +1,68 @@
+"""The one place that turns resolved recipe sections into objects: data, network, optimizer, schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from zoo.core.catalog import datasets, models, optimizers, schedules
+from zoo.core.errors import ZooError
+
+# The fewest samples each split may have: training needs two (batch norm cannot train on one sample, and
+# one sample has no spread to standardize by); validation and test need one to be scored at all.
+MIN_SPLIT_SIZES = {"train": 2, "val": 1, "test": 1}
+
+
+def check_split_sizes(where: str, sizes: dict[str, int], hint: str = "") -> None:
+    """Raise a ZooError when a split is below MIN_SPLIT_SIZES: ``where`` names the data, ``hint`` the fix."""
+    short = [part for part, least in MIN_SPLIT_SIZES.items() if sizes.get(part, 0) < least]
+    if not short:
+        return
+    counts = ", ".join(f"{part} {sizes.get(part, 0)}" for part in MIN_SPLIT_SIZES)
+    need = ", ".join(f"{part} at least {MIN_SPLIT_SIZES[part]}" for part in short)
+    message = f"{where} is too small for the split: {counts} samples (needs {need})"
+    raise ZooError(message + (f"; {hint}" if hint else ""))
+
+
+def build_data(spec: dict[str, Any], seed: int = 0):
+    """The recipe's data set as a zoo.data.datamodule.DataModule, refused when a split is too small to use."""
+    dm = datasets.build(spec, "data")
+    # a data set may check itself with a better hint; this catches the ones that do not (third-party ones too)
+    params = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    knobs = [f"data.{key}" for key in sorted(params) if key.startswith(("n_", "val_", "test_", "limit_"))]
+    sizes = {part: len(getattr(dm, part)) for part in MIN_SPLIT_SIZES}
+    hint = f"change {', '.join(knobs)}" if knobs else "use more data"
+    check_split_sizes(f"data: {params.get('name')}", sizes, hint)
+    dm.seed = seed
+    return dm
+
+
+def build_network(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The recipe's model (an nn.Module producing logits), not yet initialized."""
+    return models.build(spec, "model", input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+def param_groups(net: nn.Module, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
+    """Parameters split so weight decay skips biases and norm scales (1-D tensors), which it only hurts."""
+    if decay_norm_and_bias:
+        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
+    decay, no_decay = [], []
+    for p in net.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(spec: dict[str, Any], net: nn.Module, decay_norm_and_bias: bool = False):
+    return optimizers.build(spec, "optimizer", params=param_groups(net, decay_norm_and_bias))
+
+
+def build_schedule(spec: dict[str, Any], optimizer, total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
+    """A schedule in Lightning's lr_scheduler dict form."""
+    return schedules.build(
+        spec, "schedule", optimizer=optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+    )

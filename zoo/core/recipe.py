@@ -1,0 +1,456 @@
+"""The one place that resolves recipes: read YAML, merge bases, apply overrides, validate.
+
+A recipe is a YAML mapping with the sections below. ``base:`` names one recipe (or a list) to
+inherit from, relative to the file that names it; mappings merge key by key, anything else
+(lists included) is replaced whole. Overrides ``key.sub=value`` from the command line are parsed as
+YAML values and applied last. The result is validated with pydantic, and every component spec is
+checked against its registry, with its defaults filled in, so the resolved recipe says everything
+the run will do.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from zoo.core.errors import RecipeError, ZooError, did_you_mean
+
+DEFAULT_RECIPE = "mlp-digits"
+# the working folder's recipes/, then the ones shipped beside the zoo package (zoo/core/recipe.py -> recipes/)
+RECIPE_DIRS = (Path.cwd() / "recipes", Path(__file__).resolve().parents[2] / "recipes")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainerSection(_Section):
+    """Lightning Trainer arguments. The common ones are listed; any other Trainer argument is accepted too."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_epochs: int = Field(20, ge=1, description="Epochs to train.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: no limit).")
+    accelerator: str = Field("auto", description="cpu, gpu, mps, or auto.")
+    devices: int | str | list[int] = Field("auto", description="Number of devices, their indices, or auto.")
+    num_nodes: int = Field(1, ge=1, description="Machines taking part in a DDP run.")
+    strategy: str = Field("auto", description="auto, ddp, ddp_spawn, fsdp, ...")
+    precision: str | int | None = Field(None, description="32-true, bf16-mixed, 16-mixed, ...")
+    deterministic: bool | Literal["warn"] = Field(
+        False,
+        description="Use deterministic algorithms only (warn: where they exist). CPU results are the same either "
+        "way; on a GPU true makes reruns bit-identical but rules out cuDNN's autotuner, and it slows a ResNet-20 "
+        "by 10-25% even on a CPU.",
+    )
+    gradient_clip_val: float | None = Field(None, ge=0, description="Clip gradients to this norm.")
+    check_val_every_n_epoch: int = Field(1, ge=1, description="Validate every this many epochs.")
+    log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
+    enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
+
+
+class RegularizationSection(_Section):
+    """Penalties and target smoothing on top of the optimizer's own weight decay."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Mix this much of the uniform distribution into targets.")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on weights (sparsity); with l2, an elastic net.")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on weights, added to the loss (unlike weight_decay).")
+    decay_norm_and_bias: bool = Field(
+        False, description="Apply weight decay and penalties to biases and norm scales too."
+    )
+
+
+class CheckpointSection(_Section):
+    """When checkpoints are written and what guards them; every file is written atomically."""
+
+    every_n_epochs: int = Field(
+        1, ge=1, description="Write last.ckpt (and best.ckpt when validation improved) every this many epochs."
+    )
+    on_signal: bool = Field(
+        True, description="On SIGINT/SIGTERM finish the current step, write last.ckpt and stop (resume with --resume)."
+    )
+    divergence_guard: bool = Field(
+        True,
+        description="Stop when the training loss turns NaN/inf or passes 3x its initial value, keeping the last "
+        "good checkpoint (the `divergence` monitor with its defaults, unless `monitors` lists one).",
+    )
+
+
+class EMASection(_Section):
+    """An exponential moving average of the weights (Polyak averaging): what is validated, saved and tested."""
+
+    decay: float = Field(
+        0.999, gt=0, lt=1, description="Each update keeps this share of the average: avg = d*avg + (1-d)*w."
+    )
+    every_n_steps: int = Field(1, ge=1, description="Update the average every this many optimizer steps.")
+    start_step: int = Field(
+        0, ge=0, description="First optimizer step that updates the average; the first update copies the weights."
+    )
+
+
+class PerformanceSection(_Section):
+    """How the network runs: the same model and results, faster on the hardware that profits."""
+
+    channels_last: bool = Field(
+        False, description="Keep conv weights and image batches in NHWC order (faster convolutions on recent GPUs)."
+    )
+    compile: bool = Field(False, description="Compile the network with torch.compile before training.")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile's mode (reduce-overhead: CUDA graphs; max-autotune: kernel search)."
+    )
+    compile_backend: str = Field("inductor", description="torch.compile's backend (eager: no code generation).")
+    steps_per_execution: int = Field(
+        1,
+        ge=1,
+        description="Optimizer steps per Lightning training step: batches reach the model this many at a "
+        "time, so Lightning's per-step cost is paid once per group; the updates are the same, in the same "
+        "order. Optimizer hooks, clipping and the schedule still act on every step; batch hooks, step "
+        "logging and signal checkpoints once per group. On one device only, and not with ema, "
+        "accumulate_grad_batches or fp16 loss scaling: there a run takes one step per batch and says so.",
+    )
+
+
+class LRScalingSection(_Section):
+    """Linear learning-rate scaling with the global batch (Goyal et al. 2017)."""
+
+    reference_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="The batch size the recipe's lr was tuned for; the lr is multiplied by "
+        "global batch / this (global batch = batch_size x devices x nodes x accumulation). None: no scaling.",
+    )
+
+
+class EnsembleSection(_Section):
+    """Several members trained from one recipe, combined into one predictor."""
+
+    members: int = Field(5, ge=1, description="How many members to train (ignored for snapshot ensembles).")
+    seeds: list[int] | None = Field(None, description="Seed of each member; default: recipe seed + 0, 1, 2, ...")
+    bootstrap: bool = Field(False, description="Train each member on a bootstrap resample of the training split.")
+    member_overrides: list[list[str]] | None = Field(
+        None, description="Per-member key=value overrides (e.g. a different model each), one list per member."
+    )
+    combine: Literal["mean", "vote"] = Field("mean", description="Average probabilities, or majority vote.")
+    parallel: int = Field(
+        1, ge=1, description="Members trained at once, each in its own process (and on its own GPU when there are GPUs)."
+    )
+    snapshot: bool = Field(
+        False,
+        description="Snapshot ensemble: one run with a cosine_restarts schedule; the model at the end of "
+        "each cycle is a member (Huang et al. 2017).",
+    )
+
+
+class TTASection(_Section):
+    """Test-time augmentation: validation, test and predictions average probabilities over several views."""
+
+    flip: bool = Field(False, description="Add the horizontal mirror of every view.")
+    crops: int = Field(0, ge=0, le=8, description="Shifted copies: the 4 axis neighbours first, then the diagonals.")
+    shift: int = Field(2, ge=1, description="Pixels each shifted copy moves.")
+
+
+class WandbSection(_Section):
+    """Weights & Biases: one run per job (rank 0 only), offline unless an API key is configured."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when an API key is configured, otherwise offline."
+    )
+    project: str = Field("zoo", description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (user or team); None: the account's default.")
+    group: str | None = Field(None, description="Group runs together (ensemble members and sweep trials get one).")
+    tags: list[str] = Field(default_factory=list, description="Tags of the run.")
+    name: str | None = Field(None, description="Run name; None: the run folder's name.")
+
+
+class LoggerSection(_Section):
+    """Where metrics go besides the run folder's logs/metrics.csv."""
+
+    wandb: WandbSection = Field(default_factory=WandbSection)
+
+
+class Recipe(_Section):
+    """A whole experiment: what to train, on what, and how."""
+
+    model: dict[str, Any] = Field(description="The network: a `models` spec.")
+    data: dict[str, Any] = Field(description="The data set: a `datasets` spec.")
+    optimizer: dict[str, Any] = Field(description="An `optimizers` spec (default: adamw).")
+    schedule: dict[str, Any] = Field(description="A `schedules` spec (default: constant).")
+    augment: list[dict[str, Any]] = Field(
+        default_factory=list, description="`augmentations` specs applied in order to training batches."
+    )
+    logger: LoggerSection = Field(default_factory=LoggerSection)
+    monitors: list[dict[str, Any]] = Field(
+        default_factory=list, description="`monitors` specs: training callbacks (activations, update_ratio, divergence)."
+    )
+    tta: TTASection = Field(default_factory=TTASection)
+    regularization: RegularizationSection = Field(default_factory=RegularizationSection)
+    lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    ema: EMASection | None = Field(None, description="Average the weights over training steps (None: no averaging).")
+    performance: PerformanceSection = Field(default_factory=PerformanceSection)
+    ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
+    trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
+    seed: int = Field(0, description="Seed for every random number generator of the run.")
+    plugins: list[str] = Field(default_factory=list, description="Plugin modules or .py files to import.")
+    name: str | None = Field(None, description="Run name; defaults to the recipe file's name.")
+
+    # Set by load(), not by the recipe: where it came from.
+    source: str | None = Field(None, exclude=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Sections a recipe may leave out; filled in before overrides so `optimizer.lr=...` has a spec to land in.
+DEFAULT_SECTIONS: dict[str, Any] = {"optimizer": {"name": "adamw"}, "schedule": {"name": "constant"}}
+
+# Each component section and the registry that resolves it.
+COMPONENT_SECTIONS = {"model": "models", "data": "datasets", "optimizer": "optimizers", "schedule": "schedules"}
+
+
+def find(recipe: str | Path | None) -> Path:
+    """A recipe's path: an existing file, or a name from a ``recipes/`` folder (``resnet-digits``)."""
+    name = str(recipe) if recipe is not None else DEFAULT_RECIPE
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in RECIPE_DIRS:
+        for candidate in (folder / name, folder / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    known = sorted({p.stem for d in RECIPE_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise RecipeError(f"recipe {name} not found{did_you_mean(path.stem, known)}; shipped recipes: {', '.join(known)}")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{where}: not valid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def _other_component(old: Any, new: Mapping[str, Any]) -> bool:
+    """True when ``new`` names a different component than ``old``: its parameters would not fit."""
+    old_name = old.get("name") if isinstance(old, Mapping) else old
+    return "name" in new and new["name"] != old_name
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``top`` onto ``base``: mappings merge per key, everything else is replaced.
+
+    A component spec that names another component (``model: {name: resnet}`` over an mlp) replaces
+    the old spec whole, since the old component's parameters mean nothing to the new one.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and not _other_component(out[key], value):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise RecipeError(f"{path}: recipes inherit from each other in a loop: {chain}")
+    data = _read(path)
+    bases = data.pop("base", None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise RecipeError(f"{path}: base: expected a recipe path or a list of them, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise RecipeError(f"{path}: base: recipe {base} not found (looked at {base_path})")
+        merged = merge(merged, _resolve_bases(base_path, (*seen, path)))
+    # Plugin files are named relative to the recipe that lists them; pin them before merging.
+    if isinstance(data.get("plugins"), list):
+        data["plugins"] = [
+            str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") else p
+            for p in data["plugins"]
+        ]
+    return merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` as (["a", "b"], value), the value parsed as YAML (``0.1`` a float, ``[1, 2]`` a list)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {text!r}: expected key.sub=value, e.g. optimizer.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if isinstance(child, str):
+            # `model.activation.negative_slope=0.1` where the recipe says `activation: leaky_relu`
+            child = node[key] = {"name": child}
+        elif child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise RecipeError(f"override {'.'.join(keys)}: {where} is {child!r}, not a mapping")
+        node = child
+    if len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
+        node.clear()  # another component: the old one's parameters do not carry over
+    node[keys[-1]] = value
+
+
+def _explain(exc: pydantic.ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            model = _section_model(loc[:-1])
+            lines.append(f"{where}: unknown key '{key}'{did_you_mean(loc[-1], model.model_fields)}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: missing required key '{key}'")
+        else:
+            lines.append(f"{where}: {key}: {err['msg']}, got {err['input']!r}")
+    return "\n".join(lines)
+
+
+def _section_model(path: list[str]) -> type[BaseModel]:
+    """The schema class at a key path, for suggesting keys it does have."""
+    model: type[BaseModel] = Recipe
+    for key in path:
+        field = model.model_fields.get(key)
+        inner = [a for a in typing.get_args(field.annotation) or (field.annotation,) if isinstance(a, type) and issubclass(a, BaseModel)] if field else []
+        if not inner:
+            break
+        model = inner[0]
+    return model
+
+
+def _check_trainer_extras(section: TrainerSection, where: str) -> None:
+    extras = section.model_extra or {}
+    if not extras:
+        return
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    accepted = set(inspect.signature(Trainer).parameters)
+    for key in extras:
+        if key not in accepted:
+            raise RecipeError(
+                f"{where}: unknown key 'trainer.{key}': not a Lightning Trainer argument{did_you_mean(key, accepted)}"
+            )
+
+
+def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
+    """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong."""
+    path = find(recipe)
+    data = merge(DEFAULT_SECTIONS, _resolve_bases(path))
+    parsed = _validate(_with_overrides(data, overrides), str(path), path.parent)
+    if parsed.name is None:
+        parsed.name = path.stem
+    parsed.source = str(path)
+    return parsed
+
+
+def derive(recipe: Recipe, overrides: Iterable[str], **changes: Any) -> Recipe:
+    """A resolved recipe with more overrides and top-level changes, validated again (an ensemble member)."""
+    data = {**recipe.to_dict(), **changes}
+    derived = _validate(_with_overrides(data, overrides), recipe.source or "recipe", None)
+    derived.source = recipe.source
+    return derived
+
+
+def _with_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    for section in COMPONENT_SECTIONS:
+        if isinstance(data.get(section), str):
+            data[section] = {"name": data[section]}
+    for listed in ("augment", "monitors"):
+        if isinstance(data.get(listed), list):
+            data[listed] = [{"name": a} if isinstance(a, str) else a for a in data[listed]]
+    return data
+
+
+def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe:
+    try:
+        parsed = Recipe.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise RecipeError(_explain(exc, where)) from None
+    _check_trainer_extras(parsed.trainer, where)
+
+    from zoo.core import discovery
+    from zoo.core.registry import REGISTRIES
+
+    try:
+        discovery.load_local(parsed.plugins, base_dir=base_dir)
+        for section, registry in COMPONENT_SECTIONS.items():
+            setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section))
+        parsed.augment = [
+            REGISTRIES["augmentations"].validate(spec, f"augment[{i}]") for i, spec in enumerate(parsed.augment)
+        ]
+        parsed.monitors = [
+            REGISTRIES["monitors"].validate(spec, f"monitors[{i}]") for i, spec in enumerate(parsed.monitors)
+        ]
+    except ZooError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    return parsed
+
+
+def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: Iterable[str] | None = None) -> Recipe:
+    """Validate an already resolved recipe (a run directory's recipe.yaml, a checkpoint's hyperparameters).
+
+    ``trusted_plugins``: for a recipe that came inside a file (a checkpoint), the plugins the user named
+    on the command line; the recipe's own ``plugins`` are imported only if listed there, so a downloaded
+    checkpoint cannot make zoo run code. None: the recipe is the user's own and its plugins load.
+    """
+    try:
+        parsed = Recipe.model_validate(dict(data))
+    except pydantic.ValidationError as exc:
+        raise RecipeError(_explain(exc, where)) from None
+    from zoo.core import discovery
+
+    if trusted_plugins is not None:
+        trusted = {str(Path(p).resolve()) if p.endswith(".py") else p for p in trusted_plugins}
+        for name in parsed.plugins:
+            if name not in trusted:
+                raise RecipeError(
+                    f"{where}: its recipe names the plugin {name}, and zoo does not run code a checkpoint names; "
+                    f"if you trust it, pass --plugin {name}"
+                )
+
+    discovery.load_local(parsed.plugins)
+    return parsed

@@ -1,0 +1,4 @@
+"""The practitioner's tools: sanity checks, the initialization explorer, the learning-rate finder, sweeps.
+
+Built on training; imports anything below it, never reporting or the command line.
+"""

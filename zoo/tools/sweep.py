@@ -1,0 +1,438 @@
+"""Hyperparameter search, coarse to fine: short trials over wide ranges, then longer ones in narrower ranges.
+
+A sweep file (YAML)::
+
+    base: ../mlp-digits.yaml        # the recipe, relative to the sweep file
+    name: lr-digits                 # optional; default: the sweep file's name
+    method: random                  # random | grid
+    trials: 6                       # random: trials per stage (or trials_per_stage: [6, 4])
+    grid_points: 3                  # grid: points per numeric parameter
+    metric: val_acc                 # a key of the run's metrics (val_acc, test_acc, val_loss, ...)
+    goal: maximize                  # maximize (default) | minimize
+    stages: 2
+    epochs_per_stage: [2, 5]        # trainer.max_epochs of each stage
+    stage_overrides: [[], []]       # optional extra key=value overrides per stage
+    overrides: [model.width=64]     # optional overrides for every trial
+    seed: 0                         # recipe seed of every trial (the same for all: a fair comparison)
+    parameters:
+      optimizer.lr: {log_uniform: [1e-5, 1e0]}
+      optimizer.weight_decay: {uniform: [0, 0.1]}
+      model.activation: {choice: [relu, gelu]}     # sampled (random) / every value (grid)
+      model.width: {values: [64, 128]}             # the same as choice
+
+Sampling: ``log_uniform`` draws ``10 ** uniform(log10 a, log10 b)``; its grid is ``10 ** linspace(log10 a,
+log10 b, grid_points)``; ``uniform`` draws and grids linearly. A grid is the Cartesian product of all
+parameters' points.
+
+Coarse to fine: after each stage, every numeric range shrinks to the square root of its extent
+(half the width in log space for log_uniform, half the width for uniform), centred on the best
+trial's value and clipped to the original range; choices stay as they are. The next stage runs
+with its own (usually more) epochs.
+
+Every trial is a normal ``zoo.train`` run in its own folder under the sweep folder, with the
+``divergence`` monitor switched on (appended to the recipe's monitors): a trial whose training loss
+exceeds 3x its initial loss stops early and is marked ``diverged``; diverged trials are never picked
+as a stage's best while another trial finished. A warning names any parameter whose best value lies
+within 10% (of the log range, for log_uniform) of an edge of the range searched first.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.core.errors import ZooError
+
+KINDS = ("log_uniform", "uniform", "choice", "values")
+EDGE = 0.1  # fraction of the (log) range that counts as "at the edge"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched key: a numeric range (log_uniform, uniform) or a list of options (choice, values)."""
+
+    key: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    options: tuple = ()
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("log_uniform", "uniform")
+
+    def _to(self, v: float) -> float:
+        return math.log10(v) if self.kind == "log_uniform" else v
+
+    def _from(self, u: float) -> float:
+        return 10**u if self.kind == "log_uniform" else u
+
+    def sample(self, rng) -> Any:
+        if not self.numeric:
+            return self.options[int(rng.integers(len(self.options)))]
+        return float(self._from(rng.uniform(self._to(self.low), self._to(self.high))))
+
+    def grid(self, points: int) -> list[Any]:
+        if not self.numeric:
+            return list(self.options)
+        import numpy as np
+
+        return [float(v) for v in self._from(np.linspace(self._to(self.low), self._to(self.high), points))]
+
+    def position(self, value: float) -> float:
+        """Where ``value`` sits in the range: 0 at the low edge, 1 at the high edge (log scale for log_uniform)."""
+        lo, hi = self._to(self.low), self._to(self.high)
+        return (self._to(value) - lo) / (hi - lo) if hi > lo else 0.5
+
+    def narrow(self, best: Any, within: Param) -> Param:
+        """This range shrunk to the square root of its extent around ``best``, clipped to ``within``."""
+        if not self.numeric:
+            return self
+        lo, hi = self._to(self.low), self._to(self.high)
+        half = (hi - lo) / 4
+        centre = self._to(best)
+        new_lo = max(centre - half, within._to(within.low))
+        new_hi = min(centre + half, within._to(within.high))
+        return replace(self, low=float(self._from(new_lo)), high=float(self._from(new_hi)))
+
+    def describe(self) -> str:
+        if self.numeric:
+            return f"{self.kind} [{self.low:.3g}, {self.high:.3g}]"
+        return f"{self.kind} {list(self.options)}"
+
+
+def parse_param(key: str, spec: Any, where: str) -> Param:
+    if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS):
+        raise ZooError(f"{where}: parameters.{key}: expected one of {{{', '.join(f'{k}: ...' for k in KINDS)}}}, got {spec!r}")
+    kind, arg = next(iter(spec.items()))
+    if kind in ("choice", "values"):
+        if not isinstance(arg, list) or not arg:
+            raise ZooError(f"{where}: parameters.{key}.{kind}: expected a non-empty list, got {arg!r}")
+        return Param(key, kind, options=tuple(arg))
+    try:  # PyYAML reads 1e-5 (no dot) as a string: accept numbers written either way
+        if not (isinstance(arg, list) and len(arg) == 2) or any(isinstance(v, bool) for v in arg):
+            raise ValueError
+        low, high = float(arg[0]), float(arg[1])
+    except (TypeError, ValueError):
+        raise ZooError(f"{where}: parameters.{key}.{kind}: expected [low, high], got {arg!r}") from None
+    if not low < high:
+        raise ZooError(f"{where}: parameters.{key}.{kind}: low must be below high, got {arg!r}")
+    if kind == "log_uniform" and low <= 0:
+        raise ZooError(f"{where}: parameters.{key}.log_uniform: the range must be positive, got {arg!r}")
+    return Param(key, kind, low, high)
+
+
+@dataclass
+class SweepSpec:
+    path: Path
+    base: Path
+    name: str
+    method: str
+    params: list[Param]
+    metric: str = "val_acc"
+    goal: str = "maximize"
+    stages: int = 1
+    trials_per_stage: list[int] = field(default_factory=list)
+    epochs_per_stage: list[int | None] = field(default_factory=list)
+    stage_overrides: list[list[str]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    grid_points: int = 3
+    seed: int = 0
+
+
+ALLOWED = {"base", "name", "method", "trials", "trials_per_stage", "grid_points", "metric", "goal", "stages",
+           "epochs_per_stage", "stage_overrides", "overrides", "seed", "parameters"}
+
+
+def _per_stage(data: dict, key: str, stages: int, default: Any, where: str) -> list:
+    value = data.get(key, default)
+    if not isinstance(value, list):
+        return [value] * stages
+    if len(value) != stages:
+        raise ZooError(f"{where}: {key}: expected {stages} entries (one per stage), got {len(value)}")
+    return list(value)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep file."""
+    path = Path(path)
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ZooError(f"{where}: cannot read sweep file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ZooError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ZooError(f"{where}: a sweep file must be a YAML mapping")
+    unknown = set(data) - ALLOWED
+    if unknown:
+        from zoo.core.errors import did_you_mean
+
+        key = sorted(unknown)[0]
+        raise ZooError(f"{where}: unknown key '{key}'{did_you_mean(key, ALLOWED)}")
+    if not isinstance(data.get("base"), str):
+        raise ZooError(f"{where}: base: expected the recipe's path, relative to the sweep file")
+    base = path.parent / data["base"]
+    if not base.is_file():
+        raise ZooError(f"{where}: base: recipe {data['base']} not found (looked at {base})")
+    method = data.get("method", "random")
+    if method not in ("random", "grid"):
+        raise ZooError(f"{where}: method: expected random or grid, got {method!r}")
+    params_spec = data.get("parameters")
+    if not isinstance(params_spec, dict) or not params_spec:
+        raise ZooError(f"{where}: parameters: expected a mapping of override keys to distributions")
+    params = [parse_param(str(k), v, where) for k, v in params_spec.items()]
+    stages = data.get("stages", 1)
+    if not isinstance(stages, int) or stages < 1:
+        raise ZooError(f"{where}: stages: expected a positive integer, got {stages!r}")
+    goal = data.get("goal", "maximize")
+    if goal not in ("maximize", "minimize"):
+        raise ZooError(f"{where}: goal: expected maximize or minimize, got {goal!r}")
+    trials = _per_stage(data, "trials_per_stage", stages, data.get("trials", 10), where)
+    if method == "random" and not all(isinstance(t, int) and t >= 1 for t in trials):
+        raise ZooError(f"{where}: trials: expected positive integers, got {trials!r}")
+    stage_overrides = data.get("stage_overrides", [[] for _ in range(stages)])
+    if not (isinstance(stage_overrides, list) and len(stage_overrides) == stages):
+        raise ZooError(f"{where}: stage_overrides: expected {stages} lists of key=value overrides")
+    return SweepSpec(
+        path=path,
+        base=base,
+        name=str(data.get("name") or path.stem),
+        method=method,
+        params=params,
+        metric=str(data.get("metric", "val_acc")),
+        goal=goal,
+        stages=stages,
+        trials_per_stage=trials,
+        epochs_per_stage=_per_stage(data, "epochs_per_stage", stages, None, where),
+        stage_overrides=[list(s or []) for s in stage_overrides],
+        overrides=list(data.get("overrides") or []),
+        grid_points=int(data.get("grid_points", 3)),
+        seed=int(data.get("seed", 0)),
+    )
+
+
+def stage_points(spec: SweepSpec, params: list[Param], stage: int, rng) -> list[dict[str, Any]]:
+    """The hyperparameter settings of one stage: random draws, or the full grid."""
+    if spec.method == "grid":
+        grids = [p.grid(spec.grid_points) for p in params]
+        return [dict(zip((p.key for p in params), combo)) for combo in itertools.product(*grids)]
+    return [{p.key: p.sample(rng) for p in params} for _ in range(spec.trials_per_stage[stage])]
+
+
+def override_text(key: str, value: Any) -> str:
+    """``key=value`` that parses back to ``value`` (PyYAML reads ``1e-05`` as a string, so floats get a dot)."""
+    if isinstance(value, float):
+        return f"{key}={value:.10e}"
+    return f"{key}={json.dumps(value)}"
+
+
+def edge_warnings(params: list[Param], best: dict[str, Any]) -> list[str]:
+    out = []
+    for p in params:
+        if not p.numeric or p.key not in best:
+            continue
+        pos = p.position(best[p.key])
+        if pos <= EDGE or pos >= 1 - EDGE:
+            side = "lower" if pos <= EDGE else "upper"
+            out.append(
+                f"best {p.key}={best[p.key]:.3g} lies at the {side} edge of the searched range "
+                f"[{p.low:.3g}, {p.high:.3g}]: the optimum may lie outside it; widen the range on that side"
+            )
+    return out
+
+
+def _is_better(a: float, b: float, goal: str) -> bool:
+    if not math.isfinite(a):
+        return False
+    if not math.isfinite(b):
+        return True
+    return a > b if goal == "maximize" else a < b
+
+
+def best_trial(rows: list[dict[str, Any]], metric: str, goal: str) -> dict[str, Any] | None:
+    """The best row, preferring trials that did not diverge."""
+    pool = [r for r in rows if r["status"] == "ok"] or [r for r in rows if r["status"] == "diverged"]
+    best = None
+    for r in pool:
+        if best is None or _is_better(r[metric], best[metric], goal):
+            best = r
+    return best
+
+
+def run_trial(recipe_path: Path, overrides: list[str], run_dir: Path) -> tuple[dict[str, float], str, float]:
+    """Train one trial with the divergence guard on; (metrics, status, seconds)."""
+    from zoo.core.recipe import derive, load
+    from zoo.monitoring.monitors import DivergenceWarning
+    from zoo.training.run import train
+
+    recipe = load(recipe_path, overrides)
+    if not any(m.get("name") == "divergence" for m in recipe.monitors):
+        recipe = derive(recipe, [], monitors=[*recipe.monitors, {"name": "divergence"}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DivergenceWarning)
+        result = train(recipe, run_dir=run_dir, overwrite=True, progress=False)
+    diverged = any(issubclass(w.category, DivergenceWarning) for w in caught)
+    for w in caught:  # pass the others on
+        if not issubclass(w.category, DivergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    metrics = dict(result.metrics)
+    metrics.setdefault("val_acc", result.val_acc)
+    metrics.setdefault("test_acc", result.test_acc)
+    return metrics, "diverged" if diverged else "ok", result.seconds
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: str
+    metric: str
+    goal: str
+    rows: list[dict[str, Any]]  # sorted best first
+    best: dict[str, Any] | None
+    ranges: list[dict[str, str]]  # per stage: key -> description of the range searched
+    warnings: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path,
+    *,
+    sweep_dir: str | Path | None = None,
+    trial_fn: Callable[[Path, list[str], Path], tuple[dict[str, float], str, float]] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> SweepResult:
+    """Run every stage of a sweep; write results.csv and results.json into the sweep folder."""
+    import numpy as np
+
+    from zoo.training.run_folder import RUNS_DIR, new_run_dir
+
+    start = time.perf_counter()
+    if not isinstance(spec, SweepSpec):
+        spec = load_sweep(spec)
+    trial_fn = trial_fn or run_trial
+    if sweep_dir is None:
+        folder = new_run_dir(spec.name, RUNS_DIR / spec.name)
+    else:
+        folder = Path(sweep_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    original = list(spec.params)
+    params = list(spec.params)
+    rows: list[dict[str, Any]] = []
+    ranges: list[dict[str, str]] = []
+    for stage in range(spec.stages):
+        ranges.append({p.key: p.describe() for p in params})
+        points = stage_points(spec, params, stage, rng)
+        epochs = spec.epochs_per_stage[stage]
+        log(f"stage {stage + 1}/{spec.stages}: {len(points)} trials"
+            + (f", {epochs} epochs each" if epochs else "") + "; "
+            + ", ".join(f"{p.key} {p.describe()}" for p in params))
+        stage_rows = []
+        for trial, values in enumerate(points, 1):
+            # trials are W&B runs of one group, named after the sweep folder, unless the sweep says otherwise
+            group = [] if any(o.startswith("logger.wandb.group=") for o in spec.overrides) else [
+                f"logger.wandb.group={folder.name}"]
+            overrides = [*group, *spec.overrides, *spec.stage_overrides[stage], f"seed={spec.seed}"]
+            if epochs:
+                overrides.append(f"trainer.max_epochs={int(epochs)}")
+            overrides += [override_text(k, v) for k, v in values.items()]
+            run_dir = folder / f"s{stage + 1}-t{trial:02d}"
+            metrics, status, seconds = trial_fn(spec.base, overrides, run_dir)
+            if spec.metric not in metrics:
+                raise ZooError(f"metric {spec.metric!r} not among the run's metrics: {', '.join(sorted(metrics))}")
+            row = {"stage": stage + 1, "trial": trial, **values, spec.metric: float(metrics[spec.metric]),
+                   "status": status, "seconds": seconds, "run_dir": str(run_dir)}
+            if spec.metric != "val_acc" and "val_acc" in metrics:
+                row["val_acc"] = float(metrics["val_acc"])
+            stage_rows.append(row)
+            shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            log(f"  s{stage + 1} t{trial:02d}  {shown}  {spec.metric}={row[spec.metric]:.4f}  {status}")
+        rows += stage_rows
+        best = best_trial(stage_rows, spec.metric, spec.goal)
+        if best is not None and stage + 1 < spec.stages:
+            params = [p.narrow(best[p.key], o) for p, o in zip(params, original)]
+    best = best_trial(rows, spec.metric, spec.goal)
+    notes = edge_warnings(original, best) if best else []
+    sign = -1 if spec.goal == "maximize" else 1
+    rows.sort(key=lambda r: (sign * r[spec.metric] if math.isfinite(r[spec.metric]) else math.inf))
+    result = SweepResult(spec.name, str(folder), spec.metric, spec.goal, rows, best, ranges, notes,
+                         round(time.perf_counter() - start, 2))
+    write_results(result, spec, folder)
+    return result
+
+
+def columns(spec: SweepSpec) -> list[str]:
+    cols = ["stage", "trial", *(p.key for p in spec.params), spec.metric]
+    if spec.metric != "val_acc":
+        cols.append("val_acc")
+    return cols + ["status", "seconds", "run_dir"]
+
+
+def write_results(result: SweepResult, spec: SweepSpec, folder: Path) -> None:
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(spec), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result.rows)
+    (folder / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def format_table(result: SweepResult, spec: SweepSpec) -> str:
+    cols = [c for c in columns(spec) if c not in ("run_dir",)]
+
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    body = [[cell(r.get(c, "")) for c in cols] for r in result.rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def wandb_definition(spec: SweepSpec) -> dict[str, Any]:
+    """The first stage as a W&B sweep configuration (for ``wandb sweep``), without importing wandb.
+
+    W&B's controller has no coarse-to-fine stages: this is stage 1 (its epochs). The command runs
+    ``zoo train`` with the sampled values as ``key=value`` overrides (``${args_no_hyphens}``); the
+    run must report the metric to W&B for the controller to see it.
+    """
+    parameters: dict[str, Any] = {}
+    for p in spec.params:
+        if spec.method == "grid":
+            parameters[p.key] = {"values": p.grid(spec.grid_points)}
+        elif p.kind == "log_uniform":
+            parameters[p.key] = {"distribution": "log_uniform_values", "min": p.low, "max": p.high}
+        elif p.kind == "uniform":
+            parameters[p.key] = {"distribution": "uniform", "min": p.low, "max": p.high}
+        else:
+            parameters[p.key] = {"values": list(p.options)}
+    parameters["seed"] = {"value": spec.seed}
+    if spec.epochs_per_stage and spec.epochs_per_stage[0]:
+        parameters["trainer.max_epochs"] = {"value": int(spec.epochs_per_stage[0])}
+    definition: dict[str, Any] = {
+        "name": spec.name,
+        "program": "zoo",
+        "method": spec.method,
+        "metric": {"name": spec.metric, "goal": spec.goal},
+        "parameters": parameters,
+        "command": ["${env}", "${program}", "train", str(spec.base), *spec.overrides, *spec.stage_overrides[0],
+                    "monitors=[divergence]", "${args_no_hyphens}"],
+    }
+    if spec.method == "random":
+        definition["run_cap"] = int(spec.trials_per_stage[0])
+    return definition

@@ -1,0 +1,122 @@
+"""Evaluating and predicting with any saved model: a run directory, a checkpoint, or an ensemble file."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.core.errors import ZooError
+from zoo.monitoring.metrics import accuracy, classification_metrics
+from zoo.training.classifier import Classifier
+from zoo.training.ensemble_model import FORMAT, Ensemble
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The file to load for ``path``: itself, or a run directory's ensemble or best checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "ensemble.ckpt", path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise ZooError(f"{path}: no ensemble.ckpt or checkpoints/best.ckpt in this run directory")
+    if not path.is_file():
+        raise ZooError(f"{path}: no such run directory or checkpoint")
+    return path
+
+
+def _imports_code(path: Path) -> str | None:
+    """The first callable a pickle (plain, or inside torch's zip format) would import, read without running it."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings = [*strings[-1:], arg]
+            if op.name == "GLOBAL":
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL":
+                return ".".join(strings[-2:])
+    except Exception:  # noqa: BLE001 - not a pickle at all: nothing it could run
+        return None
+    return None
+
+
+def safe_load(path: Path) -> Any:
+    """torch.load restricted to tensors and plain containers: a file that would run code is refused."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note about pickle protocols is noise in a refusal
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        target = _imports_code(path)
+        if target is None:  # the weights-only unpickler also fails on bytes that are no pickle at all
+            raise ZooError(f"{path}: not a readable checkpoint (not a file torch.save wrote)") from None
+        raise ZooError(
+            f"{path}: refused to load: it holds objects that would run code when unpickled (it imports {target})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a file that is not a checkpoint at all
+        raise ZooError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_model(path: str | Path, plugins: Iterable[str] = ()) -> Classifier | Ensemble:
+    """A trained Classifier or Ensemble, in eval mode on the CPU.
+
+    ``plugins``: the plugins the user trusts; a plugin the checkpoint's recipe names is imported only if
+    it is listed here (see ``zoo.core.recipe.from_dict``).
+    """
+    file = find_checkpoint(path)
+    payload = safe_load(file)
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return Ensemble.load(file, trusted_plugins=plugins)
+    if not (isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload):
+        raise ZooError(f"{file}: not a zoo checkpoint (no state_dict and hyper_parameters)")
+    from zoo.core.recipe import from_dict
+
+    hp = payload["hyper_parameters"]
+    from_dict(hp["recipe"], str(file), trusted_plugins=list(plugins))
+    model = Classifier(hp["recipe"], tuple(hp["input_shape"]), hp["num_classes"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:  # names and shapes that another model (or a hand-edited recipe) wrote
+        detail = " ".join(str(exc).split())
+        raise ZooError(f"{file}: its weights do not fit the model its recipe describes ({detail[:300]})") from None
+    return model.eval()
+
+
+def split_of(data_spec: dict[str, Any], split: str):
+    from zoo.core.catalog import datasets
+
+    dm = datasets.build(data_spec, "data")
+    if split not in ("train", "val", "test"):
+        raise ZooError(f"split must be train, val or test, got {split!r}")
+    return dm, getattr(dm, split)
+
+
+def evaluate(model: Classifier | Ensemble, data_spec: dict[str, Any], split: str = "test") -> dict[str, Any]:
+    """Accuracy and mean negative log-likelihood on a split; per member too for an ensemble."""
+    _, part = split_of(data_spec, split)
+    y = part.y
+    report: dict[str, Any] = {"split": split, "samples": len(y)}
+    if isinstance(model, Ensemble):
+        member_probs = model.member_probabilities(part.x)
+        report["members"] = [accuracy(p, y) for p in member_probs]
+        probs = model.combine_probabilities(member_probs)
+    else:
+        probs = model.predict_proba(part.x)
+    report["acc"] = accuracy(probs, y)
+    report["nll"] = float(-probs.clamp_min(1e-12).log().gather(1, y.view(-1, 1)).mean())
+    report.update(classification_metrics(probs, y))
+    return report
