@@ -21,7 +21,7 @@ from typing import Literal, Union
 from pydantic import Field
 from typing_extensions import Annotated
 
-from zoo import datasets
+from zoo import Seed, datasets
 from zoo.core.errors import ZooError
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -227,7 +227,7 @@ def imagefolder(
     limit_per_class: Positive | None = None,
     val_fraction: Fraction = 0.1,
     test_fraction: Fraction = 0.2,
-    split_seed: int = 0,
+    split_seed: Seed = 0,
     cache: bool = True,
     batch_size: Positive = 128,
     eval_batch_size: Positive = 1024,

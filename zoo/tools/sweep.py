@@ -52,6 +52,7 @@ from typing import Any
 import yaml
 
 from zoo.core.errors import ZooError
+from zoo.core.recipe import load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
 EDGE = 0.1  # fraction of the (log) range that counts as "at the edge"
@@ -168,9 +169,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     where = str(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ZooError(f"{where}: cannot read sweep file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ZooError(f"{where}: not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ZooError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
