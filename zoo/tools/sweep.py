@@ -52,7 +52,7 @@ from typing import Any
 import yaml
 
 from zoo.core.errors import ZooError
-from zoo.core.recipe import load_yaml
+from zoo.core.recipe import folder_name_problem, load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
 EDGE = 0.1  # fraction of the (log) range that counts as "at the edge"
@@ -208,10 +208,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
     stage_overrides = data.get("stage_overrides", [[] for _ in range(stages)])
     if not (isinstance(stage_overrides, list) and len(stage_overrides) == stages):
         raise ZooError(f"{where}: stage_overrides: expected {stages} lists of key=value overrides")
+    name = str(data.get("name") or path.stem)
+    problem = folder_name_problem(name)
+    if problem:
+        raise ZooError(f"{where}: name: {problem}")
     return SweepSpec(
         path=path,
         base=base,
-        name=str(data.get("name") or path.stem),
+        name=name,
         method=method,
         params=params,
         metric=str(data.get("metric", "val_acc")),
