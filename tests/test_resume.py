@@ -370,6 +370,28 @@ def test_a_moved_or_copied_run_resumes_to_the_same_end(how, tmp_path, monkeypatc
     assert torch.load(resumed.best_checkpoint, weights_only=True)["global_step"] == best_step
 
 
+class SignalInValidation(L.Callback):
+    """SIGTERM while validation runs after training epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("epoch, stopped_at", [(1, 21), (2, 30)])  # the second epoch's validation; the last's
+def test_a_signal_during_validation_stops_after_the_next_step(epoch, stopped_at, tmp_path, monkeypatch, uninterrupted):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalInValidation(epoch))
+        with pytest.raises(Interrupted, match=f"stopped by SIGTERM at epoch {epoch + 1}, step {stopped_at}"):
+            train(None, SMALL, run_dir=run, progress=False)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped_at
+    assert train(resume=run, progress=False).metrics == uninterrupted
+
+
 def test_a_signal_during_the_final_evaluation_is_reported_and_resumes(tmp_path, monkeypatch, capsys, uninterrupted):
     run = tmp_path / "run"
     with monkeypatch.context() as patch:

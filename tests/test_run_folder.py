@@ -248,14 +248,17 @@ def test_stale_temporary_files_go_when_the_folder_is_taken_again(tmp_path):
 
 
 
-def test_overwrite_drops_the_old_run_once_a_signal_checkpointed_the_new_one(tmp_path, capsys, monkeypatch):
+def test_overwrite_drops_the_old_run_at_the_new_ones_first_checkpoint(tmp_path, capsys, monkeypatch):
     import lightning as L
 
     import zoo.training.fit as fit
 
+    seen = {}
+
     class Sigterm(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step == 3:  # before the first epoch's checkpoint: the signal writes one
+            if trainer.global_step == 13:  # three steps after the first epoch's checkpoint
+                seen["siblings"] = _siblings(run)
                 os.kill(os.getpid(), signal.SIGTERM)
 
     run = _old_run(tmp_path / "run")
@@ -264,7 +267,8 @@ def test_overwrite_drops_the_old_run_once_a_signal_checkpointed_the_new_one(tmp_
         patch.setattr(fit, "make_trainer", lambda *a, **k: make(*a, **{**k, "extra_callbacks": [Sigterm()]}))
         args = ["train", "mlp-digits", *SMALL, "performance.steps_per_execution=1", "--run-dir", str(run), "--overwrite"]
         assert main(args) == 143
+    assert seen["siblings"] == ["run"]  # the old run went as soon as the new one had a checkpoint
     assert f"continue with: zoo train --resume {run}" in capsys.readouterr().err
-    assert not (run / "keep.txt").exists() and _siblings(run) == ["run"]  # the new run can go on: the old one went
+    assert not (run / "keep.txt").exists() and _siblings(run) == ["run"]
     assert main(["train", "--resume", str(run)]) == 0
     assert (run / "metrics.json").is_file() and _siblings(run) == ["run"]

@@ -361,7 +361,7 @@ class StopOnSignal(L.Callback):
     """Ends training at a step boundary after a signal: ``last.ckpt`` is written and :class:`Interrupted` raised.
 
     With one process the signal is acted on after the step it arrived in. In a DDP job the ranks agree
-    on whether any of them got one every ``agree_every`` steps and at every epoch's end (one all-reduce
+    on whether any of them got one every ``agree_every`` steps and at every epoch's last step (one all-reduce
     of an integer: about 1 ms with gloo on a 2-core CPU, so not on every step), and all stop together
     at the same step, writing the checkpoint once. A signal to any one rank (the launching process,
     as a scheduler or ``kill`` sends it, or a worker) stops them all.
@@ -401,6 +401,8 @@ class StopOnSignal(L.Callback):
             self.watch.take_back()
 
     def on_train_end(self, trainer, pl_module) -> None:
+        # a signal in the last epoch's validation: training is over, the final evaluation is not begun
+        self._stop_if_asked(trainer, every_step=True)
         self.watch.deferring = False
         self.watch.when = "during the final evaluation, after training"
 
@@ -436,9 +438,8 @@ class StopOnSignal(L.Callback):
         trainer.save_checkpoint(path, weights_only=False)  # every rank takes part; rank 0 writes the file
         raise Interrupted(signum, path, trainer.current_epoch, trainer.global_step)
 
+    # Stops happen after a training step, the state Lightning resumes from mid-epoch, never at an epoch's
+    # end: there Lightning calls the checkpoint callbacks' hooks after everyone else's, so a stop would come
+    # before the epoch's own checkpoint. A signal during validation stops after the next step.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._stop_if_asked(trainer, every_step=trainer.is_last_batch)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # a signal during the epoch-end validation: by now ModelCheckpoint has saved this epoch's files
-        self._stop_if_asked(trainer, every_step=True)

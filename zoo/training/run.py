@@ -169,10 +169,12 @@ class _DropReplacedRun(L.Callback):
         if self.folder.aside is not None and trainer.is_global_zero and resumable(self.folder.path):
             self.folder.settle()
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    # Lightning calls the checkpoint callbacks' epoch-end hooks after everyone else's: the next epoch's
+    # start is the first moment after an epoch-end checkpoint (and validation's end, where it saves there)
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._check(trainer)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
         self._check(trainer)
 
 
