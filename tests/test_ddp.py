@@ -89,9 +89,9 @@ def test_a_killed_worker_ends_the_job_with_an_error_within_a_minute(tmp_path):
     )
     start = time.monotonic()
     out = zoo("train", str(tmp_path / "r.yaml"), *DDP, cwd=tmp_path, timeout=120)
-    assert out.returncode != 0
+    assert out.returncode == 2 and "zoo: error: " in out.stderr
     assert time.monotonic() - start < 60
-    assert not (Path(next((tmp_path / "runs").iterdir())) / "metrics.json").exists()
+    assert not (tmp_path / "runs").exists()  # it died before its first checkpoint: nothing to resume, nothing kept
 
 
 def test_sync_batchnorm_on_cpu_is_refused_clearly(tmp_path):

@@ -544,9 +544,12 @@ def test_image_augmentation_on_flat_inputs_is_refused_before_training(capsys, wo
         ("name=/tmp/elsewhere", ["name: a run name is one folder name under runs/"]),
         ('name="caf\\uDCFF"', ["name: a run name must be valid UTF-8 text"]),
         ("data.split_seed=-5", ["data.split_seed: Input should be greater than or equal to 0"]),
+        # the schedule is built inside fit; a trial build before the run folder finds what it refuses
+        ("schedule={name: cosine, warmup_epochs: 1000}", ["schedule.warmup_epochs: a warmup of 1000 epochs"]),
     ],
     ids=["negative-seed", "huge-seed", "trainer-callbacks", "trainer-logger", "inf-lr", "nan-penalty",
-         "negative-std", "zero-eps", "name-escapes", "absolute-name", "surrogate-name", "negative-split-seed"],
+         "negative-std", "zero-eps", "name-escapes", "absolute-name", "surrogate-name", "negative-split-seed",
+         "schedule-refused"],
 )
 def test_values_that_would_fail_later_are_refused_up_front(capsys, workspace, override, fragments):
     assert_user_error(cli(capsys, "train", "mlp-digits", override, *QUICK), *fragments, where=workspace)

@@ -288,8 +288,26 @@ def prepare_fit(
         init = recipe.model.get("init")
         name = init.get("name") if isinstance(init, dict) else init
         raise ZooError(f"model.init: initializing the network with {name!r} failed: {type(exc).__name__}: {exc}") from None
+    _check_optimization(recipe, module, dm)
     trainer = make_trainer(recipe, path, progress, extra_callbacks=list(callbacks), wandb=False, signals=signals)
     return PreparedFit(recipe, dm, module, trainer)
+
+
+def _check_optimization(recipe: Recipe, module: Any, dm: Any) -> None:
+    """Build the optimizer and schedule once, as ``configure_optimizers`` will inside ``fit``, so that what
+    they refuse is refused before the run folder exists. (The run's own are built there: they need the
+    Trainer's count of steps, estimated here from the training split.)"""
+    from zoo.core.build import build_optimizer, build_schedule
+
+    optimizer = build_optimizer(recipe.optimizer, module.net, recipe.regularization.decay_norm_and_bias)
+    train = getattr(dm, "train", None)
+    if train is None:
+        return
+    per_epoch = max(1, -(-len(train) // int(recipe.data.get("batch_size") or 1)))
+    total = per_epoch * recipe.trainer.max_epochs
+    if recipe.trainer.max_steps > 0:
+        total = min(total, recipe.trainer.max_steps)
+    build_schedule(recipe.schedule, optimizer, total, per_epoch)
 
 
 def run_fit(
