@@ -1,15 +1,31 @@
-"""Fault injection: kill -9 training runs at random moments, resume them, and compare with an uninterrupted run.
+"""Fault injection: faults a training run must survive, each a case that reports whether it came out clean.
 
-One reference run trains the recipe start to finish. Then each of ``--runs`` runs is started as a
-``zoo train`` process and sent SIGKILL at a random moment (uniform over 0.5 s to 0.9 of the reference's wall
-time, so start-up, training, checkpoint writes and evaluation are all hit), up to ``--kills`` times; after
-each kill it goes on with ``zoo train --resume RUN_DIR`` (or starts over with ``--overwrite`` when it
-was killed before its first checkpoint). The last attempt runs to the end. A run counts as identical
-when its final metrics (val/test accuracy and loss) equal the reference's exactly.
+Cases (``--case NAME``, repeatable; every case by default):
 
-    python benchmarks/fault_injection.py --json                  # default recipe, 5 runs, 2 kills each
-    python benchmarks/fault_injection.py --quick --json          # a tiny run: checks that it works
-    python benchmarks/fault_injection.py --runs 10 resnet-digits trainer.max_epochs=5
+* ``kill9``: one reference run trains the recipe start to finish. Then each of ``--runs`` runs is started
+  as a ``zoo train`` process and sent SIGKILL at a random moment (uniform over 0.5 s to 0.9 of the
+  reference's wall time, so start-up, training, checkpoint writes and evaluation are all hit), up to
+  ``--kills`` times; after each kill it goes on with ``zoo train --resume RUN_DIR`` (or starts over with
+  ``--overwrite`` when it was killed before its first checkpoint). The last attempt runs to the end.
+  Clean when every run's final metrics (val/test accuracy and loss) equal the reference's exactly.
+* ``ddp-sigterm``: the recipe on 2 CPU processes (DDP over gloo). An uninterrupted run is the reference;
+  each of ``--runs`` runs gets SIGTERM at a random moment after its first checkpoint, sent to one process
+  only, as a scheduler or ``kill PID`` sends it: the launching process, or the worker (alternately).
+  Clean when the job exits 143 within ``--stop-within`` seconds of the signal, no process of it is left,
+  ``last.ckpt`` holds the step the message names, and ``zoo train --resume`` ends with the reference's
+  exact metrics.
+* ``lock``: while a run holds its folder (paused at a step by a small monitor this script writes), a second
+  ``zoo train`` of the same ``--run-dir``, an ``--overwrite`` of it and a ``--resume`` of it are each refused
+  with exit 2 naming the holder's pid, and the run then finishes unharmed (one header in its
+  metrics.csv). A run killed with SIGKILL leaves its lock file behind; ``--resume`` takes it over.
+
+    python benchmarks/fault_injection.py --json                      # every case, default recipe
+    python benchmarks/fault_injection.py --quick --json              # small runs: checks that it works
+    python benchmarks/fault_injection.py --case kill9 --runs 10 resnet-digits trainer.max_epochs=5
+    python benchmarks/fault_injection.py --case ddp-sigterm --runs 4
+
+A new case is a function ``case_NAME(ns, recipe, workdir, rng) -> dict`` whose result holds ``clean``
+(bool) and whatever it measured, listed in ``CASES``.
 """
 
 from __future__ import annotations
@@ -18,46 +34,82 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 QUICK = ["trainer.max_epochs=3", "data.batch_size=128", "model.width=64"]
+DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "data.batch_size=32"]
+CWD = Path(__file__).resolve().parents[1]
 
 
-def zoo(args: list[str], cwd: Path, kill_after: float | None = None) -> tuple[int, float]:
-    """Run ``zoo ARGS``; SIGKILL it after ``kill_after`` seconds if it is still running. (exit code, seconds)"""
-    env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+def _env() -> dict[str, str]:
+    env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+    env.pop("ZOO_RUN_DIR", None)
+    return env
+
+
+def zoo(args: list[str], kill_after: float | None = None, expect: tuple[int, ...] = (0, -signal.SIGKILL)
+        ) -> tuple[int, float, str]:
+    """Run ``zoo ARGS``; SIGKILL it after ``kill_after`` seconds if it is still running. (exit code, seconds, stderr)"""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zoo", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=CWD, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        proc.wait(timeout=kill_after)
+        _, stderr = proc.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode not in (0, -signal.SIGKILL):
+        _, stderr = proc.communicate()
+    if proc.returncode not in expect:
         raise SystemExit(f"zoo {' '.join(args)} failed with exit code {proc.returncode}:\n{stderr}")
-    return proc.returncode, time.perf_counter() - start
+    return proc.returncode, time.perf_counter() - start, stderr
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=CWD, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def final_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
-def one_run(recipe: list[str], run_dir: Path, cwd: Path, kills: int, span: float, rng: random.Random) -> dict:
+def processes_of(run_dir: Path) -> dict[int, int]:
+    """{pid: parent pid} of every process whose command line names ``run_dir`` (all ranks of its job)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(run_dir).encode() in (proc / "cmdline").read_bytes():
+                found[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> bool:
+    """Wait until ``path`` exists (True) or ``proc`` ends first (False)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# --- kill -9 --------------------------------------------------------------------------------------------
+def _killed_run(recipe: list[str], run_dir: Path, kills: int, span: float, rng: random.Random) -> dict:
     """Train with up to ``kills`` SIGKILLs; how the run went and its final metrics."""
     log = {"kill_times_s": [], "resumed": 0, "started_over": 0, "killed_after_finishing": 0}
     args = [*recipe, "--run-dir", str(run_dir), "--overwrite"]
     for attempt in range(kills + 1):
         # up to 0.9 of the reference's time: a later kill often finds the run already finished
         kill_after = rng.uniform(0.5, 0.9 * span) if attempt < kills else None
-        code, _ = zoo(args, cwd, kill_after)
+        code, _, _ = zoo(args, kill_after)
         if code == 0:
             break
         log["kill_times_s"].append(round(kill_after, 2))
@@ -74,29 +126,15 @@ def one_run(recipe: list[str], run_dir: Path, cwd: Path, kills: int, span: float
     return log
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", nargs="*", help="recipe and key=value overrides (default: the default recipe)")
-    parser.add_argument("--runs", type=int, default=5, help="runs to kill and resume (default: 5)")
-    parser.add_argument("--kills", type=int, default=2, help="SIGKILLs per run (default: 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
-    parser.add_argument("--quick", action="store_true", help="one run, one kill, a 3-epoch small MLP")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    ns = parser.parse_args(argv)
-    recipe = ns.recipe or ["mlp-digits"]
-    if ns.quick:
-        recipe, ns.runs, ns.kills = [*recipe, *QUICK], 1, 1
+def case_kill9(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict:
     train_args = ["train", *recipe]
-    rng = random.Random(ns.seed)
-    cwd = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix="zoo-faults-") as tmp:
-        reference_dir = Path(tmp) / "reference"
-        _, span = zoo([*train_args, "--run-dir", str(reference_dir)], cwd)
-        reference = final_metrics(reference_dir)
-        runs = [one_run(train_args, Path(tmp) / f"run{i}", cwd, ns.kills, span, rng) for i in range(ns.runs)]
+    reference_dir = workdir / "reference"
+    _, span, _ = zoo([*train_args, "--run-dir", str(reference_dir)])
+    reference = final_metrics(reference_dir)
+    runs = [_killed_run(train_args, workdir / f"run{i}", ns.kills, span, rng) for i in range(ns.runs)]
     identical = sum(r["metrics"] == reference for r in runs)
-    result = {
-        "recipe": recipe,
+    return {
+        "clean": identical == ns.runs,
         "runs": ns.runs,
         "identical": identical,
         "kills": sum(len(r["kill_times_s"]) for r in runs),
@@ -106,17 +144,185 @@ def main(argv: list[str] | None = None) -> int:
         "reference_seconds": round(span, 2),
         "reference_metrics": reference,
         "per_run": runs,
-        "quick": ns.quick,
     }
+
+
+# --- SIGTERM to one process of a DDP job ----------------------------------------------------------------
+def _sigterm_run(args: list[str], run_dir: Path, target: str, ns, rng: random.Random, reference: dict) -> dict:
+    proc = start([*args, "--run-dir", str(run_dir)])
+    log: dict = {"target": target}
+    if not wait_for(run_dir / "checkpoints" / "last.ckpt", proc):
+        proc.communicate()
+        return {**log, "clean": False, "problem": "the run ended before its first checkpoint"}
+    time.sleep(rng.uniform(0, 1.0))
+    ranks = processes_of(run_dir)
+    pid = proc.pid if target == "launcher" else next((p for p, parent in ranks.items() if parent == proc.pid), None)
+    if pid is None or proc.poll() is not None:
+        proc.communicate()
+        return {**log, "clean": False, "problem": "the run finished before the signal; raise trainer.max_epochs"}
+    sent = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=ns.stop_within + 60)
+    except subprocess.TimeoutExpired:
+        for p in processes_of(run_dir):
+            os.kill(p, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        return {**log, "clean": False, "problem": f"still running {ns.stop_within + 60} s after the signal"}
+    log["stop_seconds"] = round(time.monotonic() - sent, 2)
+    log["exit_code"] = proc.returncode
+    time.sleep(2)  # a worker still shutting down would show here
+    log["left_behind"] = len(processes_of(run_dir))
+    said = re.findall(r"stopped by SIGTERM at epoch (\d+), step (\d+)", stderr)
+    log["reported_step"] = int(said[0][1]) if said else None
+    log["reports"] = len(said)
+    import torch
+
+    log["checkpoint_step"] = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    zoo(["train", "--resume", str(run_dir)], expect=(0,))
+    log["identical_after_resume"] = final_metrics(run_dir) == reference
+    log["clean"] = (
+        log["exit_code"] == 143 and log["stop_seconds"] <= ns.stop_within and log["left_behind"] == 0
+        and log["reports"] == 1 and log["reported_step"] == log["checkpoint_step"] and log["identical_after_resume"]
+    )
+    return log
+
+
+def case_ddp_sigterm(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict:
+    name, *overrides = [r for r in recipe if r not in QUICK]
+    # enough steps that a signal a second after the first checkpoint lands in training (the recipe may say more)
+    args = ["train", name, *DDP, f"trainer.max_epochs={4 if ns.quick else 15}", *overrides]
+    reference_dir = workdir / "ddp-reference"
+    _, span, _ = zoo([*args, "--run-dir", str(reference_dir)], expect=(0,))
+    reference = final_metrics(reference_dir)
+    runs = [
+        _sigterm_run(args, workdir / f"ddp{i}", "launcher" if i % 2 == 0 else "worker", ns, rng, reference)
+        for i in range(ns.runs)
+    ]
+    return {
+        "clean": all(r["clean"] for r in runs),
+        "runs": ns.runs,
+        "clean_runs": sum(r["clean"] for r in runs),
+        "reference_seconds": round(span, 2),
+        "stop_seconds": [r.get("stop_seconds") for r in runs],
+        "per_run": runs,
+    }
+
+
+# --- the run-folder lock --------------------------------------------------------------------------------
+HOLD = '''"""Written by benchmarks/fault_injection.py: a monitor that pauses training while a file exists."""
+import time
+from pathlib import Path
+
+import lightning as L
+
+from zoo.core.catalog import monitors
+
+
+class Hold(L.Callback):
+    def __init__(self, step, hold, reached):
+        self.step, self.hold, self.reached = step, Path(hold), Path(reached)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and self.hold.exists():
+            self.reached.write_text(str(self.step))
+            while self.hold.exists():
+                time.sleep(0.05)
+
+
+@monitors.register("hold_at_step")
+def hold_at_step(step: int, hold: str, reached: str):
+    """Pauses training after optimizer step ``step`` for as long as the file ``hold`` exists."""
+    return Hold(step, hold, reached)
+'''
+
+
+def case_lock(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict:
+    (workdir / "hold.py").write_text(HOLD)
+    checks: dict[str, bool] = {}
+    # a pause after step 25 (the default recipe takes 20 steps an epoch): a checkpoint exists by then
+    for name in ("first", "killed"):
+        (workdir / f"{name}.yaml").write_text(
+            f"base: {CWD / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{workdir / 'hold.py'}]\nmonitors:\n"
+            f"  - {{name: hold_at_step, step: 25, hold: {workdir / name}.hold, reached: {workdir / name}.reached}}\n"
+        )
+        (workdir / f"{name}.hold").write_text("")
+    quick = ["performance.steps_per_execution=1", *(["trainer.max_epochs=3", "model.width=64"] if ns.quick else [])]
+
+    run = workdir / "locked"
+    first = start(["train", str(workdir / "first.yaml"), *quick, "--run-dir", str(run)])
+    if not wait_for(workdir / "first.reached", first):
+        return {"clean": False, "problem": f"the run ended before it paused: {first.communicate()[1][-2000:]}"}
+    holder = f"is in use by zoo (pid {first.pid} "
+    for label, args in [
+        ("second_run_refused", ["train", str(workdir / "first.yaml"), *quick, "--run-dir", str(run)]),
+        ("overwrite_refused", ["train", str(workdir / "first.yaml"), *quick, "--run-dir", str(run), "--overwrite"]),
+        ("resume_refused", ["train", "--resume", str(run)]),
+    ]:
+        code, _, stderr = zoo(args, expect=(0, 2))
+        checks[label] = code == 2 and holder in stderr and "Traceback" not in stderr
+    (workdir / "first.hold").unlink()
+    _, stderr = first.communicate(timeout=600)
+    checks["holder_finished"] = first.returncode == 0 and (run / "metrics.json").is_file()
+    lines = (run / "logs" / "metrics.csv").read_text().splitlines()
+    checks["one_writer"] = sum(line == lines[0] for line in lines) == 1
+    checks["lock_released"] = not (run / ".zoo-lock").exists()
+
+    stale = workdir / "stale"
+    killed = start(["train", str(workdir / "killed.yaml"), *quick, "--run-dir", str(stale)])
+    if wait_for(workdir / "killed.reached", killed):
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+        lock = json.loads((stale / ".zoo-lock").read_text())
+        checks["stale_lock_left"] = lock["pid"] == killed.pid
+        (workdir / "killed.hold").unlink()
+        code, _, stderr = zoo(["train", "--resume", str(stale)], expect=(0, 2))
+        checks["stale_lock_taken_over"] = code == 0 and (stale / "metrics.json").is_file()
+    else:
+        checks["stale_lock_left"] = checks["stale_lock_taken_over"] = False
+    return {"clean": all(checks.values()), **checks}
+
+
+CASES: dict[str, Callable[..., dict]] = {"kill9": case_kill9, "ddp-sigterm": case_ddp_sigterm, "lock": case_lock}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="*", help="recipe and key=value overrides (default: the default recipe)")
+    parser.add_argument("--case", action="append", choices=list(CASES), help="a case to run (default: all)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per case that repeats (default: 5)")
+    parser.add_argument("--kills", type=int, default=2, help="kill9: SIGKILLs per run (default: 2)")
+    parser.add_argument("--stop-within", type=float, default=20.0,
+                        help="ddp-sigterm: seconds the job may take to stop after the signal (default: 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    parser.add_argument("--quick", action="store_true", help="one or two short runs per case, a 3-epoch small MLP")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    ns = parser.parse_args(argv)
+    recipe = ns.recipe or ["mlp-digits"]
+    if ns.quick:
+        recipe, ns.runs, ns.kills = [*recipe, *QUICK], 1, 1
+    rng = random.Random(ns.seed)
+    cases = ns.case or list(CASES)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="zoo-faults-") as tmp:
+        for name in cases:
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            began = time.perf_counter()
+            results[name] = CASES[name](ns, recipe, workdir, rng)
+            results[name]["seconds"] = round(time.perf_counter() - began, 1)
+    result = {"recipe": recipe, "quick": ns.quick, "clean": all(r["clean"] for r in results.values()), "cases": results}
     if ns.json:
         print(json.dumps(result))
     else:
-        print(f"{identical} of {ns.runs} killed-and-resumed runs ended with the uninterrupted run's metrics")
-        for i, r in enumerate(runs):
-            same = "identical" if r["metrics"] == reference else f"DIFFERENT: {r['metrics']}"
-            print(f"  run {i}: killed at {r['kill_times_s']} s, resumed {r['resumed']}x, "
-                  f"started over {r['started_over']}x: {same}")
-    return 0 if identical == ns.runs else 1
+        for name, r in results.items():
+            print(f"{name}: {'clean' if r['clean'] else 'NOT CLEAN'} ({r['seconds']} s)")
+            for key, value in r.items():
+                if key not in ("clean", "seconds", "per_run", "reference_metrics"):
+                    print(f"  {key}: {value}")
+            for i, run in enumerate(r.get("per_run", [])):
+                print(f"  run {i}: {run}")
+    return 0 if result["clean"] else 1
 
 
 if __name__ == "__main__":

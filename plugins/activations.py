@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from zoo import activations
@@ -34,7 +35,7 @@ def leaky_relu(negative_slope: float = 0.01) -> nn.Module:
 
 
 @activations.register("prelu")
-def prelu(num_parameters: int = 1, init: float = 0.25) -> nn.Module:
+def prelu(num_parameters: Annotated[int, Field(ge=1)] = 1, init: float = 0.25) -> nn.Module:
     """Leaky ReLU whose negative slope is learned.
 
     f(x) = x if x > 0 else a * x, a learned (one shared slope, or one per channel); range (-inf, inf).

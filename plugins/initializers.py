@@ -369,7 +369,7 @@ def constant(*, value: float = 0.0, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("normal")
-def normal(*, std: float = 0.01, bias: float = 0.0) -> Initializer:
+def normal(*, std: Annotated[float, Field(ge=0)] = 0.01, bias: float = 0.0) -> Initializer:
     """Weights drawn from N(0, std^2) with a fixed std, ignoring layer width.
 
     The pre-2010 default; in deep nets the signal shrinks (or grows) layer by layer.
@@ -424,7 +424,7 @@ def orthogonal(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("lsuv")
-def lsuv(*, tol: float = 0.05, max_iters: int = 10, bias: float = 0.0) -> Initializer:
+def lsuv(*, tol: Annotated[float, Field(gt=0)] = 0.05, max_iters: Annotated[int, Field(ge=1)] = 10, bias: float = 0.0) -> Initializer:
     """Layer-sequential unit variance: orthogonal, then each layer rescaled to unit output variance.
 
     Needs a sample batch. Layer by layer in forward order, the batch is run through the model and

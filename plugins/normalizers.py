@@ -6,10 +6,15 @@ The model that asks for a normalizer supplies ``num_features`` (features or chan
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import nn
 
 from zoo import normalizers
 from zoo.core.errors import RegistryError
+
+Eps = Annotated[float, Field(gt=0)]  # added to the variance before its square root
 
 _LAYOUTS = {0: "feature vectors (B, F)", 1: "sequences (B, C, L)", 2: "images (B, C, H, W)"}
 
@@ -33,7 +38,7 @@ def _divisor_at_most(n: int, limit: int) -> int:
 
 
 @normalizers.register("batch")
-def batch(num_features: int, dim: int, *, momentum: float = 0.1, eps: float = 1e-5) -> nn.Module:
+def batch(num_features: int, dim: int, *, momentum: Annotated[float, Field(ge=0, le=1)] = 0.1, eps: Eps = 1e-5) -> nn.Module:
     """Batch norm: each feature/channel normalized over the batch (and positions), running stats for eval.
 
     Ioffe & Szegedy 2015. Needs batches of more than one sample in training.
@@ -44,7 +49,7 @@ def batch(num_features: int, dim: int, *, momentum: float = 0.1, eps: float = 1e
 
 
 @normalizers.register("layer")
-def layer(num_features: int, dim: int, *, eps: float = 1e-5) -> nn.Module:
+def layer(num_features: int, dim: int, *, eps: Eps = 1e-5) -> nn.Module:
     """Layer norm: each sample normalized over all its features (and positions); same in train and eval.
 
     Ba, Kiros & Hinton 2016. For feature vectors this is nn.LayerNorm over F. For sequences and
@@ -59,7 +64,7 @@ def layer(num_features: int, dim: int, *, eps: float = 1e-5) -> nn.Module:
 
 
 @normalizers.register("group")
-def group(num_features: int, dim: int, *, groups: int = 32, eps: float = 1e-5) -> nn.Module:
+def group(num_features: int, dim: int, *, groups: Annotated[int, Field(ge=1)] = 32, eps: Eps = 1e-5) -> nn.Module:
     """Group norm: each sample's channels split into groups, each group normalized on its own.
 
     Wu & He 2018. ``groups`` is lowered to the largest divisor of num_features that fits, so the
@@ -73,7 +78,7 @@ def group(num_features: int, dim: int, *, groups: int = 32, eps: float = 1e-5) -
 
 
 @normalizers.register("instance")
-def instance(num_features: int, dim: int, *, eps: float = 1e-5) -> nn.Module:
+def instance(num_features: int, dim: int, *, eps: Eps = 1e-5) -> nn.Module:
     """Instance norm: each channel of each sample normalized over its own positions (with affine).
 
     Ulyanov, Vedaldi & Lempitsky 2016. Only for sequences and images.

@@ -11,6 +11,7 @@ from zoo import optimizers
 LR = Annotated[float, Field(gt=0, description="learning rate")]
 Decay = Annotated[float, Field(ge=0)]
 Beta = Annotated[float, Field(ge=0, lt=1)]
+Eps = Annotated[float, Field(ge=0)]
 
 
 @optimizers.register("sgd")
@@ -32,24 +33,24 @@ def nesterov(params, *, lr: LR = 0.1, momentum: Beta = 0.9, weight_decay: Decay 
 
 
 @optimizers.register("adagrad")
-def adagrad(params, *, lr: LR = 0.01, weight_decay: Decay = 0.0, eps: float = 1e-10):
+def adagrad(params, *, lr: LR = 0.01, weight_decay: Decay = 0.0, eps: Eps = 1e-10):
     """Adagrad: divides by the root of all past squared gradients, so the step size decays towards zero."""
     return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, eps=eps)
 
 
 @optimizers.register("rmsprop")
-def rmsprop(params, *, lr: LR = 0.001, alpha: Beta = 0.99, momentum: Beta = 0.0, weight_decay: Decay = 0.0, eps: float = 1e-8):
+def rmsprop(params, *, lr: LR = 0.001, alpha: Beta = 0.99, momentum: Beta = 0.0, weight_decay: Decay = 0.0, eps: Eps = 1e-8):
     """RMSProp: divides by a moving average of squared gradients (Hinton's lecture 6e)."""
     return torch.optim.RMSprop(params, lr=lr, alpha=alpha, momentum=momentum, weight_decay=weight_decay, eps=eps)
 
 
 @optimizers.register("adam")
-def adam(params, *, lr: LR = 0.001, beta1: Beta = 0.9, beta2: Beta = 0.999, weight_decay: Decay = 0.0, eps: float = 1e-8):
+def adam(params, *, lr: LR = 0.001, beta1: Beta = 0.9, beta2: Beta = 0.999, weight_decay: Decay = 0.0, eps: Eps = 1e-8):
     """Adam (Kingma & Ba 2015): bias-corrected first and second moments; L2 decay added to the gradient."""
     return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, eps=eps)
 
 
 @optimizers.register("adamw")
-def adamw(params, *, lr: LR = 0.001, beta1: Beta = 0.9, beta2: Beta = 0.999, weight_decay: Decay = 0.01, eps: float = 1e-8):
+def adamw(params, *, lr: LR = 0.001, beta1: Beta = 0.9, beta2: Beta = 0.999, weight_decay: Decay = 0.01, eps: Eps = 1e-8):
     """AdamW (Loshchilov & Hutter 2019): Adam with weight decay applied to the weights, not the gradient."""
     return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, eps=eps)

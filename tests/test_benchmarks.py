@@ -22,7 +22,10 @@ def test_digits_vs_sklearn_quick_json(run_benchmark):
 
 
 def test_fault_injection_quick_json(run_benchmark):
-    result = run_benchmark("fault_injection.py", "--quick", "--json")
+    # the kill -9 case; the DDP and lock cases have their fast forms in test_ddp.py and test_run_folder.py
+    out = run_benchmark("fault_injection.py", "--quick", "--json", "--case", "kill9")
+    assert out["clean"] and list(out["cases"]) == ["kill9"]
+    result = out["cases"]["kill9"]
     # one kill, unless the run (faster than the reference on a quiet machine) finished before it landed
     assert result["runs"] == 1 and result["kills"] <= 1
     assert result["resumed"] + result["started_over"] + result["killed_after_finishing"] == result["kills"]

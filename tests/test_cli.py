@@ -84,13 +84,15 @@ def test_user_mistakes_exit_2_with_one_clear_message(tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
-def test_existing_run_dir_is_refused_without_overwrite(tmp_path):
-    run = tmp_path / "mine"
-    run.mkdir()
-    (run / "keep.txt").write_text("precious")
-    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "--run-dir", str(run), cwd=tmp_path)
-    assert out.returncode == 2 and "already exists" in out.stderr
-    assert (run / "keep.txt").read_text() == "precious"
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "recipes").mkdir(parents=True)
+    (sandbox / "precious.txt").write_text("precious")
+    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "--run-dir", str(sandbox), "--overwrite", cwd=tmp_path)
+    assert out.returncode == 2 and "not a zoo run folder" in out.stderr and "Traceback" not in out.stderr
+    assert (sandbox / "precious.txt").read_text() == "precious" and (sandbox / "recipes").is_dir()
+    assert sorted(p.name for p in sandbox.iterdir()) == ["precious.txt", "recipes"]  # no lock or marker left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sandbox"]  # nothing set aside
 
 
 def test_augmentation_grid_and_mixing_training_from_the_cli(tmp_path):

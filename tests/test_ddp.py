@@ -10,11 +10,17 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+import torch
+
 from zoo.core.recipe import load
 from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run
 
 REPO = Path(__file__).resolve().parent.parent
+FAULTS = REPO / "tests" / "plugins" / "faults.py"
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+# 629 training images per rank in batches of 32: 20 steps an epoch, 40 in all
+DDP_RUN = [*DDP, "trainer.max_epochs=2", "data.batch_size=32"]
 
 
 def zoo(*args: str, cwd: Path, timeout: float = 300, wandb: bool = False) -> subprocess.CompletedProcess:
@@ -25,9 +31,17 @@ def zoo(*args: str, cwd: Path, timeout: float = 300, wandb: bool = False) -> sub
     return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
-def test_two_process_ddp_reports_once_like_a_single_process_run(tmp_path):
-    overrides = [*DDP, "trainer.max_epochs=3"]
-    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), *overrides, "--json", cwd=tmp_path, wandb=True)
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One uninterrupted 2-process run (W&B offline): what the tests below check and compare against."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), *DDP_RUN, "--json", cwd=tmp_path, wandb=True)
+    return out, tmp_path
+
+
+def test_two_process_ddp_reports_once_like_a_single_process_run(ddp_run):
+    out, tmp_path = ddp_run
+    overrides = DDP_RUN
     assert out.returncode == 0, out.stderr[-3000:]
     json_lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(json_lines) == 1  # rank 1 trains too, but only rank 0 reports
@@ -75,9 +89,9 @@ def test_a_killed_worker_ends_the_job_with_an_error_within_a_minute(tmp_path):
     )
     start = time.monotonic()
     out = zoo("train", str(tmp_path / "r.yaml"), *DDP, cwd=tmp_path, timeout=120)
-    assert out.returncode != 0
+    assert out.returncode == 2 and "zoo: error: " in out.stderr
     assert time.monotonic() - start < 60
-    assert not (Path(next((tmp_path / "runs").iterdir())) / "metrics.json").exists()
+    assert not (tmp_path / "runs").exists()  # it died before its first checkpoint: nothing to resume, nothing kept
 
 
 def test_sync_batchnorm_on_cpu_is_refused_clearly(tmp_path):
@@ -85,3 +99,47 @@ def test_sync_batchnorm_on_cpu_is_refused_clearly(tmp_path):
     assert out.returncode == 2 and "SyncBatchNorm runs only on CUDA" in out.stderr and "Traceback" not in out.stderr
     out = zoo("train", str(REPO / "recipes" / "mlp-digits.yaml"), "trainer.accelerator=gpu", cwd=tmp_path)
     assert out.returncode == 2 and "no CUDA device" in out.stderr and "Traceback" not in out.stderr
+
+
+def _alive_with(text: str) -> list[int]:
+    """Processes whose command line holds ``text`` (a run folder's path: every rank of that job)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(tmp_path, ddp_run):
+    """SIGTERM to one process of a 2-process job, as a scheduler or ``kill PID`` sends it: first to the
+    worker (rank 1) alone, then, after a resume, to the launching process (rank 0) alone. Each time both
+    ranks stop at the same step within seconds, exit 143, and last.ckpt holds that step; the twice
+    resumed run ends exactly where the uninterrupted one does."""
+    reference = json.loads(ddp_run[0].stdout.strip().splitlines()[-1])["metrics"]
+    run = tmp_path / "run"
+    (tmp_path / "r.yaml").write_text(
+        f"base: {REPO / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\nmonitors:\n"
+        f"  - {{name: signal_at_step, step: 3, rank: 1, signal_name: SIGTERM, marker: {tmp_path / 'to-rank-1'}}}\n"
+        f"  - {{name: signal_at_step, step: 23, rank: 0, signal_name: SIGTERM, marker: {tmp_path / 'to-rank-0'}}}\n"
+    )
+    attempts = [("train", str(tmp_path / "r.yaml"), *DDP_RUN, "--run-dir", str(run)), ("train", "--resume", str(run))]
+    # the ranks agree on stopping every 10 steps: a signal after step 3 stops both after step 10 (mid-epoch)
+    for args, marker, stopped_at in zip(attempts, ("to-rank-1", "to-rank-0"), (10, 30)):
+        out = zoo(*args, cwd=tmp_path, timeout=300)
+        ended = time.time()
+        assert out.returncode == 143, out.stderr[-3000:]
+        assert out.stderr.count(f"zoo: stopped by SIGTERM at epoch {stopped_at // 20}, step {stopped_at}") == 1
+        assert f"continue with: zoo train --resume {run}" in out.stderr and "Traceback" not in out.stderr
+        sent = float((tmp_path / marker).read_text().split()[1])
+        assert ended - sent < 20  # seconds, start-up of nothing included: it stops, it does not hang
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped_at
+        deadline = time.monotonic() + 10
+        while _alive_with(str(run)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive_with(str(run))  # no rank left behind
+    done = zoo("train", "--resume", str(run), "--json", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["metrics"] == reference

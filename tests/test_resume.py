@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +44,13 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, _one_thread):
-    return train(None, SMALL, run_dir=tmp_path_factory.mktemp("base") / "run", progress=False).metrics
+def uninterrupted_run(tmp_path_factory, _one_thread):
+    return train(None, SMALL, run_dir=tmp_path_factory.mktemp("base") / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return uninterrupted_run.metrics
 
 
 class CrashAt(L.Callback):
@@ -139,8 +147,10 @@ def test_resume_mistakes_exit_2(tmp_path, capsys, monkeypatch):
     cases.append((["train", "--resume", str(finished)], "that run finished"))
     existing = tmp_path / "existing"
     existing.mkdir()
+    (existing / ".zoo-run").write_text("{}")  # a run folder, by its marker
     (existing / "x").write_text("")
     cases.append((["train", "--run-dir", str(existing)], f"continue it with --resume {existing}, or replace it"))
+    cases.append((["train", "--run-dir", str(existing / "x")], "a file is in the way"))
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -171,6 +181,7 @@ def test_interrupted_reports_the_shell_exit_code():
 
 def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
     import pickle
+    from collections import OrderedDict
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -181,16 +192,16 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps({"global_step": Payload()}))
+    # an OrderedDict first, as in a real checkpoint: allowed, so not what the refusal names
+    (run / "checkpoints" / "last.ckpt").write_bytes(pickle.dumps({"a": OrderedDict(), "global_step": Payload()}))
     assert main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert "refused to load" in err and "would run code" in err and "Traceback" not in err
+    assert f"imports {os.system.__module__}.system" in err and "OrderedDict" not in err
     assert not marker.exists()
 
 
 def test_resumed_run_keeps_the_metrics_logged_before_the_crash(tmp_path, monkeypatch, uninterrupted):
-    import csv
-
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
         _with_callback(patch, CrashAt(25))
@@ -257,3 +268,150 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     second = read_offline_run(run, index=-1)
     assert second.run_id == first_id
     assert second.summary["test/acc"] == pytest.approx(resumed.test_acc)
+
+
+def _crash(monkeypatch, step: int, overrides: list[str], run: Path) -> None:
+    """Train until optimizer step ``step`` and die there, as a killed process does."""
+    with monkeypatch.context() as patch:
+        _with_callback(patch, CrashAt(step))
+        with pytest.raises(SystemExit):
+            train(None, overrides, run_dir=run, progress=False)
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class SignalAt(L.Callback):
+    """Sends this process ``signals`` after optimizer step ``step``, or as the final test begins (``step`` None)."""
+
+    def __init__(self, signals: list[int], step: int | None = None) -> None:
+        self.signals, self.step = signals, step
+
+    def _send(self) -> None:
+        for signum in self.signals:
+            os.kill(os.getpid(), signum)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            self._send()
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if self.step is None:
+            self._send()
+
+
+def test_a_resumed_epoch_logs_the_training_figures_of_the_whole_epoch(tmp_path, monkeypatch, uninterrupted_run):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:  # SIGTERM 4 steps into the second epoch: a mid-epoch checkpoint
+        _with_callback(patch, SignalAt([signal.SIGTERM], step=14))
+        with pytest.raises(Interrupted):
+            train(None, SMALL, run_dir=run, progress=False)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 14
+    train(resume=run, progress=False)
+    keys = ("epoch", "train/loss_epoch", "train/acc")
+
+    def epoch_figures(folder):
+        return [{k: r[k] for k in keys} for r in _rows(folder) if r.get("train/acc")]
+
+    expected = epoch_figures(Path(uninterrupted_run.run_dir))
+    assert len(expected) == 3 and epoch_figures(run) == expected  # the second epoch's too, all 10 steps
+
+
+def test_resume_refuses_an_edited_recipe_and_says_what_changed(tmp_path, monkeypatch, capsys, uninterrupted):
+    import yaml
+
+    run = tmp_path / "run"
+    _crash(monkeypatch, 14, SMALL, run)
+    original = (run / "recipe.yaml").read_text()
+    header, body = original.split("\n", 1)
+    for section, key, new in [("optimizer", "lr", 0.01), ("model", "width", 128)]:
+        edited = yaml.safe_load(body)
+        change = f"{section}.{key}: {edited[section][key]} -> {new}"
+        edited[section][key] = new
+        (run / "recipe.yaml").write_text(header + "\n" + yaml.safe_dump(edited, sort_keys=False))
+        assert main(["train", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert "recipe.yaml is not the recipe its checkpoint was trained with" in err and change in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (run / "recipe.yaml").write_text(original)
+    assert train(resume=run, progress=False).metrics == uninterrupted
+
+
+def test_last_checkpoint_follows_every_n_epochs_when_validation_stops_improving(tmp_path):
+    run = tmp_path / "run"
+    # a learning rate too small to change any prediction (and no batch norm, whose running statistics
+    # would): validation accuracy stays where the first checkpoint found it
+    train(None, [*SMALL, "trainer.max_epochs=4", "checkpoint.every_n_epochs=2", "optimizer.lr=1e-12",
+                 "model.norm=none", "model.dropout=0"], run_dir=run, progress=False)
+    val = [float(r["val/acc"]) for r in _rows(run) if r.get("val/acc")]
+    assert len(set(val)) == 1  # never improved: Lightning alone would write last.ckpt at step 20 only
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 20
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+
+
+FIVE = [*SMALL, "trainer.max_epochs=5"]  # validation peaks after the fourth epoch, then drops
+
+
+@pytest.mark.parametrize("how", ["moved", "copied"])
+def test_a_moved_or_copied_run_resumes_to_the_same_end(how, tmp_path, monkeypatch):
+    reference = train(None, FIVE, run_dir=tmp_path / "reference", progress=False)
+    best_step = torch.load(reference.best_checkpoint, weights_only=True)["global_step"]
+    assert best_step == 40  # the case that matters: the last epoch is not the best one
+    first = tmp_path / "first"
+    _crash(monkeypatch, 44, FIVE, first)
+    elsewhere = tmp_path / "elsewhere" / "run"
+    elsewhere.parent.mkdir()
+    (shutil.move if how == "moved" else shutil.copytree)(first, elsewhere)
+    resumed = train(resume=elsewhere, progress=False)
+    assert resumed.metrics == reference.metrics
+    assert resumed.best_checkpoint == str(elsewhere / "checkpoints" / "best.ckpt")
+    assert torch.load(resumed.best_checkpoint, weights_only=True)["global_step"] == best_step
+
+
+class SignalInValidation(L.Callback):
+    """SIGTERM while validation runs after training epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("epoch, stopped_at", [(1, 21), (2, 30)])  # the second epoch's validation; the last's
+def test_a_signal_during_validation_stops_after_the_next_step(epoch, stopped_at, tmp_path, monkeypatch, uninterrupted):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalInValidation(epoch))
+        with pytest.raises(Interrupted, match=f"stopped by SIGTERM at epoch {epoch + 1}, step {stopped_at}"):
+            train(None, SMALL, run_dir=run, progress=False)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped_at
+    assert train(resume=run, progress=False).metrics == uninterrupted
+
+
+def test_a_signal_during_the_final_evaluation_is_reported_and_resumes(tmp_path, monkeypatch, capsys, uninterrupted):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalAt([signal.SIGTERM]))
+        assert main(["train", "mlp-digits", *SMALL, "--run-dir", str(run)]) == 143
+    err = capsys.readouterr().err
+    assert "zoo: stopped by SIGTERM during the final evaluation, after training" in err, err
+    assert f"continue with: zoo train --resume {run}" in err and "Traceback" not in err
+    assert not (run / "metrics.json").exists()
+    assert train(resume=run, progress=False).metrics == uninterrupted  # nothing left to train: evaluated again
+
+
+def test_a_second_ctrl_c_stops_at_once_with_a_message(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalAt([signal.SIGINT, signal.SIGINT], step=13))
+        assert main(["train", "mlp-digits", *SMALL, "--run-dir", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert "zoo: stopped by SIGINT again before the checkpoint was written" in err, err
+    assert f"continue with: zoo train --resume {run}" in err and "Traceback" not in err
+    # no checkpoint at step 13: the run goes on from the one written when the first epoch ended
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers went back

@@ -217,7 +217,8 @@ def test_every_parameter_group_follows_the_schedule(spec):
 def test_min_ratio_needs_one_base_rate():
     a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.01}], lr=0.1)
-    with pytest.raises(ValueError, match="one base rate"):
+    # the factory's ValueError, reported with the recipe key it came from
+    with pytest.raises(ZooError, match="building schedules 'cosine' failed: ValueError: min_ratio is relative to one base rate"):
         run({"name": "cosine", "min_ratio": 0.1}, 9, opt)
 
 

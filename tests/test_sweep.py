@@ -119,6 +119,8 @@ def test_sweep_file_errors(tmp_path):
         load_sweep(write_sweep(tmp_path, method="bayes"))
     with pytest.raises(ZooError, match="unknown key 'trails'"):
         load_sweep(write_sweep(tmp_path, trails=3))
+    with pytest.raises(ZooError, match="name: a run name is one folder name under runs/"):
+        load_sweep(write_sweep(tmp_path, name="../../elsewhere"))
 
 
 def test_wandb_definition(tmp_path):

@@ -67,6 +67,7 @@ def test_overwrite_replaces_the_old_run_once_the_new_one_trains(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "mine"
     run.mkdir()
+    (run / ".zoo-run").write_text("{}")  # a run folder: --overwrite replaces nothing else
     (run / "old.txt").write_text("old")
     train(None, ["trainer.max_epochs=1", "model.width=8", "logger.wandb.mode=disabled"], run_dir=run,
           overwrite=True, progress=False)

@@ -366,9 +366,16 @@ def test_installed_plugin_that_fails_to_import_names_package_and_entry_point(cap
 
 
 # --- run folders and checkpoints ----------------------------------------------------------------------
+def _run_folder(path: Path) -> Path:
+    """A folder zoo recognizes as one of its runs (by its marker), holding a file to keep."""
+    path.mkdir()
+    (path / ".zoo-run").write_text("{}")
+    (path / "keep.txt").write_text("precious")
+    return path
+
+
 def test_existing_run_dir_is_refused_and_kept(capsys, workspace):
-    (workspace / "mine").mkdir()
-    (workspace / "mine" / "keep.txt").write_text("precious")
+    _run_folder(workspace / "mine")
     assert_user_error(
         cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "mine"),
         "run directory mine already exists",
@@ -502,9 +509,7 @@ def test_eval_does_not_run_a_plugin_that_a_checkpoint_names(tmp_path, capsys, wo
 
 
 def test_overwrite_keeps_the_old_run_when_the_new_one_is_a_mistake(capsys, workspace):
-    run = workspace / "mine"
-    run.mkdir()
-    (run / "keep.txt").write_text("precious")
+    run = _run_folder(workspace / "mine")
     assert_user_error(
         cli(capsys, "train", "mlp-digits", "data.val_fraction=0.0001", "--run-dir", str(run), "--overwrite"),
         "raise data.val_fraction",
@@ -521,3 +526,217 @@ def test_image_augmentation_on_flat_inputs_is_refused_before_training(capsys, wo
     # mixup blends whole samples: any shape will do
     status, err = cli(capsys, "train", "mlp-digits", "data={name: synthetic, shape: [4]}", "augment=[mixup]")
     assert "augment[0]" not in err
+
+
+# --- every other failure before training: one line, exit 2, no folder ------------------------------------
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("seed=-1", ["seed: Input should be greater than or equal to 0, got -1"]),
+        ("seed=99999999999", ["seed: Input should be less than or equal to 4294967295"]),
+        ("trainer.callbacks=[]", ["trainer.callbacks: zoo passes its own callbacks; add training callbacks under"]),
+        ("trainer.logger=false", ["trainer.logger: zoo passes its own loggers", "logger.wandb.mode=disabled"]),
+        ("optimizer.lr=.inf", ["optimizer.lr: inf is not a finite number"]),
+        ("regularization.l2=.nan", ["regularization.l2: nan is not a finite number"]),
+        ("model.init={name: normal, std: -1}", ["model.init.std: Input should be greater than or equal to 0"]),
+        ("model.norm={name: batch, eps: 0}", ["model.norm.eps: Input should be greater than 0"]),
+        ("name=../x", ["name: a run name is one folder name under runs/", "got '../x'"]),
+        ("name=/tmp/elsewhere", ["name: a run name is one folder name under runs/"]),
+        ('name="caf\\uDCFF"', ["name: a run name must be valid UTF-8 text"]),
+        ("data.split_seed=-5", ["data.split_seed: Input should be greater than or equal to 0"]),
+        # the schedule is built inside fit; a trial build before the run folder finds what it refuses
+        ("schedule={name: cosine, warmup_epochs: 1000}", ["schedule.warmup_epochs: a warmup of 1000 epochs"]),
+    ],
+    ids=["negative-seed", "huge-seed", "trainer-callbacks", "trainer-logger", "inf-lr", "nan-penalty",
+         "negative-std", "zero-eps", "name-escapes", "absolute-name", "surrogate-name", "negative-split-seed",
+         "schedule-refused"],
+)
+def test_values_that_would_fail_later_are_refused_up_front(capsys, workspace, override, fragments):
+    assert_user_error(cli(capsys, "train", "mlp-digits", override, *QUICK), *fragments, where=workspace)
+    assert not (workspace.parent / "x").exists() and not Path("/tmp/elsewhere").exists()
+
+
+def test_devices_a_cpu_cannot_have(capsys, workspace):
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", "trainer.accelerator=cpu", "trainer.devices=[0,1,2]", *QUICK),
+        "trainer: TypeError: `devices` selected with `CPUAccelerator` should be an int > 0",
+        where=workspace,
+    )
+
+
+def test_command_line_bytes_that_are_not_utf8(capsys, workspace):
+    # what Python makes of `zoo train mlp-digits name=$'\xff'` in a UTF-8 locale
+    assert_user_error(cli(capsys, "train", "mlp-digits", "name=\udcff"), "is not valid UTF-8 text", where=workspace)
+
+
+def test_one_class_of_data(capsys, workspace):
+    root = _image_folder(workspace / "one", 10, classes=("ant",))
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", _data(root), *QUICK),
+        "data: imagefolder has 1 class; a classifier needs at least 2",
+        where=workspace,
+    )
+
+
+def test_recipe_files_past_the_limits(capsys, workspace):
+    (workspace / "latin1.yaml").write_bytes(f"base: {RECIPE}\nname: caf\xe9\n".encode("latin-1"))
+    assert_user_error(cli(capsys, "train", "latin1.yaml"), "latin1.yaml: not UTF-8 text (byte 0xe9 at offset",
+                      where=workspace)
+    (workspace / "deep.yaml").write_text("a: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert_user_error(cli(capsys, "train", "deep.yaml"), "deep.yaml:1:", "nested deeper than 50 levels",
+                      where=workspace)
+    for i in range(1000):
+        (workspace / f"b{i}.yaml").write_text(f"base: b{i + 1}.yaml\n")
+    (workspace / "b1000.yaml").write_text(f"base: {RECIPE}\n")
+    assert_user_error(cli(capsys, "train", "b0.yaml"), "b0.yaml: its chain of base: recipes is longer than 32",
+                      where=workspace)
+
+
+def test_a_yaml_alias_bomb_is_refused_and_not_echoed(capsys, workspace):
+    # nine levels of nine aliases: 366 bytes that expand to 387 million values
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (workspace / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    for command in ("train", "show"):
+        err = assert_user_error(cli(capsys, command, "bomb.yaml"), "bomb.yaml:", "aliases expand to", "past the limit",
+                                where=workspace)
+        assert len(err) < 400
+    one_line = "[" + ", ".join(["&x [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + ["*x"] * 2000) + "]"
+    err = assert_user_error(cli(capsys, "show", "mlp-digits", f"model.width={one_line}"), "override model.width:",
+                            "aliases expand to")
+    assert len(err) < 400
+
+
+def test_long_values_are_cut_short_in_messages(capsys, workspace):
+    err = assert_user_error(cli(capsys, "train", "mlp-digits", f"model.width=[{', '.join(['7'] * 5000)}]"),
+                            "model.width: Input should be a valid integer", "...", where=workspace)
+    assert len(err) < 400
+
+
+def test_a_component_whose_factory_fails_is_named_by_its_recipe_key(capsys, workspace):
+    (workspace / "bad_act.py").write_text(
+        "from zoo import activations\n\n"
+        "@activations.register('grumpy')\n"
+        "def grumpy(level: float = 1.0):\n"
+        "    '''An activation that refuses to be built.'''\n"
+        "    raise ValueError(f'level {level} is not grumpy enough')\n"
+    )
+    recipe = _recipe(workspace, "grumpy.yaml", "plugins: [bad_act.py]\nmodel: {activation: grumpy}\n")
+    assert_user_error(
+        cli(capsys, "train", recipe, *QUICK),
+        "model.activation: building activations 'grumpy' failed: ValueError: level 1.0 is not grumpy enough",
+        where=workspace,
+    )
+
+
+def test_an_unforeseen_error_before_training_is_one_line_and_leaves_nothing(capsys, workspace, monkeypatch):
+    import zoo.training.fit as fit
+
+    def surprise(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw\nwith a second line")
+
+    monkeypatch.setattr(fit, "make_trainer", surprise)
+    err = assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK), "RuntimeError: something nobody foresaw with a",
+                            "--debug shows the traceback", where=workspace)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_dir_that_cannot_be_written(capsys, workspace, monkeypatch):
+    assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "/proc/zoo-cannot/run"),
+                      "--run-dir /proc/zoo-cannot/run: cannot write there", where=workspace)
+    assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "/dev/null/run"),
+                      "--run-dir /dev/null/run: cannot write there: Not a directory", where=workspace)
+    write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name == "recipe.yaml":
+            raise OSError(28, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "full/run"),
+                      "--run-dir full/run: cannot write there: No space left on device", where=workspace)
+    assert not (workspace / "full").exists()
+
+
+def _small_checkpoint(folder: Path) -> Path:
+    from zoo.core.recipe import load
+    from zoo.training.classifier import Classifier
+
+    recipe = load("mlp-digits", ["model.width=8"]).to_dict()
+    model = Classifier(recipe, (1, 8, 8), 10)
+    hp = {"recipe": recipe, "input_shape": [1, 8, 8], "num_classes": 10}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hp}, folder / "model.ckpt")
+    return folder / "model.ckpt"
+
+
+def test_eval_and_predict_on_data_or_files_that_do_not_fit(capsys, workspace):
+    ckpt = str(_small_checkpoint(workspace))
+    assert_user_error(cli(capsys, "eval", ckpt, "data={name: synthetic, shape: [3, 8, 8]}"),
+                      "the model takes inputs of shape (1, 8, 8), the data has (3, 8, 8)")
+    assert_user_error(cli(capsys, "eval", ckpt, "data={name: synthetic, shape: [1, 8, 8], num_classes: 3}"),
+                      "the model has 10 classes, the data 3")
+    (workspace / "out").mkdir()
+    assert_user_error(cli(capsys, "predict", ckpt, "--out", "out"), "--out out: a directory; name the CSV file")
+    assert_user_error(cli(capsys, "eval"), "zoo eval: name the trained model: a run folder or a checkpoint")
+
+
+def test_lr_find_write_does_not_replace_a_file_unasked(capsys, workspace):
+    (workspace / "r.yaml").write_text(f"base: {RECIPE}\n")
+    (workspace / "r.lr.yaml").write_text("# mine\n")
+    assert_user_error(cli(capsys, "lr-find", "r.yaml", "--write"), "r.lr.yaml exists already; pass --overwrite")
+    assert (workspace / "r.lr.yaml").read_text() == "# mine\n"
+
+
+def test_output_cut_short_by_its_reader_is_no_error(workspace):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=workspace, env=env)
+    if sys.platform == "linux":
+        import fcntl
+
+        # a pipe of one page (F_SETPIPE_SZ), far less than the 14 kB `zoo list` writes: it cannot finish
+        # writing before the reader goes, whatever the timing
+        fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)
+    assert proc.stdout.readline()  # `zoo list | head -1`: one line read, then the pipe closes
+    proc.stdout.close()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141 and proc.stderr.read() == b""  # as a process ended by SIGPIPE; nothing said
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda root: (root / "bee" / "loop").symlink_to("."), "bee/loop links back up to {root}/bee, a loop"),
+        (lambda root: (root / "bee" / "up").symlink_to(".."), "bee/up links back up to {root}, a loop"),
+        (lambda root: (root / "bee" / "ants").symlink_to("../ant"),
+         "bee/ants links to {root}/ant, outside its class folder"),
+        (lambda root: (root / "bee" / "far").symlink_to(root.parent), "bee/far links back up to"),
+        (lambda root: (root / "bee" / "usr").symlink_to("/usr"), "bee/usr links to /usr, outside its class folder"),
+        (lambda root: os.mkfifo(root / "bee" / "x.jpg"), "bee/x.jpg is not a regular file (a pipe or a device?)"),
+    ],
+    ids=["loop", "up", "other-class", "ancestor", "outside", "named-pipe"],
+)
+def test_image_folder_links_that_loop_or_leave_their_class_and_pipes(capsys, workspace, make, fragment):
+    root = _image_folder(workspace / "imgs", 6)
+    make(root)
+    assert_user_error(cli(capsys, "train", "mlp-digits", _data(root), *QUICK), fragment.format(root=root),
+                      where=workspace)
+
+
+def test_image_folder_reads_linked_files_and_class_folders(workspace):
+    import zoo
+
+    pool = _image_folder(workspace / "pool", 6)
+    root = workspace / "imgs"
+    (root / "ant").mkdir(parents=True)
+    for f in (pool / "ant").iterdir():
+        (root / "ant" / f.name).symlink_to(f)  # image files may link anywhere
+    (root / "bee").symlink_to(pool / "bee")  # and so may a class folder itself
+    (root / "ant" / "more").mkdir()
+    (root / "ant" / "more" / "again").symlink_to(pool / "ant")  # a link out of its class folder: refused
+    with pytest.raises(zoo.ZooError, match="outside its class folder"):
+        zoo.datasets.build({"name": "imagefolder", "root": str(root), "cache": False})
+    (root / "ant" / "more" / "again").unlink()
+    dm = zoo.datasets.build({"name": "imagefolder", "root": str(root), "cache": False})
+    assert len(dm.train) + len(dm.val) + len(dm.test) == 12

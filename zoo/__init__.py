@@ -19,7 +19,7 @@ from zoo.core.catalog import (
     schedules,
 )
 from zoo.core.errors import ZooError
-from zoo.core.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Spec
+from zoo.core.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Seed, Spec
 
 if TYPE_CHECKING:
     from zoo.training.fit import RunResult
@@ -47,6 +47,7 @@ __all__ = [
     "InitSpec",
     "NormSpec",
     "Registry",
+    "Seed",
     "Spec",
     "ZooError",
     "activations",

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from typing_extensions import Annotated
 
-from zoo import datasets
+from zoo import Seed, datasets
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -19,7 +19,7 @@ def digits(
     eval_batch_size: Annotated[int, Field(ge=1)] = 1024,
     val_fraction: Fraction = 0.1,
     test_fraction: Fraction = 0.2,
-    split_seed: int = 0,
+    split_seed: Seed = 0,
     standardize: Literal["feature", "channel", "none"] = "feature",
 ):
     """Handwritten digits 0-9 as 1x8x8 images (scikit-learn), with a fixed stratified train/val/test split.

@@ -21,7 +21,7 @@ from typing import Literal, Union
 from pydantic import Field
 from typing_extensions import Annotated
 
-from zoo import datasets
+from zoo import Seed, datasets
 from zoo.core.errors import ZooError
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -120,14 +120,59 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images(folder: Path) -> list[str]:
-    """Image files under ``folder`` (any depth), as sorted paths relative to it."""
-    found = []
-    for here, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(os.path.relpath(os.path.join(here, name), folder))
+def _images(folder: Path, seen: dict[str, str]) -> list[str]:
+    """Image files under the class folder ``folder`` (any depth, links followed), as sorted paths relative to it.
+
+    A linked folder inside it is followed only when it stays inside the class folder and leads somewhere
+    not read yet: ``seen`` maps each real folder read so far to the path it was read by, across classes
+    and parts. So a link back up (``loop -> .``, ``up -> ..``), to another class's folder or out of the
+    class folder is refused, naming the link, instead of reading images twice or under the wrong label.
+    (A class folder may itself be a link, and image files may link anywhere.) Anything under an image
+    name that is not a regular file (a named pipe, a device) is refused too: reading it could block forever.
+    """
+    top = os.path.realpath(folder)
+    found: list[str] = []
+    stack = [folder]
+    while stack:
+        here = stack.pop()
+        real = os.path.realpath(here)
+        if real in seen:
+            raise ZooError(
+                f"imagefolder: {here} leads to {seen[real]} again (a link loop, or two ways to the same images); "
+                "remove the link"
+            )
+        seen[real] = str(here)
+        try:
+            entries = list(os.scandir(here))
+        except OSError as exc:
+            raise ZooError(f"imagefolder: cannot read the folder {here}: {exc.strerror}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink() and entry.is_dir():
+                target = os.path.realpath(path)
+                if os.path.commonpath([real, target]) == target:
+                    raise ZooError(f"imagefolder: {path} links back up to {target}, a loop: remove the link")
+                if os.path.commonpath([top, target]) != top:
+                    raise ZooError(
+                        f"imagefolder: {path} links to {target}, outside its class folder {folder}: its images "
+                        "would be read under the wrong class or twice; remove the link"
+                    )
+            if entry.is_dir():
+                stack.append(path)
+                continue
+            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            # is_file follows links to files, wherever they are; the directory entry answers it for the
+            # others without a stat call
+            if not entry.is_file():
+                try:
+                    os.stat(path)
+                except OSError as exc:  # a link to nowhere
+                    raise ZooError(f"imagefolder: cannot read {path}: {exc.strerror}") from None
+                raise ZooError(f"imagefolder: {path} is not a regular file (a pipe or a device?); remove it")
+            found.append(os.path.relpath(path, folder))
     return sorted(found)
 
 
@@ -149,6 +194,7 @@ def _scan(
         )
     gen = torch.Generator().manual_seed(seed)
     parts: dict[str, list[tuple[str, int]]] = {}
+    seen: dict[str, str] = {}  # real folders read, across parts and classes (see _images)
     for part, folder in folders.items():
         stray = sorted(set(_subdirs(folder)) - set(classes))
         if stray:
@@ -157,7 +203,7 @@ def _scan(
         for label, cls in enumerate(classes):
             if not (folder / cls).is_dir():
                 continue
-            files = _images(folder / cls)
+            files = _images(folder / cls, seen)
             if not files and part == "train":
                 raise ZooError(f"imagefolder: class folder {folder / cls} has no images")
             if limit_per_class is not None and len(files) > limit_per_class:
@@ -227,7 +273,7 @@ def imagefolder(
     limit_per_class: Positive | None = None,
     val_fraction: Fraction = 0.1,
     test_fraction: Fraction = 0.2,
-    split_seed: int = 0,
+    split_seed: Seed = 0,
     cache: bool = True,
     batch_size: Positive = 128,
     eval_batch_size: Positive = 1024,

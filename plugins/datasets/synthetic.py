@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from typing_extensions import Annotated
 
-from zoo import datasets
+from zoo import Seed, datasets
 
 Count = Annotated[int, Field(ge=1)]
 
@@ -21,7 +21,7 @@ def synthetic(
     n_val: Count = 200,
     n_test: Count = 200,
     signal: Annotated[float, Field(ge=0)] = 0.25,
-    seed: int = 0,
+    seed: Seed = 0,
     batch_size: Count = 64,
     eval_batch_size: Count = 1024,
     standardize: Literal["channel", "feature", "none"] = "channel",

@@ -10,7 +10,7 @@ from typing import Literal
 
 from zoo.plugins.datasets._torchvision import BatchSize, Fraction, load
 
-from zoo import datasets
+from zoo import Seed, datasets
 
 _DETAILS = """
 
@@ -28,7 +28,7 @@ def _register(name: str, summary: str) -> None:
         batch_size: BatchSize = 128,
         eval_batch_size: BatchSize = 1024,
         val_fraction: Fraction = 0.1,
-        split_seed: int = 0,
+        split_seed: Seed = 0,
         standardize: Literal["channel", "feature", "none"] = "channel",
     ):
         return load(

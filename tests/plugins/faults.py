@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -16,16 +17,22 @@ from zoo.core.catalog import monitors
 
 
 class SignalAtStep(L.Callback):
-    def __init__(self, step: int, signum: int, marker: Path) -> None:
-        self.step, self.signum, self.marker = step, signum, marker
+    def __init__(self, step: int, signum: int, marker: Path, rank: int | None) -> None:
+        self.step, self.signum, self.marker, self.rank = step, signum, marker, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if trainer.global_step == self.step and not self.marker.exists():
-            self.marker.write_text(str(self.step))
+            self.marker.write_text(f"{self.step} {time.time()}")
             os.kill(os.getpid(), self.signum)
 
 
 @monitors.register("signal_at_step")
-def signal_at_step(step: int, marker: str, signal_name: str = "SIGKILL"):
-    """Sends ``signal_name`` to this process once, after optimizer step ``step`` (test fault injection)."""
-    return SignalAtStep(step, getattr(signal, signal_name), Path(marker))
+def signal_at_step(step: int, marker: str, signal_name: str = "SIGKILL", rank: int | None = None):
+    """Sends ``signal_name`` to this process once, after optimizer step ``step`` (test fault injection).
+
+    ``rank``: only in the DDP process of that global rank (0: the process that launched the others).
+    The marker file records the step and the time the signal was sent.
+    """
+    return SignalAtStep(step, getattr(signal, signal_name), Path(marker), rank)

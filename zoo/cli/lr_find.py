@@ -8,10 +8,13 @@ import json
 
 def cmd_lr_find(ns: argparse.Namespace) -> int:
     from zoo.cli.args import split_recipe
+    from zoo.core.errors import ZooError
     from zoo.core.recipe import find
-    from zoo.tools.lr_find import lr_find, plot, write_recipe
+    from zoo.tools.lr_find import lr_find, lr_recipe_path, plot, write_recipe
 
     recipe, overrides = split_recipe(ns.args)
+    if ns.write and lr_recipe_path(find(recipe)).exists() and not ns.overwrite:  # said before the sweep runs
+        raise ZooError(f"{lr_recipe_path(find(recipe))} exists already; pass --overwrite to replace it")
     result = lr_find(recipe, overrides, min_lr=ns.min, max_lr=ns.max, steps=ns.steps)
     png = plot(result, ns.out)
     end = "stopped early: smoothed loss passed 4x its best" if result.stopped_early else "ran to --max"
@@ -22,7 +25,7 @@ def cmd_lr_find(ns: argparse.Namespace) -> int:
     print(f"plot: {png}")
     written = None
     if ns.write:
-        written = write_recipe(find(recipe), result.suggestion, overrides)
+        written = write_recipe(find(recipe), result.suggestion, overrides, overwrite=ns.overwrite)
         print(f"wrote {written} (train it with: zoo train {written})")
     if ns.json:
         print(json.dumps({"suggestion": result.suggestion, "min_lr_div10": result.min_lr_div10,
@@ -50,5 +53,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, default=100, help="training steps of the sweep (default: 100)")
     p.add_argument("--out", default="lr.png", help="PNG plot to write (default: lr.png)")
     p.add_argument("--write", action="store_true", help="write <name>.lr.yaml with the suggested optimizer.lr")
+    p.add_argument("--overwrite", action="store_true", help="let --write replace an existing <name>.lr.yaml")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.set_defaults(func=cmd_lr_find)

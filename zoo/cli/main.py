@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from zoo.cli.args import split_recipe
-from zoo.core.errors import ZooError
+from zoo.core.errors import ZooError, brief, clip
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended, as `yes | head -1` does
 # Commands with a module of their own, each with ``add_parser(subparsers)``; imported when the parser is
 # built, so they keep torch and Lightning imports inside their functions and `zoo --help` answers at once.
 COMMAND_MODULES = [
@@ -24,17 +26,15 @@ COMMAND_MODULES = [
 
 def cmd_train(ns: argparse.Namespace) -> int:
     from zoo.training.checkpoints import Interrupted
+    from zoo.training.fit import process_rank
     from zoo.training.run import train
 
     recipe, overrides = split_recipe(ns.args)
     try:
         result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite, resume=ns.resume)
     except Interrupted as stop:
-        run_dir = stop.checkpoint.parent.parent
-        print(
-            f"zoo: {stop}; wrote {stop.checkpoint}\nzoo: continue with: zoo train --resume {run_dir}",
-            file=sys.stderr,
-        )
+        if process_rank() == 0:  # every rank of a DDP job stops; rank 0 says so for all of them
+            print(_interrupted_message(stop), file=sys.stderr)
         return stop.exit_code
     if result.rank != 0:
         return 0  # the other ranks of a DDP job: rank 0 reports for all of them
@@ -61,6 +61,17 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted_message(stop) -> str:
+    """What a signal did to a run, and how it goes on."""
+    run_dir = stop.run_dir or (stop.checkpoint.parent.parent if stop.checkpoint is not None else None)
+    wrote = f"; wrote {stop.checkpoint}" if stop.checkpoint is not None else ""
+    if run_dir is None:
+        return f"zoo: {stop}; nothing was written"
+    if stop.resumable:
+        return f"zoo: {stop}{wrote}\nzoo: continue with: zoo train --resume {run_dir}"
+    return f"zoo: {stop} (the run had no checkpoint to resume from): {run_dir} is as it was before the run"
+
+
 def _data_spec(model, overrides: list[str]) -> dict:
     """The model's own data section, with ``data.key=value`` overrides applied and validated."""
     from zoo.core.catalog import datasets
@@ -75,12 +86,18 @@ def _data_spec(model, overrides: list[str]) -> dict:
     return datasets.validate(data["data"], "data")
 
 
+def _need_model(ns: argparse.Namespace) -> None:
+    if ns.run is None:
+        raise ZooError(f"zoo {ns.command}: name the trained model: a run folder or a checkpoint, e.g. zoo {ns.command} runs/<run>")
+
+
 def cmd_eval(ns: argparse.Namespace) -> int:
     from zoo.training.evaluation import evaluate, load_model
 
+    _need_model(ns)
     model = load_model(ns.run, ns.plugin)
     spec = _data_spec(model, ns.overrides)
-    report = evaluate(model, spec, ns.split)
+    report = evaluate(model, spec, ns.split, where=ns.run)
     if "members" in report:
         for i, acc in enumerate(report["members"]):
             print(f"member {i}: {ns.split} acc {acc:.4f}")
@@ -102,8 +119,9 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
     import torch
 
-    from zoo.training.evaluation import load_model, safe_load, split_of
+    from zoo.training.evaluation import check_fits, load_model, safe_load, split_of
 
+    _need_model(ns)
     model = load_model(ns.run, ns.plugin)
     labels = None
     if ns.input:
@@ -121,19 +139,34 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         if tuple(x.shape[1:]) != model.input_shape:
             raise ZooError(f"{path}: inputs have shape {tuple(x.shape[1:])} per sample; the model takes {model.input_shape}")
     else:
-        _, part = split_of(_data_spec(model, ns.overrides), ns.split)
+        dm, part = split_of(_data_spec(model, ns.overrides), ns.split)
+        check_fits(model, dm, ns.run)
         x, labels = part.x, part.y
     probs = model.predict_proba(x)
-    out = open(ns.out, "w", newline="") if ns.out else sys.stdout
-    writer = csv.writer(out)
-    writer.writerow(["index", "prediction", "probability"] + (["label"] if labels is not None else []))
     conf, pred = probs.max(-1)
+    rows = [["index", "prediction", "probability"] + (["label"] if labels is not None else [])]
     for i in range(len(pred)):
         row = [i, int(pred[i]), f"{float(conf[i]):.4f}"]
-        writer.writerow(row + ([int(labels[i])] if labels is not None else []))
-    if ns.out:
-        out.close()
-        print(f"wrote {len(pred)} predictions to {ns.out}", file=sys.stderr)
+        rows.append(row + ([int(labels[i])] if labels is not None else []))
+    if not ns.out:
+        csv.writer(sys.stdout).writerows(rows)
+        return 0
+    from pathlib import Path
+
+    from zoo.core.io import atomic_write_text
+
+    out = Path(ns.out)
+    if out.is_dir():
+        raise ZooError(f"--out {out}: a directory; name the CSV file to write, e.g. --out {out / 'predictions.csv'}")
+    import io
+
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    try:
+        atomic_write_text(out, text.getvalue())
+    except OSError as exc:
+        raise ZooError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    print(f"wrote {len(pred)} predictions to {ns.out}", file=sys.stderr)
     return 0
 
 
@@ -217,7 +250,9 @@ def cmd_docs(ns: argparse.Namespace) -> int:
 def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     """A command on a trained model: the model, data overrides, the split, and the plugins it may need."""
     cmd = sub.add_parser(name, help=help_text)
-    cmd.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    # optional for argparse, required by the command: argparse's own message would list data.key=value as
+    # required too
+    cmd.add_argument("run", metavar="RUN_DIR_OR_CKPT", nargs="?")
     cmd.add_argument(
         "overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)"
     )
@@ -288,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            # the terminal passed bytes that are not UTF-8 (Python keeps them as surrogates): they would
+            # fail later, in a file name or a written recipe
+            print(f"zoo: error: argument {brief(arg)} is not valid UTF-8 text", file=sys.stderr)
+            return EXIT_USAGE
     # --debug is accepted anywhere, not only before the command, where people forget to put it
     debug = "--debug" in argv
     ns, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
@@ -302,14 +345,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return ns.func(ns)
+    except BrokenPipeError:
+        # whoever read the output stopped reading (`zoo list | head -1`): not an error to report. Python
+        # would complain again when it flushes stdout at exit, so stdout goes to /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ZooError as exc:
         if ns.debug:
             raise
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        print(f"zoo: error: {clip(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - whatever else went wrong: one line, not a traceback
+        if ns.debug:
+            raise
+        print(f"zoo: error: {_unexpected(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for an error zoo did not foresee: what it is, where the run is, how to see more."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    line = f"{type(exc).__name__}: {clip(text, 500)}"
+    run_dir = getattr(exc, "zoo_run_dir", None)
+    if run_dir is not None and getattr(exc, "zoo_resumable", False):
+        line += f"; the run stopped and can go on from its last checkpoint: zoo train --resume {run_dir}"
+    elif run_dir is not None:
+        line += f" (nothing was kept in {run_dir})"
+    return line + "; --debug shows the traceback"
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def build_data(spec: dict[str, Any], seed: int = 0):
     sizes = {part: len(getattr(dm, part)) for part in MIN_SPLIT_SIZES}
     hint = f"change {', '.join(knobs)}" if knobs else "use more data"
     check_split_sizes(f"data: {params.get('name')}", sizes, hint)
+    classes = getattr(dm, "num_classes", 2)
+    if classes < 2:
+        raise ZooError(f"data: {params.get('name')} has {classes} class; a classifier needs at least 2 to tell apart")
     dm.seed = seed
     return dm
 

@@ -34,6 +34,17 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.close(fd)
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """JSON written to a temporary file and renamed over ``path``."""
     tmp = path.with_suffix(".tmp")

@@ -6,11 +6,16 @@ inherit from, relative to the file that names it; mappings merge key by key, any
 YAML values and applied last. The result is validated with pydantic, and every component spec is
 checked against its registry, with its defaults filled in, so the resolved recipe says everything
 the run will do.
+
+Reading is bounded: YAML aliases may not expand a file past ``MAX_VALUES`` values, nesting stops at
+``MAX_NESTING`` levels and ``base:`` chains at ``MAX_BASES``, so a hostile or mistaken file is refused in
+milliseconds instead of exhausting memory or the interpreter's stack; non-finite numbers are refused too.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,13 +23,28 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zoo.core.errors import RecipeError, ZooError, did_you_mean
+from zoo.core.errors import RecipeError, ZooError, brief, did_you_mean
+from zoo.core.registry import Seed
 
 DEFAULT_RECIPE = "mlp-digits"
 # the working folder's recipes/, then the ones shipped beside the zoo package (zoo/core/recipe.py -> recipes/)
 RECIPE_DIRS = (Path.cwd() / "recipes", Path(__file__).resolve().parents[2] / "recipes")
+
+# A recipe is a few hundred values at most; these bounds stop alias bombs and runaway nesting early.
+MAX_VALUES = 10_000  # scalars, lists and mappings of a file (or an override) with every alias written out
+MAX_NESTING = 50  # levels of lists and mappings inside one another
+MAX_BASES = 32  # recipes in one chain of base: files
+MAX_NAME_BYTES = 200  # a run folder's name adds a 21-character suffix; file systems allow 255 bytes
+
+# Trainer arguments zoo passes itself, with what a recipe does instead.
+TRAINER_SET_BY_ZOO = {
+    "callbacks": "zoo passes its own callbacks; add training callbacks under `monitors:`",
+    "logger": "zoo passes its own loggers (logs/metrics.csv and W&B); configure W&B under logger.wandb "
+    "(logger.wandb.mode=disabled turns it off)",
+    "default_root_dir": "the run folder is the root; choose it with --run-dir",
+}
 
 
 class _Section(BaseModel):
@@ -131,7 +151,7 @@ class EnsembleSection(_Section):
     """Several members trained from one recipe, combined into one predictor."""
 
     members: int = Field(5, ge=1, description="How many members to train (ignored for snapshot ensembles).")
-    seeds: list[int] | None = Field(None, description="Seed of each member; default: recipe seed + 0, 1, 2, ...")
+    seeds: list[Seed] | None = Field(None, description="Seed of each member; default: recipe seed + 0, 1, 2, ...")
     bootstrap: bool = Field(False, description="Train each member on a bootstrap resample of the training split.")
     member_overrides: list[list[str]] | None = Field(
         None, description="Per-member key=value overrides (e.g. a different model each), one list per member."
@@ -196,9 +216,20 @@ class Recipe(_Section):
     performance: PerformanceSection = Field(default_factory=PerformanceSection)
     ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
-    seed: int = Field(0, description="Seed for every random number generator of the run.")
+    seed: Seed = Field(0, description="Seed for every random number generator of the run (0 to 2**32 - 1).")
     plugins: list[str] = Field(default_factory=list, description="Plugin modules or .py files to import.")
-    name: str | None = Field(None, description="Run name; defaults to the recipe file's name.")
+    name: str | None = Field(
+        None, description="Run name (one folder name: the run goes to runs/<name>-<time>-<id>); defaults to the "
+        "recipe file's name."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else folder_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     # Set by load(), not by the recipe: where it came from.
     source: str | None = Field(None, exclude=True)
@@ -217,6 +248,100 @@ DEFAULT_SECTIONS: dict[str, Any] = {"optimizer": {"name": "adamw"}, "schedule": 
 COMPONENT_SECTIONS = {"model": "models", "data": "datasets", "optimizer": "optimizers", "schedule": "schedules"}
 
 
+def folder_name_problem(name: str) -> str | None:
+    """What keeps ``name`` from being one folder's name under runs/ (None: nothing)."""
+    if not name.strip():
+        return "a run name must not be empty"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return "a run name is one folder name under runs/ (no '/', '\\', '.' or '..'); use --run-dir for another place"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a run name may not hold control characters"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "a run name must be valid UTF-8 text"
+    if size > MAX_NAME_BYTES:
+        return f"a run name may be at most {MAX_NAME_BYTES} bytes long, got {size}"
+    return None
+
+
+class YAMLLimitError(yaml.MarkedYAMLError):
+    """A YAML document past the bounds a recipe may have (see MAX_VALUES, MAX_NESTING)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested past MAX_NESTING or expanding past MAX_VALUES."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        # checked while composing: PyYAML composes recursively, so deeper input would exhaust the stack
+        if self._depth >= MAX_NESTING:
+            raise YAMLLimitError(problem=f"nested deeper than {MAX_NESTING} levels", problem_mark=self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases, written out, exceed MAX_VALUES values or MAX_NESTING levels.
+
+    Aliases share nodes, so nine aliases of nine aliases ... (a "billion laughs") are a few hundred bytes
+    and nodes but billions of values once merged, validated or printed. Sizes are counted per shared
+    node, once, so the check is linear in the file.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(node): (values, depth) when written out
+    open_nodes: set[int] = set()  # nodes whose children are being measured: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            sizes = [measured[id(c)] for c in _children(node)]
+            values = 1 + sum(v for v, _ in sizes)
+            depth = 1 + max((d for _, d in sizes), default=0)
+            if values > MAX_VALUES or depth > MAX_NESTING:
+                what = f"{values} values" if values > MAX_VALUES else f"{depth} levels of nesting"
+                raise YAMLLimitError(
+                    problem=f"aliases expand to {what}, past the limit of {MAX_VALUES} values and "
+                    f"{MAX_NESTING} levels (write the values out instead)",
+                    problem_mark=node.start_mark,
+                )
+            measured[key] = (values, depth)
+            open_nodes.discard(key)
+            continue
+        if key in measured:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise YAMLLimitError(problem="an alias refers to a value that contains it", problem_mark=child.start_mark)
+            if id(child) not in measured:
+                stack.append((child, False))
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` within the bounds above (raises yaml.YAMLError, YAMLLimitError included)."""
+    return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def find(recipe: str | Path | None) -> Path:
     """A recipe's path: an existing file, or a name from a ``recipes/`` folder (``resnet-digits``)."""
     name = str(recipe) if recipe is not None else DEFAULT_RECIPE
@@ -233,11 +358,15 @@ def find(recipe: str | Path | None) -> Path:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+        ) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -276,6 +405,8 @@ def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise RecipeError(f"{path}: recipes inherit from each other in a loop: {chain}")
+    if len(seen) >= MAX_BASES:
+        raise RecipeError(f"{seen[0]}: its chain of base: recipes is longer than {MAX_BASES} (at {path})")
     data = _read(path)
     bases = data.pop("base", None)
     if bases is None:
@@ -283,7 +414,7 @@ def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     elif isinstance(bases, str):
         bases = [bases]
     elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
-        raise RecipeError(f"{path}: base: expected a recipe path or a list of them, got {bases!r}")
+        raise RecipeError(f"{path}: base: expected a recipe path or a list of them, got {brief(bases)}")
     merged: dict[str, Any] = {}
     for base in bases:
         base_path = path.parent / base
@@ -303,9 +434,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` as (["a", "b"], value), the value parsed as YAML (``0.1`` a float, ``[1, 2]`` a list)."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise RecipeError(f"override {text!r}: expected key.sub=value, e.g. optimizer.lr=0.01")
+        raise RecipeError(f"override {brief(text)}: expected key.sub=value, e.g. optimizer.lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
+    except YAMLLimitError as exc:
+        raise RecipeError(f"override {key}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -322,7 +455,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
             child = node[key] = {}
         elif not isinstance(child, dict):
             where = ".".join(keys[: depth + 1])
-            raise RecipeError(f"override {'.'.join(keys)}: {where} is {child!r}, not a mapping")
+            raise RecipeError(f"override {'.'.join(keys)}: {where} is {brief(child)}, not a mapping")
         node = child
     if len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
         node.clear()  # another component: the old one's parameters do not carry over
@@ -340,7 +473,7 @@ def _explain(exc: pydantic.ValidationError, where: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"{where}: missing required key '{key}'")
         else:
-            lines.append(f"{where}: {key}: {err['msg']}, got {err['input']!r}")
+            lines.append(f"{where}: {key}: {err['msg'].removeprefix('Value error, ')}, got {brief(err['input'])}")
     return "\n".join(lines)
 
 
@@ -366,6 +499,8 @@ def _check_trainer_extras(section: TrainerSection, where: str) -> None:
 
     accepted = set(inspect.signature(Trainer).parameters)
     for key in extras:
+        if key in TRAINER_SET_BY_ZOO:
+            raise RecipeError(f"{where}: trainer.{key}: {TRAINER_SET_BY_ZOO[key]}")
         if key not in accepted:
             raise RecipeError(
                 f"{where}: unknown key 'trainer.{key}': not a Lightning Trainer argument{did_you_mean(key, accepted)}"
@@ -405,7 +540,24 @@ def _with_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
+def check_values(data: Any, where: str) -> None:
+    """Refuse NaN and infinite numbers (pydantic takes ``.inf`` as a float; JSON and YAML dumps would then
+    write null) and nesting past MAX_NESTING, naming the key. Iterative: the input may be any dict."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise RecipeError(f"{where}: {key or 'recipe'}: nested deeper than {MAX_NESTING} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{where}: {key}: {value} is not a finite number")
+        if isinstance(value, Mapping):
+            stack += [(v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            stack += [(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value)]
+
+
 def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe:
+    check_values(data, where)
     try:
         parsed = Recipe.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -437,6 +589,7 @@ def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: I
     on the command line; the recipe's own ``plugins`` are imported only if listed there, so a downloaded
     checkpoint cannot make zoo run code. None: the recipe is the user's own and its plugins load.
     """
+    check_values(data, where)
     try:
         parsed = Recipe.model_validate(dict(data))
     except pydantic.ValidationError as exc:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Union
 
 import pydantic
 
-from zoo.core.errors import RegistryError, did_you_mean
+from zoo.core.errors import RegistryError, ZooError, brief, did_you_mean
 
 Spec = Union[str, Mapping[str, Any]]
 
@@ -47,6 +47,9 @@ class Component:
 
     registry: str
 
+
+# A seed as NumPy and Python's generators take it (torch takes more; NumPy refuses what lies outside)
+Seed = Annotated[int, pydantic.Field(ge=0, le=2**32 - 1)]
 
 ActivationSpec = Annotated[Spec, Component("activations")]
 NormSpec = Annotated[Spec, Component("normalizers")]
@@ -163,10 +166,10 @@ def split_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
         params = dict(spec)
         name = params.pop("name", None)
         if not isinstance(name, str):
-            raise RegistryError(f"{where}: a component mapping needs a 'name' key, got {dict(spec)!r}")
+            raise RegistryError(f"{where}: a component mapping needs a 'name' key, got {brief(dict(spec))}")
         return name, params
     raise RegistryError(
-        f"{where}: expected a component name or a mapping with 'name', got {type(spec).__name__} {spec!r}"
+        f"{where}: expected a component name or a mapping with 'name', got {type(spec).__name__} {brief(spec)}"
     )
 
 
@@ -272,7 +275,12 @@ class Registry:
         entry, values = self._check(spec, where)
         kwargs = {k: getattr(values, k) for k in type(values).model_fields}
         kwargs.update(values.model_extra or {})
-        return entry.obj(**context, **kwargs)
+        try:
+            return entry.obj(**context, **kwargs)
+        except ZooError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a factory raises, the recipe key says where
+            raise RegistryError(f"{where}: building {self.name} '{entry.name}' failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _same_definition(a: Any, b: Any) -> bool:
@@ -297,5 +305,5 @@ def _explain(exc: pydantic.ValidationError, entry: Entry, where: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"{where}: {what} needs parameter '{key}'; accepted: {accepted}")
         else:
-            lines.append(f"{where}.{key}: {err['msg']}, got {err['input']!r} ({what})")
+            lines.append(f"{where}.{key}: {err['msg'].removeprefix('Value error, ')}, got {brief(err['input'])} ({what})")
     return "\n".join(lines)

@@ -84,8 +84,10 @@ def parse_spec(text: str | Spec, what: str) -> Spec:
         return text
     import yaml
 
+    from zoo.core.recipe import load_yaml
+
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         raise ZooError(
             f"--{what}: {text!r} is neither a name nor a YAML mapping like '{{name: normal, std: 1.0}}'"

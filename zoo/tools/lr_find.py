@@ -194,21 +194,34 @@ def plot(result: LRFindResult, out: str | Path, title: str = "") -> Path:
     return out
 
 
-def write_recipe(recipe_path: str | Path, lr: float, overrides: Iterable[str] = ()) -> Path:
+def lr_recipe_path(recipe_path: str | Path) -> Path:
+    """Where ``--write`` puts the recipe with the suggested learning rate: ``<name>.lr.yaml`` beside it."""
+    path = Path(recipe_path)
+    return path.with_name(f"{path.stem}.lr.yaml")
+
+
+def write_recipe(recipe_path: str | Path, lr: float, overrides: Iterable[str] = (), overwrite: bool = False) -> Path:
     """Write ``<name>.lr.yaml`` next to the recipe: ``base:`` the original, the overrides, and ``optimizer.lr``.
 
     The original file is never edited (its comments and layout stay as they are); an existing
-    ``<name>.lr.yaml`` is replaced.
+    ``<name>.lr.yaml`` is replaced only with ``overwrite``.
     """
     import yaml
 
+    from zoo.core.io import atomic_write_text
+
     path = Path(recipe_path)
+    out = lr_recipe_path(path)
+    if out.exists() and not overwrite:
+        raise ZooError(f"{out} exists already; pass --overwrite to replace it")
     data: dict[str, Any] = {"base": path.name}
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)
     apply_override(data, ["optimizer", "lr"], float(f"{lr:.3g}"))
-    out = path.with_name(f"{path.stem}.lr.yaml")
     header = f"# {path.name} with the learning rate suggested by `zoo lr-find {path.name}`\n"
-    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    try:
+        atomic_write_text(out, header + yaml.safe_dump(data, sort_keys=False))
+    except OSError as exc:
+        raise ZooError(f"{out}: cannot write: {exc.strerror or exc}") from None
     return out

@@ -52,6 +52,7 @@ from typing import Any
 import yaml
 
 from zoo.core.errors import ZooError
+from zoo.core.recipe import folder_name_problem, load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
 EDGE = 0.1  # fraction of the (log) range that counts as "at the edge"
@@ -168,9 +169,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     where = str(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ZooError(f"{where}: cannot read sweep file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ZooError(f"{where}: not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ZooError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -205,10 +208,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
     stage_overrides = data.get("stage_overrides", [[] for _ in range(stages)])
     if not (isinstance(stage_overrides, list) and len(stage_overrides) == stages):
         raise ZooError(f"{where}: stage_overrides: expected {stages} lists of key=value overrides")
+    name = str(data.get("name") or path.stem)
+    problem = folder_name_problem(name)
+    if problem:
+        raise ZooError(f"{where}: name: {problem}")
     return SweepSpec(
         path=path,
         base=base,
-        name=str(data.get("name") or path.stem),
+        name=name,
         method=method,
         params=params,
         metric=str(data.get("metric", "val_acc")),

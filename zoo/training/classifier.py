@@ -70,6 +70,8 @@ class Classifier(L.LightningModule):
         self._epoch_predicted: list[torch.Tensor] = []  # each step's predicted and true classes
         self._epoch_labels: list[torch.Tensor] = []
         self._epoch_sizes: list[int] = []
+        self._epoch_correct_before = 0  # right answers of the epoch's steps before a resume (see epoch_state)
+        self._resumed_epoch: dict[str, Any] | None = None
         self._step_loss: torch.Tensor | None = None
         self._step_logged = False
         self._bar_every = 0  # set when training starts: see on_train_start
@@ -264,6 +266,33 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_losses, self._epoch_predicted, self._epoch_labels, self._epoch_sizes = [], [], [], []
+        self._epoch_correct_before = 0
+        self._take_resumed_epoch()
+        self._resumed_epoch = None
+
+    def _take_resumed_epoch(self) -> None:
+        """The steps an epoch took before its checkpoint count in its loss and accuracy, as if uninterrupted."""
+        resumed = self._resumed_epoch
+        if resumed is None or resumed["epoch"] != self.trainer.current_epoch:
+            return
+        self._epoch_losses = list(resumed["losses"].to(self.input_mean.device).unbind())
+        self._epoch_sizes = list(resumed["sizes"])
+        self._epoch_correct_before = int(resumed["correct"])
+
+    def epoch_state(self) -> dict[str, Any]:
+        """The training epoch's figures so far (checkpointed mid-epoch: a resumed epoch's figures cover it all)."""
+        correct = self._epoch_correct_before
+        if self._epoch_sizes:
+            correct += int((torch.cat(self._epoch_predicted) == torch.cat(self._epoch_labels)).sum())
+        losses = torch.stack(self._epoch_losses).cpu() if self._epoch_losses else torch.zeros(0)
+        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        return {"epoch": epoch, "losses": losses, "sizes": list(self._epoch_sizes), "correct": correct}
+
+    def load_epoch_state(self, state: dict[str, Any]) -> None:
+        """Called as a resumed run's training starts; Lightning goes on inside a checkpointed epoch without
+        calling ``on_train_epoch_start`` for it, so the figures are taken now (and again, should it call it)."""
+        self._resumed_epoch = state
+        self._take_resumed_epoch()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         trainer = self.trainer
@@ -289,9 +318,12 @@ class Classifier(L.LightningModule):
         sums = torch.zeros(3, device=device)
         if self._epoch_sizes:
             sizes = torch.tensor(self._epoch_sizes, dtype=torch.float32, device=device)
-            correct = (torch.cat(self._epoch_predicted) == torch.cat(self._epoch_labels)).sum()
+            correct = torch.tensor(self._epoch_correct_before, device=device)
+            if self._epoch_predicted:
+                correct = correct + (torch.cat(self._epoch_predicted) == torch.cat(self._epoch_labels)).sum()
             sums = torch.stack([(torch.stack(self._epoch_losses).float() * sizes).sum(), correct.float(), sizes.sum()])
         self._epoch_losses, self._epoch_predicted, self._epoch_labels, self._epoch_sizes = [], [], [], []
+        self._epoch_correct_before = 0
         # Once per epoch, on every rank (nothing on one device): the whole epoch's loss and accuracy.
         loss_sum, correct, seen = self.trainer.strategy.reduce(sums, reduce_op="sum")
         if not seen > 0:

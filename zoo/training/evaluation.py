@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,8 +30,13 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
+# What torch's weights-only unpickler allows by itself: tensors, their storages and rebuild helpers, OrderedDict
+_SAFE_GLOBAL = re.compile(r"(torch\..*|collections\.OrderedDict|builtins\.(set|frozenset|bytearray|slice|complex))$")
+
+
 def _imports_code(path: Path) -> str | None:
-    """The first callable a pickle (plain, or inside torch's zip format) would import, read without running it."""
+    """The first callable a pickle (plain, or inside torch's zip format) would import that torch's safe
+    loader does not allow, read without running it."""
     import pickletools
     import zipfile
 
@@ -44,10 +50,13 @@ def _imports_code(path: Path) -> str | None:
         for op, arg, _ in pickletools.genops(data):
             if isinstance(arg, str):
                 strings = [*strings[-1:], arg]
+            name = None
             if op.name == "GLOBAL":
-                return str(arg).replace(" ", ".")
-            if op.name == "STACK_GLOBAL":
-                return ".".join(strings[-2:])
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL":
+                name = ".".join(strings[-2:])
+            if name is not None and not _SAFE_GLOBAL.match(name):
+                return name
     except Exception:  # noqa: BLE001 - not a pickle at all: nothing it could run
         return None
     return None
@@ -60,8 +69,10 @@ def safe_load(path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's note about pickle protocols is noise in a refusal
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        target = _imports_code(path)
+    except pickle.UnpicklingError as exc:
+        # torch names the global it refused; a scan of the pickle finds it where the message does not
+        named = re.search(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
+        target = named.group(1) if named else _imports_code(path)
         if target is None:  # the weights-only unpickler also fails on bytes that are no pickle at all
             raise ZooError(f"{path}: not a readable checkpoint (not a file torch.save wrote)") from None
         raise ZooError(
@@ -105,9 +116,24 @@ def split_of(data_spec: dict[str, Any], split: str):
     return dm, getattr(dm, split)
 
 
-def evaluate(model: Classifier | Ensemble, data_spec: dict[str, Any], split: str = "test") -> dict[str, Any]:
+def check_fits(model: Classifier | Ensemble, dm: Any, where: str | Path = "the model") -> None:
+    """Refuse data whose inputs or classes are not the ones the model was trained on."""
+    shape, classes = tuple(getattr(dm, "input_shape", ())), getattr(dm, "num_classes", None)
+    if shape and tuple(model.input_shape) != shape:
+        raise ZooError(
+            f"{where}: the model takes inputs of shape {tuple(model.input_shape)}, the data has {shape}: "
+            "evaluate it on data of the kind it was trained on"
+        )
+    if classes is not None and classes != model.num_classes:
+        raise ZooError(f"{where}: the model has {model.num_classes} classes, the data {classes}")
+
+
+def evaluate(
+    model: Classifier | Ensemble, data_spec: dict[str, Any], split: str = "test", where: str | Path = "the model"
+) -> dict[str, Any]:
     """Accuracy and mean negative log-likelihood on a split; per member too for an ensemble."""
-    _, part = split_of(data_spec, split)
+    dm, part = split_of(data_spec, split)
+    check_fits(model, dm, where)
     y = part.y
     report: dict[str, Any] = {"split": split, "samples": len(y)}
     if isinstance(model, Ensemble):

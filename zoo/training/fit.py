@@ -1,4 +1,10 @@
-"""Fitting one model: one Trainer in one run folder, its best checkpoint evaluated on val and test."""
+"""Fitting one model: one Trainer in one run folder, its best checkpoint evaluated on val and test.
+
+:func:`prepare_fit` builds and checks everything a fit needs (data, the initialized network, callbacks, the
+Trainer) and writes nothing, so whoever owns the run folder claims it only once the recipe has passed every
+check; :func:`run_fit` then adds the W&B logger and trains. :func:`fit_one` does both, for a folder that
+exists already (an ensemble member's).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,6 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.recipe import Recipe
-from zoo.training.run_folder import discard_run_dir
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -70,13 +75,18 @@ def make_trainer(
     progress: bool | None = None,
     extra_callbacks: list | None = None,
     wandb_resume_id: str | None = None,
+    *,
+    wandb: bool = True,
+    signals: Any | None = None,
 ):
+    """The run's Trainer; ``wandb=False`` leaves the W&B logger out (:func:`attach_wandb` adds it later).
+
+    ``signals``: the run owner's :class:`zoo.training.checkpoints.SignalStop`, if it installed one.
+    """
     import lightning as L
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from zoo.core.catalog import monitors
     from zoo.monitoring.monitors import DivergenceGuard
-    from zoo.monitoring.wandb_logging import WandbExtras, wandb_logger
     from zoo.training.checkpoints import (
         AtomicCheckpointIO,
         ResumeState,
@@ -93,6 +103,7 @@ def make_trainer(
         bar = progress
     if bar is None:
         bar = sys.stderr.isatty()
+    summary = kwargs.pop("enable_model_summary", bar)
     _check_devices(kwargs)
     listed = [monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)]
     extra = list(extra_callbacks or [])
@@ -116,7 +127,7 @@ def make_trainer(
         *extra,
     ]
     if recipe.checkpoint.on_signal:
-        callbacks.append(StopOnSignal(folder))
+        callbacks.append(StopOnSignal(folder, signals))
     if bar:
         # redrawing the bar and reading the metrics after every batch cost the default recipe 14% of its
         # speed on a 2-core CPU (benchmarks/framework_overhead.py --progress-bar); every 10 batches, 2%
@@ -132,26 +143,43 @@ def make_trainer(
                 update_starting_at_step=recipe.ema.start_step,
             )
         )
-    loggers = [RunCSVLogger(run_dir)]  # first, so trainer.log_dir stays run_dir/logs
-    wandb = wandb_logger(recipe, run_dir, resume_id=wandb_resume_id)
-    if wandb is not None:
-        loggers.append(wandb)
-        callbacks.append(WandbExtras(recipe, run_dir))
     try:
         trainer = L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
             plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
-            logger=loggers,
+            logger=[RunCSVLogger(run_dir)],  # first, so trainer.log_dir stays run_dir/logs
             callbacks=callbacks,
             enable_progress_bar=bar,
-            enable_model_summary=bar,
+            enable_model_summary=summary,
         )
-    except (MisconfigurationException, ValueError) as exc:  # more devices than exist, an unknown strategy, ...
-        # Lightning raises ValueError for an unknown strategy or precision name: the recipe's mistake too
-        raise ZooError(f"trainer: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - more devices than exist, an unknown strategy, a bad type, ...
+        # every argument here comes from the recipe's trainer section (or is zoo's own, and those are fine):
+        # whatever Lightning raises about them is the recipe's mistake
+        raise ZooError(f"trainer: {type(exc).__name__}: {exc}") from None
     _group_steps(recipe, trainer, default_guard)
+    if wandb:
+        attach_wandb(trainer, recipe, run_dir, wandb_resume_id)
     return trainer
+
+
+def attach_wandb(trainer, recipe: Recipe, run_dir: Path, resume_id: str | None = None) -> None:
+    """Add the W&B logger and its extras to a trainer (nothing when logger.wandb.mode is disabled).
+
+    Separate from :func:`make_trainer` so that no W&B logger exists until the run's folder is claimed; the
+    W&B run itself starts later still, when ``fit`` sets up (on global rank 0 only).
+    """
+    from lightning.pytorch.callbacks import Checkpoint
+
+    from zoo.monitoring.wandb_logging import WandbExtras, wandb_logger
+
+    logger = wandb_logger(recipe, run_dir, resume_id=resume_id)
+    if logger is None:
+        return
+    trainer.loggers = [*trainer.loggers, logger]
+    # before the checkpoint callbacks, where Lightning keeps them
+    at = next((i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)), len(trainer.callbacks))
+    trainer.callbacks.insert(at, WandbExtras(recipe, run_dir))
 
 
 def _group_steps(recipe: Recipe, trainer, guard) -> None:
@@ -208,17 +236,29 @@ def process_rank() -> int:
     return 0
 
 
-def fit_one(
+@dataclass
+class PreparedFit:
+    """A fit built and checked, not started: what :func:`run_fit` trains."""
+
+    recipe: Recipe
+    data: Any
+    module: Any
+    trainer: Any
+
+
+def prepare_fit(
     recipe: Recipe,
     path: Path,
     progress: bool | None = None,
     *,
     bootstrap_seed: int | None = None,
     callbacks: Iterable[Any] = (),
-    ckpt_path: Path | None = None,
-    wandb_resume_id: str | None = None,
-) -> RunResult:
-    """Train one model into ``path`` (from ``ckpt_path`` when resuming) and evaluate its best checkpoint."""
+    signals: Any | None = None,
+) -> PreparedFit:
+    """Build the data, the initialized model and the Trainer for ``path``; a mistake raises a ZooError.
+
+    Nothing is written: the folder may not exist yet.
+    """
     import lightning as L
 
     from zoo.core.build import build_data
@@ -226,34 +266,61 @@ def fit_one(
     from zoo.training.classifier import Classifier
 
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    try:
-        dm = build_data(recipe.data, seed=recipe.seed)
-        if bootstrap_seed is not None:
-            # a resample with replacement of the training split, as in bagging (Breiman 1996)
-            gen = torch.Generator().manual_seed(bootstrap_seed)
-            idx = torch.randint(0, len(dm.train), (len(dm.train),), generator=gen)
-            dm.train = Split(dm.train.x[idx], dm.train.y[idx])
-        if recipe.performance.steps_per_execution > 1 and not hasattr(dm, "steps_per_execution"):
-            raise ZooError(
-                f"data: {recipe.data.get('name')} gives a {type(dm).__name__}, not a zoo.data.datamodule.DataModule, which "
-                f"performance.steps_per_execution={recipe.performance.steps_per_execution} needs to hand batches "
-                "over in groups; set performance.steps_per_execution=1"
-            )
-        module = Classifier(recipe.to_dict(), dm.input_shape, dm.num_classes)
-        module.set_input_stats(dm.mean, dm.std)
-        module.initialize(dm.sample())
-        trainer = make_trainer(
-            recipe, path, progress, extra_callbacks=list(callbacks), wandb_resume_id=wandb_resume_id
+    dm = build_data(recipe.data, seed=recipe.seed)
+    if bootstrap_seed is not None:
+        # a resample with replacement of the training split, as in bagging (Breiman 1996)
+        gen = torch.Generator().manual_seed(bootstrap_seed)
+        idx = torch.randint(0, len(dm.train), (len(dm.train),), generator=gen)
+        dm.train = Split(dm.train.x[idx], dm.train.y[idx])
+    if recipe.performance.steps_per_execution > 1 and not hasattr(dm, "steps_per_execution"):
+        raise ZooError(
+            f"data: {recipe.data.get('name')} gives a {type(dm).__name__}, not a zoo.data.datamodule.DataModule, which "
+            f"performance.steps_per_execution={recipe.performance.steps_per_execution} needs to hand batches "
+            "over in groups; set performance.steps_per_execution=1"
         )
+    module = Classifier(recipe.to_dict(), dm.input_shape, dm.num_classes)
+    module.set_input_stats(dm.mean, dm.std)
+    try:
+        module.initialize(dm.sample())
     except ZooError:
-        if ckpt_path is None:
-            discard_run_dir(path)  # nothing ran: leave no half-made run behind
         raise
+    except Exception as exc:  # noqa: BLE001 - an initializer's parameters that its arithmetic refuses
+        init = recipe.model.get("init")
+        name = init.get("name") if isinstance(init, dict) else init
+        raise ZooError(f"model.init: initializing the network with {name!r} failed: {type(exc).__name__}: {exc}") from None
+    _check_optimization(recipe, module, dm)
+    trainer = make_trainer(recipe, path, progress, extra_callbacks=list(callbacks), wandb=False, signals=signals)
+    return PreparedFit(recipe, dm, module, trainer)
+
+
+def _check_optimization(recipe: Recipe, module: Any, dm: Any) -> None:
+    """Build the optimizer and schedule once, as ``configure_optimizers`` will inside ``fit``, so that what
+    they refuse is refused before the run folder exists. (The run's own are built there: they need the
+    Trainer's count of steps, estimated here from the training split.)"""
+    from zoo.core.build import build_optimizer, build_schedule
+
+    optimizer = build_optimizer(recipe.optimizer, module.net, recipe.regularization.decay_norm_and_bias)
+    train = getattr(dm, "train", None)
+    if train is None:
+        return
+    per_epoch = max(1, -(-len(train) // int(recipe.data.get("batch_size") or 1)))
+    total = per_epoch * recipe.trainer.max_epochs
+    if recipe.trainer.max_steps > 0:
+        total = min(total, recipe.trainer.max_steps)
+    build_schedule(recipe.schedule, optimizer, total, per_epoch)
+
+
+def run_fit(
+    prepared: PreparedFit, path: Path, *, ckpt_path: Path | None = None, wandb_resume_id: str | None = None
+) -> RunResult:
+    """Train a prepared fit in ``path`` (from ``ckpt_path`` when resuming) and evaluate its best checkpoint."""
     from lightning.pytorch.callbacks import WeightAveraging
 
     from zoo.monitoring.monitors import DivergenceGuard
     from zoo.monitoring.wandb_logging import finish_wandb
 
+    trainer, module, dm = prepared.trainer, prepared.module, prepared.data
+    attach_wandb(trainer, prepared.recipe, path, wandb_resume_id)
     exit_code = 1
     try:
         # weights_only: even our own checkpoint is read as tensors and plain containers, never code
@@ -281,3 +348,18 @@ def fit_one(
         diverged=f"step {guard.stopped_step}: {guard.reason}" if guard is not None else None,
         rank=trainer.global_rank,
     )
+
+
+def fit_one(
+    recipe: Recipe,
+    path: Path,
+    progress: bool | None = None,
+    *,
+    bootstrap_seed: int | None = None,
+    callbacks: Iterable[Any] = (),
+    ckpt_path: Path | None = None,
+    wandb_resume_id: str | None = None,
+) -> RunResult:
+    """Train one model into the existing folder ``path`` (from ``ckpt_path`` when resuming) and evaluate it."""
+    prepared = prepare_fit(recipe, path, progress, bootstrap_seed=bootstrap_seed, callbacks=callbacks)
+    return run_fit(prepared, path, ckpt_path=ckpt_path, wandb_resume_id=wandb_resume_id)

@@ -1,74 +1,426 @@
-"""Run folders: where each run writes, how an existing one is replaced, and how a refused one is removed."""
+"""Run folders: where each run writes, who may write there, and how one is replaced or removed.
+
+* A run folder carries a marker file, ``.zoo-run`` (folders from before it by their ``recipe.yaml`` header);
+  ``--overwrite`` replaces only such a folder, never any other directory.
+* While a process writes a run folder it holds ``.zoo-lock`` inside it: an exclusive ``flock`` on the file,
+  which also names the holder (pid, host, start). A second ``zoo train --run-dir`` of the same folder, or a
+  ``--resume`` of a run still going, is refused naming the holder. The kernel drops the lock when its process
+  dies, however it dies, so a lock file left by ``kill -9`` is stale and taken over; where the file system
+  has no ``flock``, the pid and host decide (a pid no longer running on this host is stale).
+* ``--overwrite`` moves the old run's files into a hidden sibling, ``.NAME.replaced-XXXXXX``, and the new
+  run's marker records it. The old run is deleted once the new one can be resumed (its first ``last.ckpt``)
+  or finished, and put back on any failure before that. A process killed in between leaves the marker
+  saying so: the next zoo command that takes the folder's lock finishes the job either way
+  (:meth:`RunFolder.recover`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import socket
+import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from zoo.core.errors import ZooError
 from zoo.core.recipe import Recipe
 
 RUNS_DIR = Path("runs")
 RUN_DIR_ENV = "ZOO_RUN_DIR"
+MARKER = ".zoo-run"
+LOCK_FILE = ".zoo-lock"
+RECIPE_HEADER = "# resolved from "
+# written by zoo itself, not by the run: a folder holding only these has no run in it yet
+_BOOKKEEPING = {MARKER, LOCK_FILE}
 
 
 def new_run_dir(name: str, root: Path = RUNS_DIR) -> Path:
     """A fresh directory under ``root``: time-stamped, with a random suffix so parallel runs never share one."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = root / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    path = new_run_path(name, root)
     path.mkdir(parents=True, exist_ok=False)
     return path
 
 
-def claim_run_dir(run_dir: str | Path | None, name: str, overwrite: bool) -> tuple[Path, Path | None]:
-    """The run's folder, new or empty, and where an overwritten run's old contents wait (or None).
+def new_run_path(name: str, root: Path = RUNS_DIR) -> Path:
+    """Where a new run named ``name`` goes (not created yet)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{name}-{stamp}-{secrets.token_hex(2)}"
 
-    The old contents move to a hidden sibling rather than being deleted: the caller drops them once the
-    new run has trained (``settle_replaced``), or puts them back if it was refused before training.
-    """
-    if run_dir is None:
-        return new_run_dir(name), None
-    path = Path(run_dir)
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder zoo made for a run (its marker, or the header zoo writes on recipe.yaml)."""
+    if (path / MARKER).is_file():
+        return True
+    try:
+        with open(path / "recipe.yaml", encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(RECIPE_HEADER)
+    except OSError:
+        return False
+
+
+def run_files(path: Path) -> list[Path]:
+    """What a folder holds besides zoo's lock and marker."""
+    try:
+        return sorted(p for p in path.iterdir() if p.name not in _BOOKKEEPING)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _os_error(path: Path, exc: OSError) -> ZooError:
+    return ZooError(f"--run-dir {path}: cannot write there: {exc.strerror or exc}")
+
+
+def check_target(path: Path, overwrite: bool, locked: bool = False) -> None:
+    """Refuse a --run-dir that zoo may not write into, before anything is built or written (and again once
+    ``locked``: then this process holds the folder's lock)."""
     if path.exists() and not path.is_dir():
         raise ZooError(f"--run-dir {path}: a file is in the way (not a directory); name another folder")
-    aside = None
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ZooError(
-                f"run directory {path} already exists; continue it with --resume {path}, "
-                "or replace it with --overwrite"
-            )
-        aside = path.with_name(f".{path.name}.replaced-{secrets.token_hex(3)}")
-        os.replace(path, aside)
-    path.mkdir(parents=True, exist_ok=True)
-    return path, aside
-
-
-def settle_replaced(path: Path, aside: Path | None, started: bool) -> None:
-    """After --overwrite: drop the old run once the new one trained, or put it back if it never started."""
-    if aside is None:
+    if not run_files(path):
         return
-    if started:
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(aside, path)
+    if not is_run_folder(path):
+        raise ZooError(
+            f"--run-dir {path}: not a zoo run folder, and not empty; zoo writes runs only into an empty folder "
+            "or replaces (--overwrite) a run folder: name another folder"
+        )
+    holder = None if locked else RunLock.holder(path)
+    if holder is not None:
+        raise ZooError(f"run directory {path} is in use by {holder}; wait for that run to end, or stop it first")
+    if not overwrite:
+        raise ZooError(
+            f"run directory {path} already exists; continue it with --resume {path}, or replace it with --overwrite"
+        )
 
 
-def discard_run_dir(path: Path) -> None:
-    """Remove a run folder nothing ran in, and the runs/ folder too if that leaves it empty."""
-    shutil.rmtree(path, ignore_errors=True)
-    if path.parent == RUNS_DIR:
+# --- the lock ------------------------------------------------------------------------------------------
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started, in the kernel's clock ticks (Linux), to tell a reused pid from the original."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command's closing parenthesis
+
+
+def _alive(info: dict[str, Any]) -> bool:
+    """Whether the process a lock file names is still running (on another host: assumed so)."""
+    if info.get("host") != socket.gethostname():
+        return True
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    started = info.get("process_start")
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _describe(info: dict[str, Any]) -> str:
+    return (
+        f"zoo (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')}: "
+        f"{str(info.get('command', ''))[:120]})"
+    )
+
+
+class RunLock:
+    """The exclusive right to write one run folder, held by this process until :meth:`release`."""
+
+    def __init__(self, folder: Path, fd: int) -> None:
+        self.folder, self._fd = folder, fd
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
         try:
-            path.parent.rmdir()
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    @classmethod
+    def holder(cls, folder: Path) -> str | None:
+        """Who holds ``folder``'s lock, described, or None when nobody (alive) does."""
+        path = folder / LOCK_FILE
+        if not path.is_file():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
         except OSError:
-            pass  # other runs live there
+            return None
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(cls._read(path))
+        except (ImportError, OSError):  # no flock here: the pid and host decide
+            info = cls._read(path)
+            return _describe(info) if info and _alive(info) else None
+        finally:
+            os.close(fd)
+        return None
+
+    @classmethod
+    def acquire(cls, folder: Path) -> RunLock:
+        """Lock ``folder`` (which exists) for this process, or raise a ZooError naming who holds it."""
+        path = folder / LOCK_FILE
+        for _ in range(5):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise _os_error(folder, exc) from None
+            if cls._lock(fd, path):
+                # the holder before us may have deleted the file between our open and our lock: then the
+                # lock is on a file nobody else will open, so try again with the file now at that path
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    lock = cls(folder, fd)
+                    lock._write()
+                    return lock
+            os.close(fd)
+        raise ZooError(f"run directory {folder}: could not take its lock ({path}); try again")
+
+    @classmethod
+    def _lock(cls, fd: int, path: Path) -> bool:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            os.close(fd)
+            raise ZooError(
+                f"run directory {path.parent} is in use by {_describe(cls._read(path))}; "
+                "wait for that run to end, or stop it first"
+            ) from None
+        except (ImportError, OSError):
+            info = cls._read(path)
+            if info and info.get("pid") != os.getpid() and _alive(info):
+                os.close(fd)
+                hint = "" if info.get("host") == socket.gethostname() else f"; if it is not running, delete {path}"
+                raise ZooError(f"run directory {path.parent} is in use by {_describe(info)}{hint}") from None
+            return True
+
+    def _write(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "process_start": _process_start(os.getpid()),
+            "since": datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(["zoo", *sys.argv[1:]]),
+        }
+        data = (json.dumps(info) + "\n").encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            (self.folder / LOCK_FILE).unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder is gone or read-only: the lock goes with the process anyway
+        os.close(self._fd)
+        self._fd = -1
+
+
+# --- claiming, replacing, removing ---------------------------------------------------------------------
+@dataclass
+class RunFolder:
+    """A run folder this process holds the lock of, and what to do with it when the run ends."""
+
+    path: Path
+    lock: RunLock
+    created: Path | None = None  # the folder did not exist before: the topmost folder this run made
+    aside: Path | None = None  # the run --overwrite replaced, kept until the new one can be resumed
+    fresh: bool = True  # a new run (False: a resumed one, whose files are never removed)
+    can_resume: bool = True  # False for ensembles: they never go on with --resume
+
+    @classmethod
+    def claim(cls, path: Path, overwrite: bool) -> RunFolder:
+        """Lock ``path`` for a new run, creating it, or replacing the run in it when ``overwrite``."""
+        top = None
+        if not path.is_dir():
+            top = path
+            while not top.parent.exists() and top.parent != top:
+                top = top.parent
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(path, exc) from None
+        try:
+            lock = RunLock.acquire(path)
+        except BaseException:
+            if top is not None:
+                discard_run_dir(path, top)
+            raise
+        folder = cls(path, lock, created=top)
+        try:
+            folder.recover()
+            check_target(path, overwrite, locked=True)  # again: another run may have written here meanwhile
+            if run_files(path):
+                folder.aside = folder._set_aside()
+            folder._write_marker()
+        except BaseException:
+            folder.abandon()
+            raise
+        return folder
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunFolder:
+        """Lock an existing run folder to resume it."""
+        folder = cls(path, RunLock.acquire(path), fresh=False)
+        try:
+            folder.recover()
+            remove_stale_temp_files(path)
+        except BaseException:
+            folder.lock.release()
+            raise
+        return folder
+
+    def _marker(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path / MARKER).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_marker(self) -> None:
+        data = {"format": 1, "created": datetime.now().isoformat(timespec="seconds")}
+        if self.aside is not None:
+            data["replaces"] = self.aside.name
+        tmp = self.path / f"{MARKER}.tmp"
+        try:
+            tmp.write_text(json.dumps(data) + "\n")
+            os.replace(tmp, self.path / MARKER)
+        except OSError as exc:
+            raise _os_error(self.path, exc) from None
+
+    def _set_aside(self) -> Path:
+        aside = self.path.with_name(f".{self.path.name}.replaced-{secrets.token_hex(3)}")
+        moved: list[Path] = []
+        try:
+            aside.mkdir()
+            for item in run_files(self.path) + [self.path / MARKER]:
+                if item.exists():
+                    os.rename(item, aside / item.name)
+                    moved.append(item)
+        except OSError as exc:
+            for item in moved:
+                os.rename(aside / item.name, item)
+            shutil.rmtree(aside, ignore_errors=True)
+            raise _os_error(self.path, exc) from None
+        return aside
+
+    def recover(self) -> None:
+        """Finish an --overwrite that a killed process left half done: drop the old run, or put it back."""
+        name = self._marker().get("replaces")
+        aside = self.path.parent / name if isinstance(name, str) and "/" not in name else None
+        if aside is None or not aside.is_dir():
+            return
+        if resumable(self.path):
+            shutil.rmtree(aside, ignore_errors=True)
+            self._clear_replaces()
+        else:
+            self._put_back(aside)
+            print(f"zoo: {self.path}: put back the run that an interrupted --overwrite had set aside", file=sys.stderr)
+
+    def _clear_replaces(self) -> None:
+        marker = self._marker()
+        if marker.pop("replaces", None) is not None:
+            (self.path / MARKER).write_text(json.dumps(marker) + "\n")
+
+    def _put_back(self, aside: Path) -> None:
+        for item in run_files(self.path) + [self.path / MARKER]:
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
+            elif item.exists() or item.is_symlink():
+                item.unlink()
+        for item in sorted(aside.iterdir()):
+            os.rename(item, self.path / item.name)
+        aside.rmdir()
+
+    def settle(self) -> None:
+        """The new run can be resumed or has finished: the run it replaced goes for good."""
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+            self._clear_replaces()
+
+    def abandon(self) -> None:
+        """The run failed before it could be resumed: remove what it wrote, put back what it replaced."""
+        if self.fresh:
+            if self.aside is not None:
+                self._put_back(self.aside)
+                self.aside = None
+            elif self.created is not None:
+                self.lock.release()
+                discard_run_dir(self.path, self.created)
+            else:  # a folder that was there, empty, before: leave it as it was
+                for item in run_files(self.path) + [self.path / MARKER]:
+                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        self.lock.release()
+
+    def end(self, ok: bool) -> bool:
+        """The run is over: keep it (finished, or resumable) or :meth:`abandon` it, releasing the lock either
+        way. Whether the run was kept."""
+        if ok or not self.fresh or (self.can_resume and resumable(self.path)):
+            self.settle()
+            self.lock.release()
+            return True
+        self.abandon()
+        return False
+
+
+def resumable(path: Path) -> bool:
+    """Whether the run in ``path`` can go on with --resume (a single model's last checkpoint is there)."""
+    return (path / "checkpoints" / "last.ckpt").is_file() and not (path / "members").exists()
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Temporary files a killed writer left (a checkpoint or JSON written to a temp name, then renamed).
+
+    Called under the folder's lock, so no live process is writing them.
+    """
+    stale = [p for folder in (path, path / "checkpoints", path / "logs") if folder.is_dir()
+             for p in folder.glob(".*.tmp")]
+    stale += list(path.glob("*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def discard_run_dir(path: Path, up_to: Path | None = None) -> None:
+    """Remove a run folder nothing ran in, and the folders above it up to ``up_to`` (runs/ by default)
+    that this leaves empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    top = up_to if up_to is not None else (RUNS_DIR if path.parent == RUNS_DIR else path)
+    folder = path.parent
+    while path != top and folder.is_relative_to(top):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # other runs live there
+        if folder == top:
+            break
+        folder = folder.parent
 
 
 def write_recipe(recipe: Recipe, path: Path) -> None:
-    (path / "recipe.yaml").write_text(
-        f"# resolved from {recipe.source}; run again with: zoo train {path / 'recipe.yaml'}\n" + recipe.to_yaml()
-    )
+    try:
+        (path / "recipe.yaml").write_text(
+            f"{RECIPE_HEADER}{recipe.source}; run again with: zoo train {path / 'recipe.yaml'}\n" + recipe.to_yaml(),
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise _os_error(path, exc) from None
