@@ -537,11 +537,11 @@ def cowmix(
 def mixup_batch(
     x: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """lam x + (1 - lam) x[partner] and the same for targets, with lam (B,) per image."""
+    """lam x + (1 - lam) x[partner] and the same for targets, with lam (B,) per sample, x of any shape (B, ...)."""
     b = x.shape[0]
     # lerp(x_p, x, lam) = x_p + lam (x - x_p), evaluated from the x end when lam >= 0.5 and so exact at
     # lam = 1: unchosen images keep their pixels bit for bit
-    out = torch.lerp(x.index_select(0, partner), x, lam.view(b, 1, 1, 1).to(x.dtype))
+    out = torch.lerp(x.index_select(0, partner), x, lam.view(b, *[1] * (x.ndim - 1)).to(x.dtype))
     return out, torch.lerp(y.index_select(0, partner), y, lam.view(b, 1).to(y.dtype))
 
 
