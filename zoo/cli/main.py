@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "zoo.cli.sweep",
     "zoo.cli.report",
     "zoo.cli.plugins",
+    "zoo.cli.check_plugin",
 ]
 
 
