@@ -15,9 +15,9 @@ import pytest
 import torch
 from scipy import integrate, optimize, stats
 from torch import nn
+from zoo.plugins.activations import maxout_gain, unit_gain
 
 import zoo
-from zoo.plugins.activations import maxout_gain, unit_gain
 
 
 def scipy_gain(f) -> float:

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "zoo.cli.report",
     "zoo.cli.plugins",
     "zoo.cli.check_plugin",
+    "zoo.cli.new_plugin",
 ]
 
 
