@@ -376,3 +376,24 @@ def test_check_plugin_passes_a_correct_package(site, tmp_path):
     assert {r["component"] for r in results} == {"activations:cubic", "models:linear_probe"}
     assert {r["status"] for r in results} <= {"pass", "n/a"}
     assert sum(r["status"] == "pass" for r in results) == 16  # 8 checks each, all of which apply
+
+
+def test_the_build_time_checks_leave_a_seeded_run_as_it_was():
+    """The model's and the augmentations' sample runs draw from generators of their own."""
+    import torch
+
+    from zoo.core.build import build_network
+    from zoo.data.augment import AugmentPipeline
+
+    spec = {"name": "resnet", "depth": 8, "width": 4}
+    torch.manual_seed(0)
+    plain = REGISTRIES["models"].build(spec, input_shape=(3, 8, 8), num_classes=10)
+    after_plain = torch.get_rng_state()
+    torch.manual_seed(0)
+    checked = build_network(spec, (3, 8, 8), 10)
+    assert torch.equal(torch.get_rng_state(), after_plain)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), checked.state_dict().values()))
+    pipeline = AugmentPipeline([{"name": "cutmix"}, {"name": "crop", "padding": 1}], num_classes=10, seed=3)
+    state = torch.get_rng_state()
+    pipeline.check_input_shape((3, 8, 8))
+    assert torch.equal(torch.get_rng_state(), state) and pipeline._generator is None

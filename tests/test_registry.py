@@ -285,3 +285,26 @@ def test_container_parameters_read_plainly_in_signatures(reg):
 
     text = reg.get("sized").signature_text()
     assert text == "sized(widths: list[int >= 1] | None = None, pair: tuple[float, float] = (0.0, 1.0))"
+
+
+def test_zoo_plugins_lists_packages_versions_components_failures_and_disabled(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_distribution(site, "zoo-broken", "zoo_broken", "raise RuntimeError('needs a GPU driver')\n")
+    _fake_distribution(site, "zoo-sp-one", "zoo_sp_one", PLUGIN)
+    _fake_distribution(site, "zoo-sp-two", "zoo_sp_two", PLUGIN)
+    _fake_distribution(site, "zoo-quiet", "zoo_quiet", PLUGIN.replace('"squareplus"', '"quietplus"'))
+    out = _zoo(["--disable-plugins", "zoo-quiet", "plugins", "--json"], site, tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r["package"]: r for r in json.loads(out.stdout) if r["package"] != "zoo"}
+    assert rows["zoo-broken"]["status"] == "failed" and rows["zoo-broken"]["version"] == "1.0"
+    assert "RuntimeError: needs a GPU driver" in rows["zoo-broken"]["error"]
+    assert rows["zoo-quiet"]["status"] == "disabled" and rows["zoo-quiet"]["components"] == {}
+    for package in ("zoo-sp-one", "zoo-sp-two"):
+        assert rows[package]["status"] == "loaded" and rows[package]["components"] == {"activations": ["squareplus"]}
+        assert rows[package]["clashes"] == [f"activations 'squareplus' (use {package}:squareplus)"]
+    zoo_rows = [r for r in json.loads(out.stdout) if r["package"] == "zoo"]
+    assert {r["status"] for r in zoo_rows} == {"loaded"} and len(zoo_rows) == 14
+    text = _zoo(["--disable-plugins", "zoo-quiet", "plugins"], site, tmp_path)
+    assert "zoo-broken 1.0" in text.stdout and "[failed]" in text.stdout and "[disabled]" in text.stdout
+    assert "plugins: 16 loaded, 1 failed, 1 disabled" in text.stdout
