@@ -126,12 +126,15 @@ def _fix_hint(origin: Origin) -> str:
     )
 
 
-def _is_disabled(ep: EntryPoint, origin: Origin, disabled: set[str]) -> bool:
-    names = {normalize_package(ep.name)}
-    if origin.package:
-        names.add(normalize_package(origin.package))
-        names.add(normalize_package(f"{origin.package}:{ep.name}"))
-    return bool(names & disabled)
+def _names(record: PluginRecord) -> set[str]:
+    """What may name a plugin in ZOO_DISABLE_PLUGINS: its package, its entry point, or package:entry point."""
+    entry = record.entry_point.split(" = ")[0] if record.entry_point else None
+    names = {normalize_package(entry)} if entry else set()
+    if record.origin.package:
+        names.add(normalize_package(record.origin.package))
+        if entry:
+            names.add(normalize_package(f"{record.origin.package}:{entry}"))
+    return names
 
 
 def load_plugins() -> None:
@@ -150,7 +153,7 @@ def load_plugins() -> None:
         origin = _entry_point_origin(ep)
         record = PluginRecord(origin, f"{ep.name} = {ep.value}")
         _state["records"].append(record)
-        if _is_disabled(ep, origin, disabled):
+        if _names(record) & disabled:
             record.status = "disabled"
             continue
         try:
@@ -176,10 +179,7 @@ def disable(names: list[str]) -> None:
     os.environ[DISABLE_ENV] = ",".join(dict.fromkeys([*current, *names]))
     wanted = {normalize_package(n) for n in names}
     for record in _state["records"]:
-        names_of = {normalize_package(record.entry_point.split(" = ")[0])} if record.entry_point else set()
-        if record.origin.package:
-            names_of.add(normalize_package(record.origin.package))
-        if record.status == "loaded" and names_of & wanted:
+        if record.status == "loaded" and _names(record) & wanted:
             for reg in REGISTRIES.values():
                 reg.drop(record.label)
             record.status = "disabled"
