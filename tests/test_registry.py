@@ -256,9 +256,14 @@ def test_plugin_that_fails_to_import_is_named_and_breaks_nothing_else(tmp_path):
     error = asked.stderr.strip().splitlines()[-1]
     assert "unknown activations 'brokenplus'" in error and "plugin zoo-broken" in error
     assert "No module named 'no_such_module_anywhere'" in error
-    # disabled, it is not imported at all: no warning
+    # disabled, it is not imported at all: no warning; on the command line or in a recipe
     quiet = _zoo(["--disable-plugins", "zoo-broken", "list", "activations"], site, tmp_path)
     assert quiet.returncode == 0 and "zoo-broken" not in quiet.stderr, quiet.stderr
+    recipe = tmp_path / "quiet.yaml"
+    recipe.write_text(f"base: {Path(zoo.__file__).parents[1] / 'recipes' / 'mlp-digits.yaml'}\ndisable_plugins: [zoo-broken]\n")
+    shown = _zoo(["show", str(recipe), "--json"], site, tmp_path)
+    assert shown.returncode == 0 and "zoo-broken" not in shown.stderr, shown.stderr
+    assert json.loads(shown.stdout.strip().splitlines()[-1])["disable_plugins"] == ["zoo-broken"]
 
 
 def test_recipe_plugin_file_is_loaded_relative_to_the_recipe(tmp_path):

@@ -198,6 +198,11 @@ class Recipe(_Section):
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")
     seed: int = Field(0, description="Seed for every random number generator of the run.")
     plugins: list[str] = Field(default_factory=list, description="Plugin modules or .py files to import.")
+    disable_plugins: list[str] = Field(
+        default_factory=list,
+        description="Installed plugins not to load (package or entry-point names), as ZOO_DISABLE_PLUGINS does; "
+        "for the whole process, and the processes it starts.",
+    )
     name: str | None = Field(None, description="Run name; defaults to the recipe file's name.")
     provenance: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -435,6 +440,8 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
 
     from zoo.core import discovery
 
+    if parsed.disable_plugins:
+        discovery.disable(parsed.disable_plugins)  # before anything is looked up: a broken one is never imported
     try:
         discovery.load_local(parsed.plugins, base_dir=base_dir)
     except ZooError as exc:
