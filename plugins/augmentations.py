@@ -13,7 +13,7 @@ from typing_extensions import Annotated
 from zoo import augmentations
 from zoo.data.augment import BatchAugmentation
 
-Probability = Annotated[float, Field(ge=0, le=1)]
+Probability = Annotated[float, Field(ge=0, le=1, description="each sample's chance of being changed")]
 
 
 def translate_batch(
@@ -57,7 +57,7 @@ def crop(
     """Pad-and-random-crop: each image shifted by up to ``padding`` pixels each way (Krizhevsky et al. 2012).
 
     out[i, j] = pad(x)[i + padding + dy, j + padding + dx], with dy, dx ~ U{-padding..padding} per image;
-    ``constant`` fills with zeros (black), ``reflect`` mirrors the border.
+    ``mode`` fills the border: ``constant`` with zeros (black), ``reflect`` mirrors it.
     """
     return RandomCrop(padding, mode, p)
 
@@ -387,6 +387,7 @@ def affine(
 
     Pixel p (from the centre) -> s R(a) Sh(k) p + t with a ~ U[-degrees, degrees], k ~ U[-shear, shear]
     (x shear), s ~ U[scale], t ~ U[-translate, translate] * (W, H); as torchvision's RandomAffine.
+    ``interpolation`` is how pixels are read between grid points.
     """
     return RandomAffine(degrees, translate, scale, shear, interpolation, p)
 
@@ -537,11 +538,11 @@ def cowmix(
 def mixup_batch(
     x: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """lam x + (1 - lam) x[partner] and the same for targets, with lam (B,) per image."""
+    """lam x + (1 - lam) x[partner] and the same for targets, with lam (B,) per sample, x of any shape (B, ...)."""
     b = x.shape[0]
     # lerp(x_p, x, lam) = x_p + lam (x - x_p), evaluated from the x end when lam >= 0.5 and so exact at
     # lam = 1: unchosen images keep their pixels bit for bit
-    out = torch.lerp(x.index_select(0, partner), x, lam.view(b, 1, 1, 1).to(x.dtype))
+    out = torch.lerp(x.index_select(0, partner), x, lam.view(b, *[1] * (x.ndim - 1)).to(x.dtype))
     return out, torch.lerp(y.index_select(0, partner), y, lam.view(b, 1).to(y.dtype))
 
 

@@ -4,79 +4,86 @@ Each factory returns an :class:`Initializer`; ``apply(model, activation=..., sam
 weight and bias of every nn.Linear and nn.Conv1d/2d/3d in the model, in place. The gain follows the
 model's activation spec, except on a layer that carries ``zoo_nonlinearity`` (a classifier head
 marked "linear", say), whose own nonlinearity wins.
+
+The gain is what the activation declares: the ``gain`` attribute of the module its factory returns
+(zoo.plugins.activations documents the built-ins' values), so a plugin's activation is initialized
+as it says. An activation that declares none gets ReLU's sqrt(2), the usual guess for a ReLU
+variant, with a one-time warning. Names that are not registered activations but that
+torch.nn.init.calculate_gain knows ("linear", "conv2d", "selu", ...) get torch's gain.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from zoo import initializers
-from zoo.core.errors import RegistryError
+from zoo import activations, initializers
+from zoo.core.errors import PluginWarning, RegistryError
 from zoo.core.registry import InitSpec, Spec, split_spec
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+Bias = Annotated[float, Field(description="the value every bias is set to")]
 
-# zoo activation name -> the name torch.nn.init.calculate_gain knows. ELU, GELU, SiLU and maxout have
-# no exact gain of their own; all pass positive inputs and damp negative ones, so ReLU's gain is
-# the closest of torch's, and the usual choice.
-_TORCH_NAMES = {
-    "identity": "linear",
-    "linear": "linear",
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "selu": "selu",
-    "relu": "relu",
-    "elu": "relu",
-    "gelu": "relu",
-    "silu": "relu",
-    "swish": "relu",
-    "maxout": "relu",
-    "leaky_relu": "leaky_relu",
-    "prelu": "leaky_relu",
-}
-# Where each leaky activation keeps its negative slope, and the factory's default for it (prelu: the
-# slope it starts training from). Kept here rather than read from the activations registry so that
-# initializing never depends on which activation plugins happen to be installed.
-_SLOPES = {"leaky_relu": ("negative_slope", 0.01), "prelu": ("init", 0.25)}
+# Names torch.nn.init.calculate_gain takes that are not activations (a classifier head's "linear").
+_TORCH_ONLY = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "selu"}
+# Glorot's fan average suits saturating and linear units (his paper's setting); He's fan_in the rest.
+_GLOROT_FAMILY = {"tanh", "sigmoid", "identity", "linear"}
 
 
 @dataclass(frozen=True)
 class Nonlinearity:
-    """An activation spec translated for torch.nn.init."""
+    """An activation spec as initializers see it: its name and the gain it declares."""
 
     name: str  # as the recipe wrote it
-    torch_name: str | None  # None: an activation torch has no gain for (an unknown plugin's)
-    slope: float | None = None  # negative slope, for the leaky ones
+    gain: float
 
     @property
-    def relu_like(self) -> bool:
-        return self.torch_name in ("relu", "leaky_relu")
+    def glorot(self) -> bool:
+        """Whether ``auto`` uses Glorot (fan average) rather than He (fan in) for the layer in front."""
+        return self.name.rpartition(":")[2] in _GLOROT_FAMILY
 
-    def gain(self, unknown: str = "linear") -> float:
-        return nn.init.calculate_gain(self.torch_name or unknown, self.slope)
 
-    def kaiming_args(self) -> dict[str, Any]:
-        # An unknown activation is most likely another ReLU variant (mish, ...), so He's ReLU gain.
-        name = self.torch_name or "relu"
-        return {"nonlinearity": name, "a": self.slope if name == "leaky_relu" else 0.0}
+@functools.cache
+def _declared_gain(spec_key: str) -> float:
+    import json
+
+    spec = json.loads(spec_key)
+    name, _ = split_spec(spec, "initializer activation")
+    if name not in activations and name in _TORCH_ONLY:
+        return nn.init.calculate_gain(name)
+    module = activations.build(spec, "initializer activation")
+    gain = getattr(module, "gain", None)
+    if gain is None:
+        warnings.warn(
+            f"activation '{name}' declares no gain; initializers use ReLU's sqrt(2) for the layer in front of it "
+            "(set `gain` on the module its factory returns)",
+            PluginWarning,
+            stacklevel=4,
+        )
+        return math.sqrt(2.0)
+    return float(gain)
 
 
 def nonlinearity(spec: Spec) -> Nonlinearity:
-    """Translate an activation spec (a name, or a mapping with 'name' and params) for torch.nn.init."""
-    name, params = split_spec(spec, "initializer activation")
-    slope = None
-    if name in _SLOPES:
-        key, default = _SLOPES[name]
-        slope = float(params.get(key, default))
-    return Nonlinearity(name, _TORCH_NAMES.get(name), slope)
+    """An activation spec (a name, or a mapping with 'name' and params) with the gain its activation declares."""
+    import json
+
+    name, _ = split_spec(spec, "initializer activation")
+    return Nonlinearity(name, _declared_gain(json.dumps(spec, sort_keys=True)))
+
+
+def fan_in(weight: torch.Tensor) -> int:
+    """Inputs per output unit: in_features, or in_channels x kernel size."""
+    return weight.shape[1] * math.prod(weight.shape[2:])
 
 
 def layers(model: nn.Module) -> Iterator[nn.Module]:
@@ -137,7 +144,22 @@ class Xavier(Initializer):
 
     def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
         fn = nn.init.xavier_uniform_ if self.uniform else nn.init.xavier_normal_
-        fn(weight, gain=act.gain())
+        fn(weight, gain=act.gain)
+
+
+def kaiming_(weight: torch.Tensor, gain: float, uniform: bool = False) -> None:
+    """He init with an explicit gain: std = gain / sqrt(fan_in).
+
+    torch's kaiming_normal_/kaiming_uniform_ take a nonlinearity name rather than a gain; this draws the
+    same numbers from the same generator call (normal_(0, std), uniform_(-sqrt(3) std, sqrt(3) std)), so
+    an activation whose declared gain equals torch's gets bit for bit the weights torch would give it.
+    """
+    std = gain / math.sqrt(fan_in(weight))
+    if uniform:
+        bound = math.sqrt(3.0) * std
+        weight.uniform_(-bound, bound)
+    else:
+        weight.normal_(0, std)
 
 
 class Kaiming(Initializer):
@@ -146,23 +168,22 @@ class Kaiming(Initializer):
         self.uniform = uniform
 
     def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
-        fn = nn.init.kaiming_uniform_ if self.uniform else nn.init.kaiming_normal_
-        fn(weight, mode="fan_in", **act.kaiming_args())
+        kaiming_(weight, act.gain, self.uniform)
 
 
 class Orthogonal(Initializer):
     def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
-        nn.init.orthogonal_(weight, gain=act.gain())
+        nn.init.orthogonal_(weight, gain=act.gain)
 
 
 class Auto(Initializer):
-    """He init where the nonlinearity is ReLU-like (or unknown), Glorot with the right gain elsewhere."""
+    """Glorot with the activation's gain for tanh, sigmoid and linear units; He with its gain for the rest."""
 
     def init_weight(self, weight: torch.Tensor, act: Nonlinearity) -> None:
-        if act.relu_like or act.torch_name is None:
-            nn.init.kaiming_normal_(weight, mode="fan_in", **act.kaiming_args())
+        if act.glorot:
+            nn.init.xavier_normal_(weight, gain=act.gain)
         else:
-            nn.init.xavier_normal_(weight, gain=act.gain())
+            kaiming_(weight, act.gain)
 
 
 class _Reached(Exception):
@@ -354,7 +375,7 @@ class Whitening(Initializer):
 
 
 @initializers.register("zeros")
-def zeros(*, bias: float = 0.0) -> Initializer:
+def zeros(*, bias: Bias = 0.0) -> Initializer:
     """All weights zero: every unit in a layer stays identical, so the net cannot learn (a demonstration).
 
     Symmetric units get identical gradients, so no amount of training tells them apart.
@@ -363,13 +384,13 @@ def zeros(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("constant")
-def constant(*, value: float = 0.0, bias: float = 0.0) -> Initializer:
+def constant(*, value: float = 0.0, bias: Bias = 0.0) -> Initializer:
     """All weights one constant: as symmetric as zeros, whatever the value (a demonstration)."""
     return Constant(value, bias=bias)
 
 
 @initializers.register("normal")
-def normal(*, std: Annotated[float, Field(ge=0)] = 0.01, bias: float = 0.0) -> Initializer:
+def normal(*, std: Annotated[float, Field(ge=0)] = 0.01, bias: Bias = 0.0) -> Initializer:
     """Weights drawn from N(0, std^2) with a fixed std, ignoring layer width.
 
     The pre-2010 default; in deep nets the signal shrinks (or grows) layer by layer.
@@ -378,7 +399,7 @@ def normal(*, std: Annotated[float, Field(ge=0)] = 0.01, bias: float = 0.0) -> I
 
 
 @initializers.register("xavier_uniform")
-def xavier_uniform(*, bias: float = 0.0) -> Initializer:
+def xavier_uniform(*, bias: Bias = 0.0) -> Initializer:
     """Glorot uniform: Var(W) = gain^2 * 2 / (fan_in + fan_out), gain from the activation.
 
     Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks".
@@ -387,7 +408,7 @@ def xavier_uniform(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("xavier_normal")
-def xavier_normal(*, bias: float = 0.0) -> Initializer:
+def xavier_normal(*, bias: Bias = 0.0) -> Initializer:
     """Glorot normal: Var(W) = gain^2 * 2 / (fan_in + fan_out), gain from the activation.
 
     Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks".
@@ -396,7 +417,7 @@ def xavier_normal(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("kaiming_normal")
-def kaiming_normal(*, bias: float = 0.0) -> Initializer:
+def kaiming_normal(*, bias: Bias = 0.0) -> Initializer:
     """He normal: Var(W) = gain^2 / fan_in (2 / fan_in for ReLU), keeping forward variance steady.
 
     He et al. 2015, "Delving Deep into Rectifiers".
@@ -405,7 +426,7 @@ def kaiming_normal(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("kaiming_uniform")
-def kaiming_uniform(*, bias: float = 0.0) -> Initializer:
+def kaiming_uniform(*, bias: Bias = 0.0) -> Initializer:
     """He uniform: Var(W) = gain^2 / fan_in (2 / fan_in for ReLU), keeping forward variance steady.
 
     He et al. 2015, "Delving Deep into Rectifiers".
@@ -414,7 +435,7 @@ def kaiming_uniform(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("orthogonal")
-def orthogonal(*, bias: float = 0.0) -> Initializer:
+def orthogonal(*, bias: Bias = 0.0) -> Initializer:
     """Random orthogonal weights (rows or columns orthonormal) times the activation's gain.
 
     Saxe, McClelland & Ganguli 2013, "Exact solutions to the nonlinear dynamics of learning in deep
@@ -424,7 +445,9 @@ def orthogonal(*, bias: float = 0.0) -> Initializer:
 
 
 @initializers.register("lsuv")
-def lsuv(*, tol: Annotated[float, Field(gt=0)] = 0.05, max_iters: Annotated[int, Field(ge=1)] = 10, bias: float = 0.0) -> Initializer:
+def lsuv(
+    *, tol: Annotated[float, Field(gt=0)] = 0.05, max_iters: Annotated[int, Field(ge=1)] = 10, bias: Bias = 0.0
+) -> Initializer:
     """Layer-sequential unit variance: orthogonal, then each layer rescaled to unit output variance.
 
     Needs a sample batch. Layer by layer in forward order, the batch is run through the model and
@@ -437,11 +460,11 @@ def lsuv(*, tol: Annotated[float, Field(gt=0)] = 0.05, max_iters: Annotated[int,
 
 
 @initializers.register("auto")
-def auto(*, bias: float = 0.0) -> Initializer:
-    """The default: He normal for ReLU-like activations, Glorot normal with the right gain otherwise.
+def auto(*, bias: Bias = 0.0) -> Initializer:
+    """The default: Glorot normal for tanh, sigmoid and identity/linear, He normal for every other activation.
 
-    ReLU-like: relu, leaky_relu, prelu, elu, gelu, silu/swish, maxout, and any activation zoo has no
-    gain for; tanh, sigmoid and identity/linear (a classifier head) get Glorot.
+    Both scale by the gain the activation declares (its module's ``gain``: sqrt(2) for ReLU, 1 for
+    maxout with k=2, ...). He: Var(W) = gain^2 / fan_in; Glorot: gain^2 * 2 / (fan_in + fan_out).
     """
     return Auto(bias=bias)
 
@@ -452,7 +475,7 @@ def whitening(
     rest: InitSpec = "auto",
     eps: Annotated[float, Field(gt=0)] = 5e-4,
     freeze: bool = True,
-    bias: float = 0.0,
+    bias: Bias = 0.0,
 ) -> Initializer:
     """First conv whitens its input patches (Coates & Ng 2011; frozen, as in airbench); others from ``rest``.
 

@@ -41,7 +41,8 @@ def _divisor_at_most(n: int, limit: int) -> int:
 def batch(num_features: int, dim: int, *, momentum: Annotated[float, Field(ge=0, le=1)] = 0.1, eps: Eps = 1e-5) -> nn.Module:
     """Batch norm: each feature/channel normalized over the batch (and positions), running stats for eval.
 
-    Ioffe & Szegedy 2015. Needs batches of more than one sample in training.
+    Ioffe & Szegedy 2015. Needs batches of more than one sample in training. ``momentum`` is the weight
+    of each batch in the running statistics, ``eps`` is added to the variance.
     """
     _check("batch", num_features, dim)
     cls = nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
@@ -55,7 +56,8 @@ def layer(num_features: int, dim: int, *, eps: Eps = 1e-5) -> nn.Module:
     Ba, Kiros & Hinton 2016. For feature vectors this is nn.LayerNorm over F. For sequences and
     images it is GroupNorm with one group, which normalizes each sample over (C, *positions) with a
     per-channel affine: the usual "layer norm" of conv nets, which keeps the layer independent of the
-    input's spatial size (nn.LayerNorm over (C, H, W) would fix H and W at build time).
+    input's spatial size (nn.LayerNorm over (C, H, W) would fix H and W at build time). ``eps`` is
+    added to the variance.
     """
     _check("layer", num_features, dim)
     if dim == 0:
@@ -69,7 +71,7 @@ def group(num_features: int, dim: int, *, groups: Annotated[int, Field(ge=1)] = 
 
     Wu & He 2018. ``groups`` is lowered to the largest divisor of num_features that fits, so the
     default of 32 also works for narrow layers (6 channels -> 6 groups). Feature vectors are treated
-    as channels with no positions.
+    as channels with no positions. ``eps`` is added to the variance.
     """
     _check("group", num_features, dim)
     if groups < 1:
@@ -81,7 +83,7 @@ def group(num_features: int, dim: int, *, groups: Annotated[int, Field(ge=1)] = 
 def instance(num_features: int, dim: int, *, eps: Eps = 1e-5) -> nn.Module:
     """Instance norm: each channel of each sample normalized over its own positions (with affine).
 
-    Ulyanov, Vedaldi & Lempitsky 2016. Only for sequences and images.
+    Ulyanov, Vedaldi & Lempitsky 2016. Only for sequences and images. ``eps`` is added to the variance.
     """
     _check("instance", num_features, dim)
     if dim == 0:

@@ -102,7 +102,7 @@ def constant(optimizer, total_steps, steps_per_epoch, *, warmup_epochs: Warmup =
     return _warmed(optimizer, sched.ConstantLR(optimizer, factor=1.0, total_iters=0), warmup)
 
 
-@schedules.register("step")
+@schedules.register("step", examples=[{"step_size": 2}])
 def step_decay(
     optimizer,
     total_steps,
@@ -118,7 +118,7 @@ def step_decay(
     return _warmed(optimizer, main, warmup)
 
 
-@schedules.register("multistep")
+@schedules.register("multistep", examples=[{"milestones": [1, 3]}])
 def multistep(
     optimizer,
     total_steps,
@@ -128,7 +128,7 @@ def multistep(
     gamma: Decay = 0.1,
     warmup_epochs: Warmup = 0.0,
 ):
-    """Multiply the rate by gamma at each milestone epoch of the run (He et al. 2016 used 2 drops by 10)."""
+    """Multiply the rate by gamma at each epoch listed in milestones (He et al. 2016 used 2 drops by 10)."""
     warmup = _warmup_steps(warmup_epochs, total_steps, steps_per_epoch)
     at = [round(m * steps_per_epoch) for m in milestones]
     if at[0] <= warmup:
@@ -174,7 +174,10 @@ def cosine_restarts(
     min_ratio: Ratio = 0.0,
     warmup_epochs: Warmup = 0.0,
 ):
-    """Cosine decay with warm restarts, each cycle t_mult times longer (SGDR, Loshchilov & Hutter 2017)."""
+    """Cosine decay with warm restarts, each cycle t_mult times longer (SGDR, Loshchilov & Hutter 2017).
+
+    Each cycle decays from the base rate to min_ratio of it over cycle_epochs (times t_mult per restart).
+    """
     warmup = _warmup_steps(warmup_epochs, total_steps, steps_per_epoch)
     main = sched.CosineAnnealingWarmRestarts(
         optimizer,

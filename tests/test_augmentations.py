@@ -444,3 +444,15 @@ def test_all_together_in_one_pipeline_on_a_batch_of_one():
     out, y = AugmentPipeline(steps, 10, seed=1)(images(1), torch.tensor([3]))
     assert out.shape == (1, 3, 8, 8)
     assert torch.equal(y, torch.nn.functional.one_hot(torch.tensor([3]), 10).float())
+
+
+def test_mixup_keeps_the_shape_of_flat_inputs():
+    # mixup says images_only = False; it used to broadcast (B, F) features into (B, 1, B, F)
+    pipe = AugmentPipeline([{"name": "mixup", "alpha": 1.0}], num_classes=3, seed=0)
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(1))
+    out, y = pipe(x, torch.arange(6) % 3)
+    assert out.shape == (6, 5) and y.shape == (6, 3)
+    assert torch.allclose(y.sum(1), torch.ones(6))
+    # each output row is a blend of its own row and one partner row, by the target's weights
+    lam = y.max(1).values
+    assert ((out - x).abs().sum(1) > 0).any() and torch.all(lam >= 1 / 3)

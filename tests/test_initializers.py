@@ -103,10 +103,62 @@ def test_kaiming_uses_the_leaky_slope(activation, slope):
     assert var(layer.weight) == pytest.approx(2 / (1 + slope**2) / 500, rel=0.03)
 
 
-@pytest.mark.parametrize("activation", ["gelu", "silu", "elu", "maxout", "some_plugin_activation"])
-def test_kaiming_treats_other_activations_as_relu(activation):
+# g with E[f(g z)^2] = 1, z ~ N(0, 1), by scipy's quadrature and root finder (tests/test_activation_gains.py
+# checks the activations declare these)
+DECLARED_GAINS = {"gelu": 1.46801, "silu": 1.55876, "elu": 1.27796, "maxout": 1.0, "relu": math.sqrt(2)}
+
+
+@pytest.mark.parametrize("activation", sorted(DECLARED_GAINS))
+def test_kaiming_uses_the_gain_the_activation_declares(activation):
     layer = init("kaiming_normal", nn.Linear(500, 400), activation=activation)
-    assert var(layer.weight) == pytest.approx(2 / 500, rel=0.03)
+    assert var(layer.weight) == pytest.approx(DECLARED_GAINS[activation] ** 2 / 500, rel=0.03)
+
+
+def test_a_plugin_activation_is_initialized_with_its_own_gain_or_relus_with_a_warning():
+    from zoo.core.errors import PluginWarning
+    from zoo.core.registry import REGISTRIES
+
+    def halved() -> nn.Module:
+        """A ReLU at half height, declaring its gain: 1 / sqrt(E[(relu(z) / 2)^2]) = 2 sqrt(2)."""
+        module = nn.ReLU()
+        module.gain = 2 * math.sqrt(2)
+        return module
+
+    def silent() -> nn.Module:
+        """A ReLU that declares no gain."""
+        return nn.ReLU()
+
+    zoo_activations = REGISTRIES["activations"]
+    zoo_activations.register(halved, name="test_halved_relu")
+    zoo_activations.register(silent, name="test_silent_relu")
+    try:
+        layer = init("kaiming_normal", nn.Linear(500, 400), activation="test_halved_relu")
+        assert var(layer.weight) == pytest.approx(8 / 500, rel=0.03)
+        with pytest.warns(PluginWarning, match="activation 'test_silent_relu' declares no gain"):
+            layer = init("kaiming_normal", nn.Linear(500, 400), activation="test_silent_relu")
+        assert var(layer.weight) == pytest.approx(2 / 500, rel=0.03)
+    finally:
+        zoo_activations.drop(zoo_activations.get("test_halved_relu").source)
+
+
+def test_an_unknown_activation_is_named():
+    with pytest.raises(RegistryError, match="unknown activations 'no_such_activation'"):
+        init("kaiming_normal", nn.Linear(5, 4), activation="no_such_activation")
+
+
+@pytest.mark.parametrize(
+    "activation, reference",
+    [("relu", {"nonlinearity": "relu"}), ({"name": "leaky_relu", "negative_slope": 0.2}, {"a": 0.2, "nonlinearity": "leaky_relu"})],
+)
+@pytest.mark.parametrize("uniform", [False, True])
+def test_kaiming_draws_what_torch_draws_for_the_gains_torch_knows(activation, reference, uniform):
+    conv = nn.Conv2d(20, 30, 3)
+    expected = torch.empty_like(conv.weight)
+    torch.manual_seed(0)
+    (nn.init.kaiming_uniform_ if uniform else nn.init.kaiming_normal_)(expected, mode="fan_in", **reference)
+    torch.manual_seed(0)
+    init("kaiming_uniform" if uniform else "kaiming_normal", conv, activation=activation)
+    assert torch.equal(conv.weight, expected)
 
 
 def test_kaiming_on_convolutions_uses_the_kernel_fan_in():
@@ -195,10 +247,10 @@ def test_lsuv_without_a_sample_errors():
         init("lsuv", mlp([4, 4, 2]))
 
 
-def test_auto_is_kaiming_for_relu_like():
+def test_auto_is_kaiming_with_the_declared_gain_for_relu_like():
     for activation in ["relu", "gelu", "silu"]:
         layer = init("auto", nn.Linear(500, 300), activation=activation)
-        assert var(layer.weight) == pytest.approx(2 / 500, rel=0.03), activation
+        assert var(layer.weight) == pytest.approx(DECLARED_GAINS[activation] ** 2 / 500, rel=0.03), activation
 
 
 def test_auto_is_xavier_for_tanh():

@@ -16,7 +16,7 @@ from typing_extensions import Annotated
 
 import zoo
 from zoo.core.errors import PluginError, RegistryError
-from zoo.core.registry import REGISTRIES, Component, Registry, current_source
+from zoo.core.registry import REGISTRIES, Component, Origin, Registry, current_source
 
 
 @pytest.fixture
@@ -110,27 +110,60 @@ def test_validate_fills_defaults_of_nested_specs(reg):
         reg.validate({"name": "block", "act": "gelo"}, where="block")
 
 
-def test_same_name_from_two_sources_is_an_error_naming_both(reg):
+def _register_as(reg, origin, factory, name):
+    token = current_source.set(origin)
+    try:
+        reg.register(factory, name=name)
+    finally:
+        current_source.reset(token)
+
+
+def test_same_name_from_two_packages_is_an_error_for_that_name_only(reg):
     def first():
+        """The first package's widget."""
         return 1
 
     def second():
+        """The second package's widget."""
         return 2
 
-    token = current_source.set("pkg-one (entry point 'a')")
-    try:
-        reg.register(first, name="clash")
-    finally:
-        current_source.reset(token)
-    token = current_source.set("pkg-two (entry point 'b')")
-    try:
-        with pytest.raises(RegistryError) as info:
-            reg.register(second, name="clash")
-    finally:
-        current_source.reset(token)
-    assert "pkg-one" in str(info.value) and "pkg-two" in str(info.value) and "'clash'" in str(info.value)
-    reg.register(first, name="clash")  # the same definition again (a re-import) is fine
-    assert reg.build("clash") == 1
+    def other():
+        """A widget only the second package has."""
+        return 3
+
+    _register_as(reg, Origin("pkg-one (entry point 'a')", package="pkg-one", version="1.0"), first, "clash")
+    _register_as(reg, Origin("pkg-two (entry point 'b')", package="pkg-two", version="2.0"), second, "clash")
+    _register_as(reg, Origin("pkg-two (entry point 'b')", package="pkg-two", version="2.0"), other, "other")
+    with pytest.raises(RegistryError) as info:
+        reg.build("clash", "model.thing")
+    message = str(info.value)
+    assert message.startswith("model.thing: widgets_under_test 'clash' is registered by 2 plugins")
+    assert "pkg-one (entry point 'a')" in message and "pkg-two (entry point 'b')" in message
+    assert "write pkg-one:clash or pkg-two:clash" in message
+    # a qualified name picks one; the other names of both packages are untouched
+    assert reg.build("pkg-one:clash") == 1 and reg.build("pkg-two:clash") == 2 and reg.build("Pkg_Two:clash") == 2
+    assert reg.build("other") == 3
+    assert reg.names() == ["other", "pkg-one:clash", "pkg-two:clash"]
+    assert reg.validate("pkg-two:clash")["name"] == "pkg-two:clash"  # the resolved recipe keeps the choice
+    with pytest.raises(RegistryError, match="unknown widgets_under_test 'pkg-three:clash': no plugin pkg-three"):
+        reg.get("pkg-three:clash")
+    # the same definition again (a re-import) is fine; a second, different one from the same package is not
+    _register_as(reg, Origin("pkg-one (entry point 'a')", package="pkg-one", version="1.0"), first, "clash")
+
+    def first_again():
+        """Another factory under the same name."""
+
+    with pytest.raises(RegistryError, match="'clash' is registered twice by pkg-one"):
+        _register_as(reg, Origin("pkg-one (entry point 'a')", package="pkg-one"), first_again, "clash")
+
+
+def test_names_a_recipe_cannot_write_are_refused(reg):
+    def widget():
+        """A widget."""
+
+    for bad in ("pkg:widget", "two words", "3d"):
+        with pytest.raises(RegistryError, match="cannot register"):
+            reg.register(widget, name=bad)
 
 
 def test_builtins_describe_themselves():
@@ -186,25 +219,51 @@ def test_entry_point_plugin_is_discovered_and_listed(tmp_path):
     assert rows["relu"]["source"].startswith("zoo (entry point")
 
 
-def test_two_plugins_claiming_one_name_fail_with_both_sources(tmp_path):
+def test_two_plugins_claiming_one_name_fail_for_that_name_only(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     _fake_distribution(site, "zoo-sp-one", "zoo_sp_one", PLUGIN)
     _fake_distribution(site, "zoo-sp-two", "zoo_sp_two", PLUGIN)
-    out = _zoo(["list"], site, tmp_path)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert "squareplus" in out.stderr and "zoo-sp-one" in out.stderr and "zoo-sp-two" in out.stderr
+    listed = _zoo(["list", "activations", "--json"], site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = {r["name"] for r in json.loads(listed.stdout)}
+    assert {"zoo-sp-one:squareplus", "zoo-sp-two:squareplus", "relu"} <= names and "squareplus" not in names
+    out = _zoo(["show", "mlp-digits", "model.activation=squareplus"], site, tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model.activation: activations 'squareplus' is registered by 2 plugins" in out.stderr
+    assert "write zoo-sp-one:squareplus or zoo-sp-two:squareplus" in out.stderr
+    picked = _zoo(["show", "mlp-digits", "model.activation=zoo-sp-two:squareplus", "--json"], site, tmp_path)
+    assert picked.returncode == 0, picked.stderr
+    resolved = json.loads(picked.stdout.strip().splitlines()[-1])
+    assert resolved["model"]["activation"] == {"name": "zoo-sp-two:squareplus", "b": 4.0}
+    assert resolved["provenance"]["model.activation"]["package"] == "zoo-sp-two"
 
 
-def test_plugin_that_fails_to_import_is_named(tmp_path):
+def test_plugin_that_fails_to_import_is_named_and_breaks_nothing_else(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     _fake_distribution(site, "zoo-broken", "zoo_broken", "import no_such_module_anywhere\n")
-    out = _zoo(["list"], site, tmp_path)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert "zoo-broken" in out.stderr and "no_such_module_anywhere" in out.stderr
+    out = _zoo(["list", "activations"], site, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "relu" in out.stdout
+    warning = [line for line in out.stderr.splitlines() if "zoo-broken" in line]
+    assert len(warning) == 1 and warning[0].startswith("zoo: warning: plugin zoo-broken (entry point 'zoo_broken'")
+    assert "ModuleNotFoundError: No module named 'no_such_module_anywhere'" in warning[0]
+    assert "ZOO_DISABLE_PLUGINS=zoo-broken" in warning[0]
+    # a recipe that asks for a component nobody registered hears about the failure
+    asked = _zoo(["show", "mlp-digits", "model.activation=brokenplus"], site, tmp_path)
+    assert asked.returncode == 2 and "Traceback" not in asked.stderr
+    error = asked.stderr.strip().splitlines()[-1]
+    assert "unknown activations 'brokenplus'" in error and "plugin zoo-broken" in error
+    assert "No module named 'no_such_module_anywhere'" in error
+    # disabled, it is not imported at all: no warning; on the command line or in a recipe
+    quiet = _zoo(["--disable-plugins", "zoo-broken", "list", "activations"], site, tmp_path)
+    assert quiet.returncode == 0 and "zoo-broken" not in quiet.stderr, quiet.stderr
+    recipe = tmp_path / "quiet.yaml"
+    recipe.write_text(f"base: {Path(zoo.__file__).parents[1] / 'recipes' / 'mlp-digits.yaml'}\ndisable_plugins: [zoo-broken]\n")
+    shown = _zoo(["show", str(recipe), "--json"], site, tmp_path)
+    assert shown.returncode == 0 and "zoo-broken" not in shown.stderr, shown.stderr
+    assert json.loads(shown.stdout.strip().splitlines()[-1])["disable_plugins"] == ["zoo-broken"]
 
 
 def test_recipe_plugin_file_is_loaded_relative_to_the_recipe(tmp_path):
@@ -231,3 +290,26 @@ def test_container_parameters_read_plainly_in_signatures(reg):
 
     text = reg.get("sized").signature_text()
     assert text == "sized(widths: list[int >= 1] | None = None, pair: tuple[float, float] = (0.0, 1.0))"
+
+
+def test_zoo_plugins_lists_packages_versions_components_failures_and_disabled(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_distribution(site, "zoo-broken", "zoo_broken", "raise RuntimeError('needs a GPU driver')\n")
+    _fake_distribution(site, "zoo-sp-one", "zoo_sp_one", PLUGIN)
+    _fake_distribution(site, "zoo-sp-two", "zoo_sp_two", PLUGIN)
+    _fake_distribution(site, "zoo-quiet", "zoo_quiet", PLUGIN.replace('"squareplus"', '"quietplus"'))
+    out = _zoo(["--disable-plugins", "zoo-quiet", "plugins", "--json"], site, tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r["package"]: r for r in json.loads(out.stdout) if r["package"] != "zoo"}
+    assert rows["zoo-broken"]["status"] == "failed" and rows["zoo-broken"]["version"] == "1.0"
+    assert "RuntimeError: needs a GPU driver" in rows["zoo-broken"]["error"]
+    assert rows["zoo-quiet"]["status"] == "disabled" and rows["zoo-quiet"]["components"] == {}
+    for package in ("zoo-sp-one", "zoo-sp-two"):
+        assert rows[package]["status"] == "loaded" and rows[package]["components"] == {"activations": ["squareplus"]}
+        assert rows[package]["clashes"] == [f"activations 'squareplus' (use {package}:squareplus)"]
+    zoo_rows = [r for r in json.loads(out.stdout) if r["package"] == "zoo"]
+    assert {r["status"] for r in zoo_rows} == {"loaded"} and len(zoo_rows) == 14
+    text = _zoo(["--disable-plugins", "zoo-quiet", "plugins"], site, tmp_path)
+    assert "zoo-broken 1.0" in text.stdout and "[failed]" in text.stdout and "[disabled]" in text.stdout
+    assert "plugins: 16 loaded, 1 failed, 1 disabled" in text.stdout

@@ -12,7 +12,7 @@ from zoo.plugins.schedules import cycle_ends
 
 import zoo
 from zoo.core.build import build_optimizer
-from zoo.core.errors import RegistryError, ZooError
+from zoo.core.errors import ComponentError, RegistryError, ZooError
 
 # A scheduler stepped out of order, or its rate read the deprecated way, warns: either is a bug here.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
@@ -217,8 +217,8 @@ def test_every_parameter_group_follows_the_schedule(spec):
 def test_min_ratio_needs_one_base_rate():
     a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.01}], lr=0.1)
-    # the factory's ValueError, reported with the recipe key it came from
-    with pytest.raises(ZooError, match="building schedules 'cosine' failed: ValueError: min_ratio is relative to one base rate"):
+    # the factory's ValueError reaches the user as the component's failure, naming it
+    with pytest.raises(ComponentError, match=r"schedule 'cosine' \(zoo .*\) failed to build: ValueError: .*one base rate"):
         run({"name": "cosine", "min_ratio": 0.1}, 9, opt)
 
 

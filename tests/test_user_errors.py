@@ -347,7 +347,7 @@ def test_recipe_plugin_that_fails_to_import(capsys, workspace, plugin, source, f
     assert "with-plugin.yaml" in err  # the recipe that named it
 
 
-def test_installed_plugin_that_fails_to_import_names_package_and_entry_point(capsys, workspace, monkeypatch):
+def test_installed_plugin_that_fails_to_import_warns_and_only_its_components_fail(capsys, workspace, monkeypatch):
     site = workspace / "site"
     info = site / "zoo_broken_plugin-1.0.dist-info"
     info.mkdir(parents=True)
@@ -356,11 +356,29 @@ def test_installed_plugin_that_fails_to_import_names_package_and_entry_point(cap
     (site / "zoo_broken_plugin_mod.py").write_text("import zoo_missing_dependency\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setitem(discovery._state, "loaded", False)  # discover again, with the new package in sight
+    status, err = cli(capsys, "show", "mlp-digits")
+    assert status == 0, err
+    assert err.strip().splitlines() == [
+        "zoo: warning: plugin zoo-broken-plugin (entry point 'fancy' = zoo_broken_plugin_mod) failed to import: "
+        "ModuleNotFoundError: No module named 'zoo_missing_dependency' "
+        f"(at {site / 'zoo_broken_plugin_mod.py'}:1); fix or reinstall zoo-broken-plugin, "
+        "`pip uninstall zoo-broken-plugin`, or set ZOO_DISABLE_PLUGINS=zoo-broken-plugin so zoo stops loading it"
+    ]
     assert_user_error(
-        cli(capsys, "list"),
+        cli(capsys, "train", "mlp-digits", "model.activation=fancy_act", *QUICK),
+        "model.activation: unknown activations 'fancy_act'",
         "plugin zoo-broken-plugin (entry point 'fancy' = zoo_broken_plugin_mod) failed to import",
         "No module named 'zoo_missing_dependency'",
-        "pip uninstall zoo-broken-plugin",
+        where=workspace,
+    )
+
+
+def test_a_plugin_that_calls_sys_exit_is_a_plugin_failure(capsys, workspace):
+    (workspace / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    recipe = _recipe(workspace, "quits.yaml", "plugins: [quits.py]\n")
+    assert_user_error(
+        cli(capsys, "train", recipe, *QUICK),
+        "quits.py (recipe plugin) called sys.exit(0) while being imported",
         where=workspace,
     )
 
@@ -445,7 +463,7 @@ def test_overrides_and_debug_may_follow_options(capsys, workspace):
     )
     status, err = cli(capsys, "train", "mlp-digits", "model.name=mpl", "--debug")
     assert (
-        status == 1 and "RegistryError: " in err and "unknown models 'mpl'" in err
+        status == 1 and "UnknownComponent: " in err and "unknown models 'mpl'" in err
     )  # raised: debug shows it
 
 

@@ -26,7 +26,9 @@ def digits(
 
     Pixels are scaled to [0, 1]. Standardization statistics come from the training split only: per
     pixel (``feature``, what scikit-learn's StandardScaler does) or one mean and std for the image
-    (``channel``); the model applies them after augmentation.
+    (``channel``); the model applies them after augmentation. ``val_fraction`` and ``test_fraction`` of
+    the images, stratified and drawn with ``split_seed``, are held out; ``batch_size`` and
+    ``eval_batch_size`` are the training and evaluation batch sizes; ``standardize`` picks the statistics.
     """
     import torch
     from sklearn.datasets import load_digits

@@ -31,6 +31,8 @@ def synthetic(
     Every class has a fixed random pattern; a sample is mid-grey plus ``signal`` times its class's
     pattern plus unit noise (in units of 64 grey levels), clipped to 0..255. Classes are balanced and
     every split is drawn from ``seed``. Larger ``signal`` is easier; 0 leaves nothing to learn.
+    ``num_classes`` classes; ``n_train``, ``n_val`` and ``n_test`` samples per split; ``batch_size`` and
+    ``eval_batch_size`` are the training and evaluation batch sizes; ``standardize`` picks the statistics.
     """
     import torch
 

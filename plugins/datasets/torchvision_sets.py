@@ -17,6 +17,8 @@ _DETAILS = """
     The official training split gives train and a stratified ``val_fraction`` held out with
     ``split_seed``; the official test split is the test set. Standardization statistics come from the
     train part only. Nothing is fetched unless ``download`` is true (the files then go under ``root``).
+    ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes; ``standardize``
+    takes statistics per pixel (feature), per channel, or none.
     """
 
 

@@ -66,6 +66,7 @@ def mlp(
 
     Each hidden layer is linear -> norm -> activation -> dropout (``norm_position: after`` puts the
     norm after the activation). ``widths``, when given, takes the place of ``depth`` and ``width``.
+    ``init`` is the initializer its ``initialize`` hook applies, with the activation's gain.
     """
     hidden = widths if widths is not None else [width] * depth
     return MLP(prod(input_shape), num_classes, hidden, activation, norm, norm_position, dropout, init)

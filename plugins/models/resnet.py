@@ -258,7 +258,8 @@ def resnet(
     Networks" (ECCV 2016): norm-act-conv ordering inside blocks, clean identity shortcuts, and a
     final norm+act before pooling. ``zero_init_residual`` starts each residual branch at zero (the
     last norm's scale; pre-activation: the last conv), as in Goyal et al. 2017. ``dropout`` is
-    applied to the pooled features before the head.
+    applied to the pooled features before the head. ``width`` overrides the first stage's width w,
+    and ``init`` is the initializer its ``initialize`` hook applies.
     """
     if len(input_shape) != 3:
         raise RegistryError(

@@ -54,7 +54,8 @@ def _unknown_arch(arch: str, timm_module) -> RegistryError:
     )
 
 
-@models.register("timm")
+# test_resnet: timm's own tiny test architecture, so the conformance kit builds something small
+@models.register("timm", examples=[{"arch": "test_resnet"}])
 def timm(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -66,7 +67,7 @@ def timm(
     norm_dim: Literal[0, 1, 2] = 2,
     **kwargs: Any,
 ) -> TimmModel:
-    """Any timm architecture by name (resnet18, convnext_atto, vit_tiny_patch16_224, ...), from scratch.
+    """Any timm architecture by name (``arch``: resnet18, convnext_atto, vit_tiny_patch16_224, ...), from scratch.
 
     Wraps ``timm.create_model`` (Ross Wightman, PyTorch Image Models, github.com/huggingface/
     pytorch-image-models) with ``pretrained=False``, so nothing is ever downloaded; ``in_chans`` and

@@ -21,15 +21,21 @@ COMMAND_MODULES = [
     "zoo.cli.lr_find",
     "zoo.cli.sweep",
     "zoo.cli.report",
+    "zoo.cli.plugins",
+    "zoo.cli.check_plugin",
+    "zoo.cli.new_plugin",
 ]
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
+    from zoo.core import discovery
     from zoo.training.checkpoints import Interrupted
     from zoo.training.fit import process_rank
     from zoo.training.run import train
 
     recipe, overrides = split_recipe(ns.args)
+    # before the recipe is read, so that its components (or a resumed run's) can come from these
+    discovery.load_local(ns.plugin, kind="--plugin")
     try:
         result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite, resume=ns.resume)
     except Interrupted as stop:
@@ -197,10 +203,13 @@ def cmd_list(ns: argparse.Namespace) -> int:
     rows = [
         {
             "registry": reg.name,
-            "name": e.name,
-            "signature": e.signature_text(),
+            "name": reg.display_name(e),
+            "signature": e.signature_text().replace(e.name, reg.display_name(e), 1),
             "summary": e.summary,
             "source": e.source,
+            "package": e.origin.package,
+            "version": e.origin.version,
+            "problems": list(e.problems),
         }
         for reg in chosen
         for e in reg
@@ -213,6 +222,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
         for row in (r for r in rows if r["registry"] == reg.name):
             print(f"  {row['signature']}")
             print(f"      {row['summary']}  [{row['source'].split(' ')[0]}]")
+            for problem in row["problems"]:
+                print(f"      cannot be used: {problem}")
         print()
     return 0
 
@@ -259,7 +270,8 @@ def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     cmd.add_argument("--split", default="test", choices=["train", "val", "test"])
     cmd.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="a plugin the checkpoint's recipe names, to import it (a checkpoint alone never runs code)",
+        help="import this plugin (a module or .py file); a plugin the checkpoint's recipe names is imported "
+        "only when named here (a checkpoint alone never runs code)",
     )
     return cmd
 
@@ -270,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MLPs and ResNets from YAML recipes assembled from plugin components.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    parser.add_argument(
+        "--disable-plugins", metavar="NAMES",
+        help="comma-separated plugin packages (or entry-point names) not to load; adds to $ZOO_DISABLE_PLUGINS",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = sub.add_parser("train", help="train a recipe (default: recipes/mlp-digits.yaml)")
@@ -279,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint (no RECIPE then)"
+    )
+    train.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="import this plugin first (e.g. a module a resumed run's components came from)",
     )
     train.set_defaults(func=cmd_train)
 
@@ -320,7 +340,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_warnings_on_one_line() -> None:
+    """Show zoo's PluginWarnings as `zoo: warning: ...`, one line each; other warnings as Python does."""
+    import warnings
+
+    from zoo.core.errors import PluginWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "zoo_one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            print(f"zoo: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.zoo_one_line = True
+    warnings.showwarning = show
+
+
+def _take_disabled(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``--disable-plugins a,b`` (or ``=a,b``) taken out of ``argv`` wherever it stands: (names, the rest)."""
+    names, rest, it = [], [], iter(argv)
+    for arg in it:
+        if arg == "--disable-plugins":
+            names.append(next(it, ""))
+        elif arg.startswith("--disable-plugins="):
+            names.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    return [n for n in ",".join(names).split(",") if n.strip()], rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _plugin_warnings_on_one_line()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     for arg in argv:
@@ -331,10 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             # fail later, in a file name or a written recipe
             print(f"zoo: error: argument {brief(arg)} is not valid UTF-8 text", file=sys.stderr)
             return EXIT_USAGE
-    # --debug is accepted anywhere, not only before the command, where people forget to put it
+    # --debug and --disable-plugins are accepted anywhere, not only before the command, where people
+    # forget to put them
     debug = "--debug" in argv
+    disabled, argv = _take_disabled(argv)
     ns, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
     ns.debug = debug
+    if disabled:
+        from zoo.core import discovery
+
+        discovery.disable(disabled)
     # the recipe and key=value overrides may also follow options (`zoo train r --run-dir x a=1`):
     # argparse reads one run of positionals and leaves the rest over
     for name in ("args", "overrides"):

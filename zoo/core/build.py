@@ -7,7 +7,8 @@ from typing import Any
 from torch import nn
 
 from zoo.core.catalog import datasets, models, optimizers, schedules
-from zoo.core.errors import ZooError
+from zoo.core.contracts import model_output_problem
+from zoo.core.errors import ComponentError, ZooError
 
 # The fewest samples each split may have: training needs two (batch norm cannot train on one sample, and
 # one sample has no spread to standardize by); validation and test need one to be scored at all.
@@ -42,8 +43,17 @@ def build_data(spec: dict[str, Any], seed: int = 0):
 
 
 def build_network(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The recipe's model (an nn.Module producing logits), not yet initialized."""
-    return models.build(spec, "model", input_shape=tuple(input_shape), num_classes=num_classes)
+    """The recipe's model (an nn.Module producing logits), not yet initialized.
+
+    Checked on a sample batch before anything trains: a model whose output is not (batch, num_classes)
+    logits is refused naming the model and its package (zoo.core.contracts.model_output_problem).
+    """
+    net = models.build(spec, "model", input_shape=tuple(input_shape), num_classes=num_classes)
+    problem = model_output_problem(net, tuple(input_shape), num_classes)
+    if problem:
+        name = spec["name"] if isinstance(spec, dict) else spec
+        raise ComponentError(f"model: {models.get(name).title} {problem}")
+    return net
 
 
 def param_groups(net: nn.Module, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:

@@ -2,22 +2,66 @@
 
 zoo's own components are a plugin like any other: ``pyproject.toml`` declares them in the same
 entry-point group a third-party package uses, so they take the same path in.
+
+An installed plugin that fails to import (or calls ``sys.exit``) does not stop zoo: it is recorded,
+what it had registered is dropped, and a one-line PluginWarning says so; a recipe that asks for a
+name nobody registered is told about the failure. ``ZOO_DISABLE_PLUGINS=a,b`` (package or
+entry-point names; ``zoo --disable-plugins a,b`` sets it) skips plugins before they are imported.
+A plugin a recipe or the command line names is asked for explicitly, so its failure is an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
-from importlib.metadata import EntryPoint, entry_points
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, packages_distributions, version
 from pathlib import Path
 
-from zoo.core.errors import PluginError, ZooError
-from zoo.core.registry import REGISTRIES, current_source
+from zoo.core import registry as registry_module
+from zoo.core.errors import PluginError, PluginWarning, ZooError
+from zoo.core.registry import REGISTRIES, Origin, current_source, normalize_package
 
 GROUP = "zoo.plugins"
-_state = {"loaded": False}
+DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
+
+
+@dataclass
+class PluginRecord:
+    """One plugin zoo found: what it is, and whether it loaded."""
+
+    origin: Origin
+    entry_point: str | None  # "name = module" for an installed plugin
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.origin.plugin
+
+    def components(self) -> list[tuple[str, str]]:
+        """(registry, name) of every component this plugin registered."""
+        return [(reg.name, e.name) for reg in REGISTRIES.values() for e in reg.entries_from(self.label)]
+
+
+_state: dict = {"loaded": False, "records": []}
+
+
+def records() -> list[PluginRecord]:
+    """Every installed and local plugin seen so far, loaded, failed or disabled (plugins are loaded first)."""
+    load_plugins()
+    return list(_state["records"])
+
+
+def disabled_names() -> set[str]:
+    """What ZOO_DISABLE_PLUGINS names, normalized: package names or entry-point names."""
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {normalize_package(n.strip()) for n in raw.split(",") if n.strip()}
 
 
 def _where_raised(exc: BaseException) -> str:
@@ -40,57 +84,130 @@ def _where_raised(exc: BaseException) -> str:
     return ""
 
 
-def _run_import(label: str, load, hint: str = "") -> None:
-    token = current_source.set(label)
+def _import_failure(label: str, exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"plugin {label} called sys.exit({exc.code!r}) while being imported{_where_raised(exc)}"
+    return f"plugin {label} failed to import: {type(exc).__name__}: {exc}{_where_raised(exc)}"
+
+
+def _run_import(origin: Origin, load) -> None:
+    """Import a plugin with ``origin`` credited for what it registers; a failure raises PluginError.
+
+    SystemExit counts as a failure too: a plugin that calls sys.exit must not end zoo (with status 0).
+    """
+    token = current_source.set(origin)
     try:
         load()
-    except ZooError:
-        raise  # already says what is wrong (a name clash, say)
-    except Exception as exc:
-        message = f"plugin {label} failed to import: {type(exc).__name__}: {exc}{_where_raised(exc)}"
-        raise PluginError(message + (f"; {hint}" if hint else "")) from exc
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except ZooError as exc:
+        raise PluginError(f"plugin {origin.plugin} failed to import: {exc}") from exc
+    except BaseException as exc:  # noqa: BLE001 - SystemExit included, on purpose
+        raise PluginError(_import_failure(origin.plugin, exc)) from exc
     finally:
         current_source.reset(token)
 
 
-def _package(ep: EntryPoint) -> str | None:
+def _entry_point_origin(ep: EntryPoint) -> Origin:
     dist = getattr(ep, "dist", None)
-    return dist.name if dist is not None else None
-
-
-def _entry_point_label(ep: EntryPoint) -> str:
-    package = _package(ep)
     where = f"entry point '{ep.name}' = {ep.value}"
-    return f"{package} ({where})" if package else f"({where})"
+    if dist is None:
+        return Origin(plugin=f"({where})", module=ep.module)
+    return Origin(plugin=f"{dist.name} ({where})", package=dist.name, version=dist.version, module=ep.module)
 
 
-def _entry_point_hint(ep: EntryPoint) -> str:
-    package = _package(ep)
+def _fix_hint(origin: Origin) -> str:
+    package = origin.package
     if package is None or package == "zoo":
         return ""  # zoo's own plugins: the message names the missing piece; uninstalling zoo is no advice
-    return f"fix or reinstall {package}, or `pip uninstall {package}` so zoo stops loading it"
+    return (
+        f"; fix or reinstall {package}, `pip uninstall {package}`, or set {DISABLE_ENV}={package} so zoo "
+        "stops loading it"
+    )
+
+
+def _names(record: PluginRecord) -> set[str]:
+    """What may name a plugin in ZOO_DISABLE_PLUGINS: its package, its entry point, or package:entry point."""
+    entry = record.entry_point.split(" = ")[0] if record.entry_point else None
+    names = {normalize_package(entry)} if entry else set()
+    if record.origin.package:
+        names.add(normalize_package(record.origin.package))
+        if entry:
+            names.add(normalize_package(f"{record.origin.package}:{entry}"))
+    return names
 
 
 def load_plugins() -> None:
-    """Import every plugin registered under the ``zoo.plugins`` entry-point group, once."""
+    """Import every plugin registered under the ``zoo.plugins`` entry-point group, once.
+
+    A plugin that fails is recorded and warned about, and what it registered before failing is
+    dropped; the others load as usual.
+    """
     if _state["loaded"]:
         return
     _state["loaded"] = True  # before importing, so a plugin that looks something up does not recurse
-    # Sorted so that a clash between two plugins is reported the same way on every machine.
-    try:
-        for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
-            label = _entry_point_label(ep)
-            _run_import(label, ep.load, _entry_point_hint(ep))
-            # a plugin module someone imported before discovery ran registered under its bare name
-            for registry in REGISTRIES.values():
-                registry.attribute(ep.module, label)
-    except BaseException:
-        _state["loaded"] = False  # the next lookup fails the same way instead of seeing half the plugins
-        raise
+    _state["records"] = [r for r in _state["records"] if r.entry_point is None]  # rediscovering (tests)
+    disabled = disabled_names()
+    # Sorted so that plugins load, and clashes read, the same way on every machine.
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.value, e.name)):
+        origin = _entry_point_origin(ep)
+        record = PluginRecord(origin, f"{ep.name} = {ep.value}")
+        _state["records"].append(record)
+        if _names(record) & disabled:
+            record.status = "disabled"
+            continue
+        try:
+            _run_import(origin, ep.load)
+        except PluginError as exc:
+            record.status, record.error = "failed", str(exc)
+            for reg in REGISTRIES.values():
+                reg.drop(origin.plugin)
+            warnings.warn(f"{exc}{_fix_hint(origin)}", PluginWarning, stacklevel=2)
+            continue
+        # a plugin module someone imported before discovery ran registered under its bare name
+        for reg in REGISTRIES.values():
+            reg.attribute(ep.module, origin)
 
 
-def load_local(names: list[str], base_dir: Path | None = None) -> None:
-    """Import plugins a recipe names: importable module names, or ``.py`` files relative to ``base_dir``."""
+def disable(names: list[str]) -> None:
+    """Skip these plugins (package or entry-point names) from now on, in this process and its children.
+
+    They are added to $ZOO_DISABLE_PLUGINS, which child processes (DDP ranks, ensemble members) inherit;
+    if plugins were already loaded, what the named ones registered is dropped.
+    """
+    current = [n for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()]
+    os.environ[DISABLE_ENV] = ",".join(dict.fromkeys([*current, *names]))
+    wanted = {normalize_package(n) for n in names}
+    for record in _state["records"]:
+        if record.status == "loaded" and _names(record) & wanted:
+            for reg in REGISTRIES.values():
+                reg.drop(record.label)
+            record.status = "disabled"
+
+
+def reset() -> None:
+    """Forget which plugins were loaded, so the next lookup discovers them again (for tests)."""
+    _state["loaded"] = False
+    _state["records"] = []
+
+
+def _module_origin(name: str, kind: str) -> Origin:
+    top = name.split(".")[0]
+    dists = packages_distributions().get(top, [])
+    if dists:
+        try:
+            return Origin(plugin=f"{name} ({kind})", package=dists[0], version=version(dists[0]), module=name)
+        except PackageNotFoundError:
+            pass
+    return Origin(plugin=f"{name} ({kind})", module=name)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_local(names: list[str], base_dir: Path | None = None, kind: str = "recipe plugin") -> None:
+    """Import plugins a recipe (or ``--plugin``) names: module names, or ``.py`` files relative to ``base_dir``."""
     load_plugins()
     for name in names:
         if name.endswith(".py") or "/" in name:
@@ -112,6 +229,64 @@ def load_local(names: list[str], base_dir: Path | None = None) -> None:
                     del sys.modules[module_name]
                     raise
 
-            _run_import(f"{path} (recipe plugin)", load)
+            # a file has no version: the digest of its contents stands in for one
+            origin = Origin(plugin=f"{path} ({kind})", file=str(path), version=file_digest(path), module=module_name)
         else:
-            _run_import(f"{name} (recipe plugin)", lambda name=name: importlib.import_module(name))
+            if name in sys.modules:
+                continue
+
+            def load(name=name):
+                importlib.import_module(name)
+
+            origin = _module_origin(name, kind)
+        record = PluginRecord(origin, None)
+        _state["records"].append(record)
+        try:
+            _run_import(origin, load)
+        except PluginError as exc:
+            record.status, record.error = "failed", str(exc)
+            for reg in REGISTRIES.values():
+                reg.drop(origin.plugin)
+            raise
+
+
+def installed_version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def why_missing(package: str | None) -> str:
+    """What became of an installed package's plugins: '' if they loaded, else 'failed ...'/'disabled ...'."""
+    if package is None:
+        return ""
+    wanted = normalize_package(package)
+    for record in records():
+        if record.origin.package and normalize_package(record.origin.package) == wanted:
+            if record.status == "failed":
+                return f"failed to load ({record.error})"
+            if record.status == "disabled":
+                return f"is disabled ({DISABLE_ENV})"
+    return ""
+
+
+def _unknown_hint(registry: str, name: str, package: str | None) -> str:
+    """A note for an unknown name: the plugins that failed or were disabled, any of which may have it."""
+    notes = []
+    for record in _state["records"]:
+        if record.status == "loaded":
+            continue
+        if package and not (record.origin.package and normalize_package(record.origin.package) == normalize_package(package)):
+            continue
+        if record.status == "failed":
+            notes.append(f"{record.error}")
+        else:
+            notes.append(f"plugin {record.label} is disabled ({DISABLE_ENV})")
+    if not notes:
+        return ""
+    return f"; it may come from a plugin that did not load: {'; '.join(notes)}"
+
+
+if _unknown_hint not in registry_module.unknown_hints:
+    registry_module.unknown_hints.append(_unknown_hint)

@@ -230,6 +230,16 @@ class Recipe(_Section):
         if problem:
             raise ValueError(problem)
         return value
+    disable_plugins: list[str] = Field(
+        default_factory=list,
+        description="Installed plugins not to load (package or entry-point names), as ZOO_DISABLE_PLUGINS does; "
+        "for the whole process, and the processes it starts.",
+    )
+    provenance: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Written by zoo, not by you: for each component (by recipe key), its name and the package "
+        "and version (or plugin file) that supplied it; kept in run folders and checkpoints.",
+    )
 
     # Set by load(), not by the recipe: where it came from.
     source: str | None = Field(None, exclude=True)
@@ -238,7 +248,23 @@ class Recipe(_Section):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        data = self.to_dict()
+        # one line per component: `model: {name: mlp, registry: models, package: zoo, version: 0.1.0}`
+        data["provenance"] = {key: _OneLine(value) for key, value in data["provenance"].items()}
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+class _OneLine(dict):
+    """A mapping written on one line in YAML."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _OneLine, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)
 
 
 # Sections a recipe may leave out; filled in before overrides so `optimizer.lr=...` has a spec to land in.
@@ -565,21 +591,94 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
     _check_trainer_extras(parsed.trainer, where)
 
     from zoo.core import discovery
-    from zoo.core.registry import REGISTRIES
 
+    if parsed.disable_plugins:
+        discovery.disable(parsed.disable_plugins)  # before anything is looked up: a broken one is never imported
     try:
         discovery.load_local(parsed.plugins, base_dir=base_dir)
-        for section, registry in COMPONENT_SECTIONS.items():
-            setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section))
-        parsed.augment = [
-            REGISTRIES["augmentations"].validate(spec, f"augment[{i}]") for i, spec in enumerate(parsed.augment)
-        ]
-        parsed.monitors = [
-            REGISTRIES["monitors"].validate(spec, f"monitors[{i}]") for i, spec in enumerate(parsed.monitors)
-        ]
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None
+    _resolve_components(parsed, where)
     return parsed
+
+
+def _resolve_components(parsed: Recipe, where: str) -> None:
+    """Validate every component spec in place (defaults filled in) and record where each came from.
+
+    A component whose plugin is missing is reported with what the recipe's own ``provenance`` says
+    supplied it (a run folder's recipe, a checkpoint's), so the message can say what to install.
+    """
+    from zoo.core.errors import UnknownComponent
+    from zoo.core.registry import REGISTRIES
+
+    recorded = dict(parsed.provenance)
+    fresh: dict[str, dict[str, Any]] = {}
+    try:
+        for section, registry in COMPONENT_SECTIONS.items():
+            setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section, fresh))
+        parsed.augment = [
+            REGISTRIES["augmentations"].validate(spec, f"augment[{i}]", fresh) for i, spec in enumerate(parsed.augment)
+        ]
+        parsed.monitors = [
+            REGISTRIES["monitors"].validate(spec, f"monitors[{i}]", fresh) for i, spec in enumerate(parsed.monitors)
+        ]
+    except UnknownComponent as exc:
+        missing = _missing_plugin(exc, recorded, where)
+        raise missing or type(exc)(f"{where}: {exc}") from None
+    except ZooError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    _warn_changed(recorded, fresh, where)
+    parsed.provenance = fresh
+
+
+def _missing_plugin(exc, recorded: dict[str, dict[str, Any]], where: str) -> ZooError | None:
+    """'model 'small_cnn' came from zoo-extras 0.1.0, which is not installed (...)', from the recorded provenance."""
+    from zoo.core import discovery
+    from zoo.core.errors import PluginError
+
+    for key, origin in recorded.items():
+        if origin.get("registry") != exc.registry or origin.get("name") != exc.name:
+            continue
+        what = f"{where}: {key} '{exc.name}'"
+        if origin.get("file"):
+            return PluginError(
+                f"{what} came from the plugin file {origin['file']}, which is not loaded; pass --plugin "
+                f"{origin['file']} (or list it under plugins:)"
+            )
+        package = origin.get("package")
+        if not package:
+            module = origin.get("module", "?")
+            return PluginError(f"{what} came from the module {module}, which is not loaded; pass --plugin {module}")
+        made_with = f"{package} {origin.get('version')}".strip()
+        now = discovery.installed_version(package)
+        if now is None:
+            return PluginError(f"{what} came from {made_with}, which is not installed (pip install {package})")
+        trouble = discovery.why_missing(package)
+        if trouble:
+            return PluginError(f"{what} came from {made_with}; {package} {now} is installed but {trouble}")
+        return PluginError(f"{what} came from {made_with}; {package} {now} is installed but no longer provides it")
+    return None
+
+
+def _warn_changed(recorded: dict[str, dict[str, Any]], fresh: dict[str, dict[str, Any]], where: str) -> None:
+    """Say when a component now comes from another version (or package) than the one recorded."""
+    import warnings
+
+    from zoo.core.errors import PluginWarning
+
+    for key, now in fresh.items():
+        then = recorded.get(key)
+        if not then or then.get("name") != now.get("name"):
+            continue
+        fields = ("package", "version", "file", "sha256")
+        if any(then.get(f) != now.get(f) for f in fields if f in then or f in now):
+            before = " ".join(str(then[f]) for f in fields if then.get(f))
+            after = " ".join(str(now[f]) for f in fields if now.get(f))
+            warnings.warn(
+                f"{where}: {key} '{now['name']}' was recorded as coming from {before}; it now comes from {after}",
+                PluginWarning,
+                stacklevel=3,
+            )
 
 
 def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: Iterable[str] | None = None) -> Recipe:
@@ -588,6 +687,7 @@ def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: I
     ``trusted_plugins``: for a recipe that came inside a file (a checkpoint), the plugins the user named
     on the command line; the recipe's own ``plugins`` are imported only if listed there, so a downloaded
     checkpoint cannot make zoo run code. None: the recipe is the user's own and its plugins load.
+    A component whose plugin is not installed is reported with the package and version that made it.
     """
     check_values(data, where)
     try:
@@ -606,4 +706,5 @@ def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: I
                 )
 
     discovery.load_local(parsed.plugins)
+    _resolve_components(parsed, where)
     return parsed

@@ -9,33 +9,111 @@ parameter is the user's to set in a recipe.
 A *spec* is what a recipe writes: a bare name (``gelu``) or a mapping with a ``name`` key and
 parameters (``{name: leaky_relu, negative_slope: 0.1}``). Parameters are validated with
 pydantic against the factory's signature, so a typo or a wrong type fails before anything runs.
+
+Every entry knows its :class:`Origin`: the plugin that registered it and the package and version behind
+that plugin. Two packages registering one name is an error for that name only; ``package:name`` picks
+one. A factory whose signature breaks its registry's contract (zoo.core.contracts) is kept, listed with
+its problem, and refused when a recipe asks for it; what a factory returns is checked when it is built.
 """
 
 from __future__ import annotations
 
 import contextvars
 import inspect
+import re
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import pydantic
 
-from zoo.core.errors import RegistryError, ZooError, brief, did_you_mean
+from zoo.core.errors import (
+    ComponentError,
+    PluginWarning,
+    RegistryError,
+    UnknownComponent,
+    brief,
+    ZooError,
+    did_you_mean,
+    raised_at,
+)
 
 Spec = Union[str, Mapping[str, Any]]
 
 REGISTRIES: dict[str, Registry] = {}
 
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a component came from: the plugin that registered it, and the package and version behind it.
+
+    ``plugin`` is how zoo names the plugin in messages ("zoo-extras (entry point 'cnn' = zoo_extras.cnn)",
+    "/home/me/acts.py (recipe plugin)"); ``package`` the installed distribution, ``file`` a plugin file,
+    whose ``version`` is a digest of its contents.
+    """
+
+    plugin: str
+    package: str | None = None
+    version: str | None = None
+    file: str | None = None
+    module: str | None = None
+
+    @property
+    def qualifier(self) -> str:
+        """What goes before the colon of a qualified name (``zoo-extras:small_cnn``)."""
+        if self.package:
+            return self.package
+        if self.file:
+            return Path(self.file).stem
+        return self.plugin.split(" ")[0]
+
+    def describe(self) -> str:
+        """'zoo-extras 0.1.0', 'plugin file /x/acts.py', or the plugin's label."""
+        if self.package:
+            return f"{self.package} {self.version}" if self.version else self.package
+        if self.file:
+            return f"plugin file {self.file}"
+        return self.plugin
+
+    def record(self) -> dict[str, Any]:
+        """What the resolved recipe and checkpoints keep of it (zoo.core.recipe's ``provenance``)."""
+        out: dict[str, Any] = {}
+        if self.package:
+            out.update(package=self.package, version=self.version)
+        elif self.file:
+            out.update(file=self.file, sha256=self.version)
+        else:
+            out["module"] = self.module or self.plugin
+        return out
+
+
+def normalize_package(name: str) -> str:
+    """A distribution name as packaging compares them (PEP 503): Zoo_Extras, zoo.extras -> zoo-extras."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 # The plugin being imported right now; set by zoo.core.discovery so that entries know where they came from.
-current_source: contextvars.ContextVar[str | None] = contextvars.ContextVar("zoo_plugin_source", default=None)
+current_source: contextvars.ContextVar[Origin | str | None] = contextvars.ContextVar("zoo_plugin_source", default=None)
 
 # Run before every lookup, so a registry is complete when first read. zoo.core.catalog installs plugin
 # discovery here: the registry itself knows nothing of plugins, which import it.
 before_lookup: list[Callable[[], None]] = []
+
+# Asked when a name is unknown, for a note to add (a plugin that failed to load or was disabled):
+# (registry name, component name, package or None) -> text or "". zoo.core.discovery installs one.
+unknown_hints: list[Callable[[str, str, str | None], str]] = []
+
+
+def _origin(source: Origin | str | None, obj: Any) -> Origin:
+    if isinstance(source, Origin):
+        return source
+    module = getattr(obj, "__module__", None)
+    return Origin(plugin=source or module or "?", module=module)
 
 
 @dataclass(frozen=True)
@@ -71,14 +149,35 @@ def _nested_registry(annotation: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered component: what it is called, what it does, what it takes, who registered it."""
+    """One registered component: what it is called, what it does, what it takes, who registered it.
+
+    ``problems``: how its factory breaks the registry's contract (found at registration); such an entry
+    is listed but refused when used. ``examples``: parameter sets the conformance kit (zoo.testing)
+    builds it with, for a factory whose defaults alone do not build (a required parameter).
+    """
 
     registry: str
     name: str
     obj: Callable[..., Any]
-    source: str
+    origin: Origin
     context: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    examples: tuple[Mapping[str, Any], ...] = ({},)
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The plugin that registered it, as messages and ``zoo list`` name it."""
+        return self.origin.plugin
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.origin.qualifier}:{self.name}"
+
+    @property
+    def title(self) -> str:
+        """"activation 'squareplus' (zoo-extras 0.1.0)": the component and where it came from, for messages."""
+        return f"{singular(self.registry)} '{self.name}' ({self.origin.describe()})"
 
     @property
     def summary(self) -> str:
@@ -87,7 +186,10 @@ class Entry:
 
     @cached_property
     def _signature(self) -> inspect.Signature:
-        return inspect.signature(self.obj, eval_str=True)
+        try:
+            return inspect.signature(self.obj, eval_str=True)
+        except Exception:  # noqa: BLE001 - an unresolvable annotation: a problem found at registration
+            return inspect.Signature()
 
     @property
     def params(self) -> list[inspect.Parameter]:
@@ -126,6 +228,11 @@ class Entry:
                 f"{self.registry}.{self.name}", __config__=config, **fields
             )
         return self._cache["model"]
+
+
+def singular(registry: str) -> str:
+    """'activations' -> 'activation', for messages about one component."""
+    return registry[:-1] if registry.endswith("s") else registry
 
 
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
@@ -174,81 +281,173 @@ def split_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 class Registry:
-    """A named family of interchangeable components (activations, models, ...)."""
+    """A named family of interchangeable components (activations, models, ...).
 
-    def __init__(self, name: str, *, context: tuple[str, ...] = (), doc: str = "") -> None:
+    ``contract``: checks what a factory returns when it is built (zoo.core.contracts), giving a
+    description of what is wrong or None.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        context: tuple[str, ...] = (),
+        doc: str = "",
+        contract: Callable[[Any], str | None] | None = None,
+    ) -> None:
         self.name = name
         self.context = context
         self.doc = doc
-        self._entries: dict[str, Entry] = {}
+        self.contract = contract
+        # each name, with every entry registered under it: more than one is a clash between plugins
+        self._entries: dict[str, list[Entry]] = {}
         REGISTRIES[name] = self
 
     def __repr__(self) -> str:
         return f"Registry({self.name!r}, {len(self._entries)} entries)"
 
     # --- registering -------------------------------------------------------------------------
-    def register(self, obj: Callable[..., Any] | str | None = None, *, name: str | None = None):
+    def register(
+        self,
+        obj: Callable[..., Any] | str | None = None,
+        *,
+        name: str | None = None,
+        examples: Sequence[Mapping[str, Any]] | None = None,
+    ):
         """Register a factory, as ``@reg.register``, ``@reg.register("name")`` or ``reg.register(f, name=...)``.
 
-        The name defaults to the object's ``__name__``. Registering a name that another plugin
-        already holds raises a RegistryError naming both.
+        The name defaults to the object's ``__name__``. ``examples``: parameter sets the conformance kit
+        builds the component with (default: its defaults alone). A name that another package already
+        holds is kept for both, and usable only qualified (``package:name``); the same plugin
+        registering one name for two different factories is an error.
         """
         if isinstance(obj, str):
             name, obj = obj, None
         if obj is None:
-            return lambda target: self.register(target, name=name)
-        key = name or obj.__name__
-        source = current_source.get() or getattr(obj, "__module__", "?")
-        old = self._entries.get(key)
-        if old is not None and not _same_definition(old.obj, obj):
+            return lambda target: self.register(target, name=name, examples=examples)
+        key = name or getattr(obj, "__name__", None)
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][\w.\-]*", key):
             raise RegistryError(
-                f"{self.name} '{key}' is registered twice: by {old.source} and by {source}; "
-                "rename one of them or uninstall one plugin"
+                f"{self.name}: cannot register {obj!r} under the name {key!r}: a name is letters, digits, "
+                "'_', '-' and '.', starting with a letter or '_' (':' is kept for package:name)"
             )
-        self._entries[key] = Entry(self.name, key, obj, source, self.context)
+        from zoo.core.contracts import signature_problems
+
+        origin = _origin(current_source.get(), obj)
+        entry = Entry(
+            self.name, key, obj, origin, self.context,
+            problems=tuple(signature_problems(self, obj)),
+            examples=tuple(dict(e) for e in examples) if examples else ({},),
+        )
+        if not (inspect.getdoc(obj) or "").strip():
+            warnings.warn(
+                f"{entry.title} has no docstring: `zoo list` and the docs show its first line",
+                PluginWarning,
+                stacklevel=2,
+            )
+        held = self._entries.setdefault(key, [])
+        for i, old in enumerate(held):
+            if _same_definition(old.obj, obj):
+                held[i] = entry  # the same definition again (a re-import)
+                return obj
+            if old.origin.qualifier == origin.qualifier:
+                raise RegistryError(
+                    f"{self.name} '{key}' is registered twice by {origin.plugin}, for two different factories"
+                )
+        held.append(entry)
         return obj
 
-    def attribute(self, module: str, source: str) -> None:
-        """Credit ``source`` with entries that ``module`` registered when it was imported directly, not as a plugin."""
-        for key, entry in self._entries.items():
-            if entry.source == module and getattr(entry.obj, "__module__", None) == module:
-                self._entries[key] = replace(entry, source=source)
+    def attribute(self, module: str, origin: Origin) -> None:
+        """Credit ``origin`` with entries that ``module`` registered when it was imported directly, not as a plugin."""
+        for held in self._entries.values():
+            for i, entry in enumerate(held):
+                if entry.origin.plugin == module and getattr(entry.obj, "__module__", None) == module:
+                    held[i] = replace(entry, origin=origin)
+
+    def entries_from(self, plugin: str) -> list[Entry]:
+        """The entries the plugin labelled ``plugin`` registered."""
+        return [e for held in self._entries.values() for e in held if e.origin.plugin == plugin]
+
+    def drop(self, plugin: str) -> None:
+        """Forget what the plugin labelled ``plugin`` registered (it failed halfway through its import)."""
+        for key in list(self._entries):
+            self._entries[key] = [e for e in self._entries[key] if e.origin.plugin != plugin]
+            if not self._entries[key]:
+                del self._entries[key]
 
     # --- looking up --------------------------------------------------------------------------
-    def _loaded(self) -> dict[str, Entry]:
+    def _loaded(self) -> dict[str, list[Entry]]:
         for hook in before_lookup:
             hook()
         return self._entries
 
+    def _hints(self, name: str, package: str | None) -> str:
+        return "".join(hint(self.name, name, package) for hint in unknown_hints)
+
     def get(self, name: str, where: str | None = None) -> Entry:
+        """The entry called ``name`` (or ``package:name``); a RegistryError that says why there is none."""
         entries = self._loaded()
-        if name not in entries:
-            prefix = f"{where}: " if where else ""
-            raise RegistryError(
-                f"{prefix}unknown {self.name} '{name}'{did_you_mean(name, entries)}; "
-                f"known {self.name}: {', '.join(sorted(entries)) or '(none)'}"
+        prefix = f"{where}: " if where else ""
+        package, _, bare = name.rpartition(":")
+        held = entries.get(bare, [])
+        if package:
+            chosen = [e for e in held if normalize_package(e.origin.qualifier) == normalize_package(package)]
+            if chosen:
+                return chosen[0]
+            others = f"; '{bare}' comes from {', '.join(e.origin.qualifier for e in held)}" if held else ""
+            raise UnknownComponent(
+                f"{prefix}unknown {self.name} '{name}': no plugin {package} registered it{others}"
+                f"{self._hints(bare, package)}",
+                self.name, bare,
             )
-        return entries[name]
+        if len(held) > 1:
+            choices = " or ".join(e.qualified_name for e in held)
+            raise RegistryError(
+                f"{prefix}{self.name} '{name}' is registered by {len(held)} plugins "
+                f"({'; '.join(e.source for e in held)}); write {choices} to pick one, "
+                f"or disable one plugin (ZOO_DISABLE_PLUGINS=...)"
+            )
+        if not held:
+            raise UnknownComponent(
+                f"{prefix}unknown {self.name} '{name}'{did_you_mean(name, entries)}; "
+                f"known {self.name}: {', '.join(self.names()) or '(none)'}{self._hints(name, None)}",
+                self.name, name,
+            )
+        return held[0]
 
     __getitem__ = get
 
     def __contains__(self, name: object) -> bool:
-        return name in self._loaded()
+        try:
+            return isinstance(name, str) and self.get(name) is not None
+        except RegistryError:
+            return False
 
     def __iter__(self) -> Iterator[Entry]:
+        """Every entry, by name; the entries of a name two plugins hold come one after the other."""
         entries = self._loaded()
-        return iter([entries[k] for k in sorted(entries)])
+        return iter([e for key in sorted(entries) for e in entries[key]])
 
     def __len__(self) -> int:
-        return len(self._loaded())
+        return sum(len(held) for held in self._loaded().values())
 
     def names(self) -> list[str]:
-        return sorted(self._loaded())
+        """The names a recipe can use: plain names, and ``package:name`` where two plugins hold a name."""
+        entries = self._loaded()
+        return sorted(
+            name for key, held in entries.items() for name in ([key] if len(held) == 1 else [e.qualified_name for e in held])
+        )
+
+    def display_name(self, entry: Entry) -> str:
+        """The name to show for ``entry``: qualified when another plugin holds the same name."""
+        return entry.qualified_name if len(self._entries.get(entry.name, ())) > 1 else entry.name
 
     # --- validating and building -------------------------------------------------------------
     def _check(self, spec: Spec, where: str) -> tuple[Entry, pydantic.BaseModel]:
         name, params = split_spec(spec, where)
         entry = self.get(name, where)
+        if entry.problems:
+            raise ComponentError(f"{where}: {entry.title} cannot be used: {'; '.join(entry.problems)}")
         for key in params:
             if key in self.context:
                 raise RegistryError(f"{where}.{key}: set by the caller of {self.name} '{name}', not by the recipe")
@@ -258,29 +457,51 @@ class Registry:
             raise RegistryError(_explain(exc, entry, where)) from None
         return entry, values
 
-    def validate(self, spec: Spec, where: str | None = None) -> dict[str, Any]:
-        """The spec as a mapping with every default filled in, nested specs included."""
+    def validate(
+        self, spec: Spec, where: str | None = None, provenance: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The spec as a mapping with every default filled in, nested specs included.
+
+        ``provenance``: when given, filled with where each component (this one and nested ones) came
+        from, by recipe key: ``{"model": {"name": "mlp", "package": "zoo", "version": "0.1.0"}, ...}``.
+        """
         where = where or self.name
         entry, values = self._check(spec, where)
-        out: dict[str, Any] = {"name": entry.name, **values.model_dump(mode="json")}
+        name, _ = split_spec(spec, where)
+        out: dict[str, Any] = {"name": name, **values.model_dump(mode="json")}
+        if provenance is not None:
+            provenance[where] = {"name": entry.name, "registry": self.name, **entry.origin.record()}
         for p in entry.params:
             nested = _nested_registry(p.annotation)
             if nested and out.get(p.name) is not None:
-                out[p.name] = REGISTRIES[nested].validate(out[p.name], f"{where}.{p.name}")
+                out[p.name] = REGISTRIES[nested].validate(out[p.name], f"{where}.{p.name}", provenance)
         return out
 
     def build(self, spec: Spec, where: str | None = None, **context: Any) -> Any:
-        """Validate ``spec`` and call the factory with its parameters plus the caller's context."""
+        """Validate ``spec``, call the factory with its parameters plus the caller's context, check the result.
+
+        A factory that raises (other than a ZooError, which already speaks to the user) or returns what
+        its registry's contract refuses is reported as a ComponentError naming the component, its
+        package and ``where``.
+        """
         where = where or self.name
         entry, values = self._check(spec, where)
         kwargs = {k: getattr(values, k) for k in type(values).model_fields}
         kwargs.update(values.model_extra or {})
         try:
-            return entry.obj(**context, **kwargs)
+            result = entry.obj(**context, **kwargs)
         except ZooError:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever a factory raises, the recipe key says where
-            raise RegistryError(f"{where}: building {self.name} '{entry.name}' failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise ComponentError(
+                f"{where}: {entry.title} failed to build: {type(exc).__name__}: {exc}{raised_at(exc)}"
+            ) from exc
+        problem = self.contract(result) if self.contract is not None else None
+        if problem:
+            raise ComponentError(f"{where}: {entry.title} {problem}")
+        return result
+
+
 
 
 def _same_definition(a: Any, b: Any) -> bool:

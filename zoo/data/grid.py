@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from zoo.data.augment import AugmentPipeline
 from zoo.core.build import build_data
-from zoo.data.datamodule import to_unit_float
 from zoo.core.recipe import Recipe
+from zoo.data.augment import AugmentPipeline
+from zoo.data.datamodule import to_unit_float
 
 
 def _label(y: torch.Tensor, classes: list[str]) -> str:

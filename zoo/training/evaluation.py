@@ -85,9 +85,13 @@ def safe_load(path: Path) -> Any:
 def load_model(path: str | Path, plugins: Iterable[str] = ()) -> Classifier | Ensemble:
     """A trained Classifier or Ensemble, in eval mode on the CPU.
 
-    ``plugins``: the plugins the user trusts; a plugin the checkpoint's recipe names is imported only if
-    it is listed here (see ``zoo.core.recipe.from_dict``).
+    ``plugins``: plugin modules or files the user names (``--plugin``); each is imported, and a plugin
+    the checkpoint's recipe names is imported only if it is listed here (see ``zoo.core.recipe.from_dict``).
     """
+    from zoo.core import discovery
+
+    plugins = list(plugins)
+    discovery.load_local(plugins, kind="--plugin")
     file = find_checkpoint(path)
     payload = safe_load(file)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
