@@ -324,8 +324,9 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
             where = ".".join(keys[: depth + 1])
             raise RecipeError(f"override {'.'.join(keys)}: {where} is {child!r}, not a mapping")
         node = child
-    if len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
-        node.clear()  # another component: the old one's parameters do not carry over
+    component = keys[0] in COMPONENT_SECTIONS or keys[0] in ("augment", "monitors")
+    if component and len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
+        node.clear()  # another component: the old one's parameters do not carry over (logger.wandb.name does)
     node[keys[-1]] = value
 
 
