@@ -163,9 +163,16 @@ class WandbSection(_Section):
     )
     project: str = Field("zoo", description="W&B project.")
     entity: str | None = Field(None, description="W&B entity (user or team); None: the account's default.")
-    group: str | None = Field(None, description="Group runs together (ensemble members and sweep trials get one).")
+    group: str | None = Field(
+        None, description="Group runs together; None: an ensemble or a sweep groups its runs by its folder's name."
+    )
     tags: list[str] = Field(default_factory=list, description="Tags of the run.")
     name: str | None = Field(None, description="Run name; None: the run folder's name.")
+    log_model: bool | Literal["best"] = Field(
+        False,
+        description="Upload checkpoints as a W&B model artifact when training ends: true (best.ckpt and "
+        "last.ckpt), best (best.ckpt only) or false.",
+    )
 
 
 class LoggerSection(_Section):
