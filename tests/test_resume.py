@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -294,7 +295,11 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     before = {row["trainer/global_step"] for row in first.history if "train/loss_step" in row}
     assert ckpt == 10 and max(before) > ckpt  # W&B holds steps past the checkpoint the run goes on from
+    earlier = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["zoo_resume"]["seconds"]
+    start = time.perf_counter()
     resumed = train(resume=run, progress=False)
+    # the run's time: the first sitting's, to its checkpoint, and the whole second sitting
+    assert 0 < earlier and resumed.seconds == pytest.approx(earlier + time.perf_counter() - start, abs=0.1)
     assert read_run_id(run) == first_id
     folders = offline_run_dirs(run)
     assert len(folders) == 2 and all(f.name.endswith(first_id) for f in folders)  # one W&B run, two sittings
@@ -332,6 +337,7 @@ def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path):
     resumed = subprocess.run([*cmd, "--resume", str(run)], capture_output=True, text=True, timeout=300,
                              cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert f"1 W&B run in 2 sittings logged offline; upload it with: wandb sync {run / 'wandb'}" in resumed.stderr
     second = read_run_file(run_file(offline_run_dirs(run)[1]))
     # the first epoch's rows, logged again from metrics.csv: the resume itself starts at step 10
     assert min(row["trainer/global_step"] for row in second.history) < 10

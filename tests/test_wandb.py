@@ -185,7 +185,7 @@ def test_a_run_refused_before_training_leaves_no_wandb_run(tmp_path, monkeypatch
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "wandb_run_id.txt").exists()
 
 
-def test_real_training_run_logs_to_wandb(tmp_path, monkeypatch):
+def test_real_training_run_logs_to_wandb(tmp_path, monkeypatch, capsys):
     """Through zoo.train: what the run really wrote, read back from its offline file."""
     import zoo
 
@@ -208,5 +208,6 @@ def test_real_training_run_logs_to_wandb(tmp_path, monkeypatch):
     ckpt = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["wandb_run_id"] == run.run_id == (run_dir / "wandb_run_id.txt").read_text().strip()
     assert time.perf_counter() - start < 60
-
+    err = capsys.readouterr().err
+    assert err.count("wandb sync") == 1 and f"upload it with: wandb sync {run_dir / 'wandb'}" in err, err
 

@@ -7,7 +7,8 @@
   ``last.ckpt``) at the recipe's interval, except that once the divergence guard has stopped a run it
   keeps the last good ``last.ckpt`` instead of overwriting it with diverged weights.
 * :class:`ResumeState` stores what Lightning's checkpoint leaves out and an exact resume needs: the
-  RNG states of torch (CPU and CUDA), NumPy and Python, and the augmentation generator's state.
+  RNG states of torch (CPU and CUDA), NumPy and Python, and the augmentation generator's state; and
+  the seconds the run has taken up to the checkpoint, so a resumed run's time counts every sitting.
 * :class:`RunCSVLogger` keeps the metrics a stopped run logged, and a resumed run appends to them.
 * :class:`StopOnSignal` turns SIGINT/SIGTERM into: finish the current step, write ``last.ckpt``,
   raise :class:`Interrupted` (which the CLI reports with the command that resumes the run).
@@ -20,6 +21,7 @@ import os
 import random
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +182,12 @@ class ResumeState(L.Callback):
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        self._started = time.perf_counter()
+        self._seconds_before = 0.0  # a resumed run: the time its earlier sittings took to this checkpoint
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        state: dict[str, Any] = {"rng": rng_states()}
+        seconds = self._seconds_before + time.perf_counter() - self._started
+        state: dict[str, Any] = {"rng": rng_states(), "seconds": seconds}
         gen = getattr(getattr(pl_module, "augment", None), "_generator", None)
         if gen is not None:
             state["augment"] = gen.get_state()
@@ -190,6 +195,7 @@ class ResumeState(L.Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self._pending = checkpoint.get("zoo_resume")
+        self._seconds_before = float((self._pending or {}).get("seconds", 0.0))
         # Lightning restores a resumable loader's position when its fit loop sets up the data, but the
         # schedule's length (estimated_stepping_batches, asked for in configure_optimizers) makes it set
         # up the data before the loops are restored, so that restore never happens. The data module

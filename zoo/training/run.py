@@ -13,6 +13,7 @@ from pathlib import Path
 from zoo.core.errors import ZooError
 from zoo.core.io import write_json
 from zoo.core.recipe import Recipe, load
+from zoo.monitoring.wandb_logging import announce_sync
 from zoo.training.ensemble_training import train_ensemble
 from zoo.training.fit import LAST_CHECKPOINT, RunResult, _quiet_lightning, fit_one, process_rank
 from zoo.training.run_folder import RUN_DIR_ENV, claim_run_dir, settle_replaced, write_recipe
@@ -34,13 +35,14 @@ def train(
     """
     start = time.perf_counter()
     aside = ckpt = wandb_id = None
+    earlier = 0.0  # a resumed run: the seconds its earlier sittings took to the checkpoint it goes on from
     if resume is not None:
         if recipe is not None or list(overrides) or run_dir is not None:
             raise ZooError("--resume takes the run folder alone: its recipe.yaml is the recipe (drop RECIPE, "
                            "key=value overrides and --run-dir)")
         path = Path(resume)
         resolved, ckpt = resume_point(path)
-        wandb_id = _prepare_resume(path, ckpt)
+        wandb_id, earlier = _prepare_resume(path, ckpt)
     else:
         resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
         if process_rank() > 0:
@@ -65,10 +67,15 @@ def train(
     except ZooError:
         settle_replaced(path, aside, started=False)  # a mistake caught before training: the old run stays
         raise
+    except BaseException:
+        if process_rank() == 0:
+            announce_sync(path)  # stopped (a signal, a crash): what W&B got so far can be uploaded all the same
+        raise
     settle_replaced(path, aside, started=True)
-    result.seconds = round(time.perf_counter() - start, 2)  # a resumed run: this process's time
+    result.seconds = round(earlier + time.perf_counter() - start, 2)
     if result.rank == 0:
         write_json(path / "metrics.json", result.summary())
+        announce_sync(path)
     return result
 
 
@@ -90,12 +97,14 @@ def resume_point(path: Path) -> tuple[Recipe, Path]:
     return resolved, ckpt
 
 
-def _prepare_resume(path: Path, ckpt: Path) -> str | None:
-    """Trim the metrics a stopped run logged after its checkpoint (the replay logs them again); its W&B id."""
+def _prepare_resume(path: Path, ckpt: Path) -> tuple[str | None, float]:
+    """Trim the metrics a stopped run logged after its checkpoint (the replay logs them again); its W&B id,
+    and the seconds its sittings so far took to that checkpoint."""
     from zoo.monitoring.wandb_logging import read_run_id
     from zoo.training.checkpoints import trim_metrics_csv
     from zoo.training.evaluation import safe_load
 
+    state = safe_load(ckpt)
     if process_rank() == 0:
-        trim_metrics_csv(path / "logs" / "metrics.csv", safe_load(ckpt)["global_step"])
-    return read_run_id(path)
+        trim_metrics_csv(path / "logs" / "metrics.csv", state["global_step"])
+    return read_run_id(path), float(state.get("zoo_resume", {}).get("seconds", 0.0))
