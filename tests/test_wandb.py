@@ -211,3 +211,43 @@ def test_real_training_run_logs_to_wandb(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("wandb sync") == 1 and f"upload it with: wandb sync {run_dir / 'wandb'}" in err, err
 
+
+def _sittings(wandb_dir: Path) -> dict[str, list]:
+    """Every W&B run under a wandb/ folder, by run id: its sittings, read back, oldest first."""
+    from zoo.monitoring.wandb_offline import read_run_file, run_file, sitting_dirs
+
+    ids = {p.name.rsplit("-", 1)[-1] for p in wandb_dir.glob("offline-run-*")}
+    return {i: [read_run_file(run_file(f)) for f in sitting_dirs(wandb_dir, i)] for i in ids}
+
+
+def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_path, monkeypatch, capsys):
+    import zoo
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY, "augment=[]", "logger.wandb.mode=offline", "ensemble={members: 2}"]
+    result = zoo.train(None, overrides, run_dir=tmp_path / "duo", progress=False)
+    run_dir = tmp_path / "duo"
+    runs = {sittings[0].name: sittings for sittings in _sittings(run_dir / "wandb").values()}
+    # every W&B run of the ensemble is in its own wandb/ folder (none in the members' folders), one sitting each
+    assert sorted(runs) == ["duo", "duo-m0", "duo-m1"]
+    assert all(len(s) == 1 and s[0].complete for s in runs.values())
+    assert not list((run_dir / "members").glob("*/wandb"))
+    assert {s[0].group for s in runs.values()} == {"duo"}  # grouped by the run folder, not the recipe's name
+    ensemble = runs["duo"][0]
+    assert ensemble.run_id == (run_dir / "wandb_run_id.txt").read_text().strip()
+    assert ensemble.config["ensemble"]["combine"] == "mean" and ensemble.config["run"]["combine"] == "mean"
+    assert ensemble.summary["test/acc"] == pytest.approx(result.ensemble_acc)
+    assert ensemble.summary["val/acc"] == pytest.approx(result.val_acc)
+    assert ensemble.summary["test/mean_member_acc"] == pytest.approx(
+        sum(m["test_acc"] for m in result.members) / 2)
+    assert ensemble.summary["ensemble/combine"] == "mean"
+    assert {"ensemble/members/_type", "test/confusion_matrix/_type", "test/per_class/_type"} <= ensemble.history_keys()
+    assert [row["ensemble/members/nrows"] for row in ensemble.history if "ensemble/members/nrows" in row] == [2]
+    # each member's row names its W&B run; and a member's run is an ordinary run of its own
+    member_ids = [m["wandb_run_id"] for m in result.members]
+    assert member_ids == [runs["duo-m0"][0].run_id, runs["duo-m1"][0].run_id]
+    for i, member in enumerate(result.members):
+        assert runs[f"duo-m{i}"][0].summary["test/acc"] == pytest.approx(member["test_acc"])
+    # one command uploads all three runs
+    err = capsys.readouterr().err
+    assert err.count("wandb sync") == 1 and f"3 W&B runs logged offline; upload them with: wandb sync {run_dir / 'wandb'}" in err

@@ -107,9 +107,11 @@ def split_of(data_spec: dict[str, Any], split: str):
 
 def evaluate(model: Classifier | Ensemble, data_spec: dict[str, Any], split: str = "test") -> dict[str, Any]:
     """Accuracy and mean negative log-likelihood on a split; per member too for an ensemble."""
-    _, part = split_of(data_spec, split)
+    dm, part = split_of(data_spec, split)
     y = part.y
     report: dict[str, Any] = {"split": split, "samples": len(y)}
+    if getattr(dm, "classes", None) is not None:
+        report["classes"] = [str(c) for c in dm.classes]
     if isinstance(model, Ensemble):
         member_probs = model.member_probabilities(part.x)
         report["members"] = [accuracy(p, y) for p in member_probs]
