@@ -60,20 +60,36 @@ def log_ensemble(
     exit_code = 1
     try:
         (run_dir / RUN_ID_FILE).write_text(run.id + "\n")
-        table = wandb.Table(columns=MEMBER_COLUMNS, data=[[m.get(c) for c in MEMBER_COLUMNS] for m in members])
+        table = wandb.Table(
+            columns=MEMBER_COLUMNS, data=[[m.get(c) for c in MEMBER_COLUMNS] for m in members]
+        )
         classes = test.get("classes") or [str(i) for i in range(len(test["confusion"]))]
-        run.log({"ensemble/members": table, **evaluation_media(test, classes, f"test confusion matrix of {run.name}")})
+        run.log(
+            {
+                "ensemble/members": table,
+                **evaluation_media(test, classes, f"test confusion matrix of {run.name}"),
+            }
+        )
         mean_member = sum(m["test_acc"] for m in members) / len(members)
-        run.summary.update({
-            "test/acc": test["acc"], "test/loss": test["nll"], "val/acc": val["acc"], "val/loss": val["nll"],
-            **{f"test/{m}": test[m] for m in ("macro_f1", "top5_acc", "roc_auc", "pr_auc")},
-            "test/mean_member_acc": mean_member,
-            "test/best_member_acc": max(m["test_acc"] for m in members),
-            "ensemble/combine": recipe.ensemble.combine,
-        })
+        run.summary.update(
+            {
+                "test/acc": test["acc"],
+                "test/loss": test["nll"],
+                "val/acc": val["acc"],
+                "val/loss": val["nll"],
+                **{f"test/{m}": test[m] for m in ("macro_f1", "top5_acc", "roc_auc", "pr_auc")},
+                "test/mean_member_acc": mean_member,
+                "test/best_member_acc": max(m["test_acc"] for m in members),
+                "ensemble/combine": recipe.ensemble.combine,
+            }
+        )
         if section.log_model and checkpoint.is_file():
-            artifact = wandb.Artifact(f"model-{run.id}", type="model", description=f"the ensemble {run.name}",
-                                      metadata={"members": len(members), "combine": recipe.ensemble.combine})
+            artifact = wandb.Artifact(
+                f"model-{run.id}",
+                type="model",
+                description=f"the ensemble {run.name}",
+                metadata={"members": len(members), "combine": recipe.ensemble.combine},
+            )
             with staged_in(run_dir):
                 artifact.add_file(str(checkpoint), name=checkpoint.name, policy="immutable")
                 run.log_artifact(artifact, aliases=["latest", "best"])

@@ -128,7 +128,10 @@ def announce_sync(run_dir: str | Path) -> None:
     what = f"{len(runs)} W&B run{'s' * (len(runs) > 1)}"
     if len(folders) > len(runs):
         what += f" in {len(folders)} sittings"
-    print(f"wandb: {what} logged offline; upload {'them' if len(runs) > 1 else 'it'} with: {command}", file=sys.stderr)
+    print(
+        f"wandb: {what} logged offline; upload {'them' if len(runs) > 1 else 'it'} with: {command}",
+        file=sys.stderr,
+    )
 
 
 def wandb_settings(mode: str):
@@ -155,8 +158,11 @@ class ZooWandbLogger(WandbLogger):
     """WandbLogger whose config is the resolved recipe alone, whose run starts only when ``start()`` is
     called (rank 0 only), and which logs each value once and the whole history (see the module's doc)."""
 
-    def __init__(self, *args: Any, run_dir: Path, mode: str, log_model: bool | str = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # Lightning's own log_model stays off: WandbExtras uploads the files
+    def __init__(
+        self, *args: Any, run_dir: Path, mode: str, log_model: bool | str = False, **kwargs: Any
+    ) -> None:
+        # Lightning's own log_model stays off: WandbExtras uploads the checkpoints
+        super().__init__(*args, **kwargs)
         self._wandb_init.pop("anonymous", None)  # wandb 0.31 warns about it even when None
         self.run_dir = Path(run_dir)
         self.mode = mode
@@ -392,7 +398,9 @@ class WandbExtras(L.Callback):
             return
         score = getattr(callback, "best_model_score", None)
         artifact = wandb.Artifact(
-            name, type="model", description=f"checkpoints of {run.name}",
+            name,
+            type="model",
+            description=f"checkpoints of {run.name}",
             metadata={"val/acc": float(score) if score is not None else None, STEP: trainer.global_step},
         )
         with staged_in(self.run_dir):
@@ -415,9 +423,13 @@ class WandbExtras(L.Callback):
         probs = pl_module.predict_proba(part.x).cpu()
         report = classification_metrics(probs, part.y.cpu())
         classes = [str(c) for c in getattr(dm, "classes", range(probs.shape[1]))]
-        logger.log_once(evaluation_media(report, classes, f"test confusion matrix of {logger.experiment.name}"),
-                        trainer.global_step)
-        logger.experiment.summary.update({f"test/{m}": report[m] for m in ("macro_f1", "top5_acc", "roc_auc", "pr_auc")})
+        logger.log_once(
+            evaluation_media(report, classes, f"test confusion matrix of {logger.experiment.name}"),
+            trainer.global_step,
+        )
+        logger.experiment.summary.update(
+            {f"test/{m}": report[m] for m in ("macro_f1", "top5_acc", "roc_auc", "pr_auc")}
+        )
 
 
 def evaluation_media(report: dict[str, Any], classes: list[str], title: str) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def sitting_dirs(wandb_dir: str | Path, run_id: str) -> list[Path]:
     """Every local folder of one W&B run under a ``wandb/`` folder, offline or online, oldest first: each
     time a run is resumed, wandb starts a folder of its own for it (a sitting)."""
     found = [
-        p for p in Path(wandb_dir).glob(f"*run-*-{run_id}")
+        p
+        for p in Path(wandb_dir).glob(f"*run-*-{run_id}")
         if p.is_dir() and not p.is_symlink() and p.name.startswith(("run-", "offline-run-"))
     ]
     return sorted(found, key=_started)
@@ -185,13 +186,19 @@ def read_run_file(path: str | Path) -> OfflineRun:
             run.files.extend(f.path for f in record.files.files)
         elif kind == "artifact":
             contents = record.artifact.manifest.contents
-            run.artifacts.append({
-                "name": record.artifact.name, "type": record.artifact.type,
-                "files": [c.path for c in contents], "local_paths": [c.local_path for c in contents],
-            })
+            run.artifacts.append(
+                {
+                    "name": record.artifact.name,
+                    "type": record.artifact.type,
+                    "files": [c.path for c in contents],
+                    "local_paths": [c.local_path for c in contents],
+                }
+            )
     # wandb stores config values as {"value": v, "desc": ...}; its own bookkeeping lives under _wandb
     run.config = {
-        k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in config.items() if k != "_wandb"
+        k: (v["value"] if isinstance(v, dict) and "value" in v else v)
+        for k, v in config.items()
+        if k != "_wandb"
     }
     return run
 
