@@ -27,3 +27,19 @@ def _run_benchmark(script: str, *args: str, timeout: int = 300) -> dict:
 @pytest.fixture
 def run_benchmark():
     return _run_benchmark
+
+
+def _would_sync(path: Path) -> list[Path]:
+    """The .wandb files ``wandb sync PATH`` would upload, asked of wandb itself (``--dry-run`` needs no
+    network or login), each resolved."""
+    cli = "import sys; from wandb.cli.cli import cli; sys.exit(cli())"
+    done = subprocess.run([sys.executable, "-c", cli, "sync", "--dry-run", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed = [line.split()[-1] for line in done.stderr.splitlines() if line.rstrip().endswith(".wandb")]
+    return sorted(Path(name).resolve() for name in listed)
+
+
+@pytest.fixture
+def would_sync():
+    return _would_sync

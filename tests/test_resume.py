@@ -315,7 +315,7 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     assert steps == list(range(len(steps)))  # wandb's own count goes on where the first sitting's ended
 
 
-def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path):
+def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync):
     """kill -9 before wandb wrote its first block of history: the resumed run logs what W&B lost."""
     from zoo.monitoring.wandb_offline import offline_run_dirs, read_run_file, run_file
 
@@ -342,3 +342,5 @@ def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path):
     # the first epoch's rows, logged again from metrics.csv: the resume itself starts at step 10
     assert min(row["trainer/global_step"] for row in second.history) < 10
     assert_wandb_whole_and_once(run)
+    # the one printed command uploads both sittings
+    assert would_sync(run / "wandb") == sorted(run_file(f).resolve() for f in offline_run_dirs(run))

@@ -220,7 +220,8 @@ def _sittings(wandb_dir: Path) -> dict[str, list]:
     return {i: [read_run_file(run_file(f)) for f in sitting_dirs(wandb_dir, i)] for i in ids}
 
 
-def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_path, monkeypatch, capsys):
+def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_path, monkeypatch, capsys,
+                                                                             would_sync):
     import zoo
 
     monkeypatch.chdir(tmp_path)
@@ -248,6 +249,10 @@ def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_
     assert member_ids == [runs["duo-m0"][0].run_id, runs["duo-m1"][0].run_id]
     for i, member in enumerate(result.members):
         assert runs[f"duo-m{i}"][0].summary["test/acc"] == pytest.approx(member["test_acc"])
-    # one command uploads all three runs
+    # one command uploads all three runs: wandb's own sync, asked what it would upload, names each run's file
     err = capsys.readouterr().err
-    assert err.count("wandb sync") == 1 and f"3 W&B runs logged offline; upload them with: wandb sync {run_dir / 'wandb'}" in err
+    command = f"wandb sync {run_dir / 'wandb'}"
+    assert err.count("wandb sync") == 1 and f"3 W&B runs logged offline; upload them with: {command}" in err
+    uploaded = {f.stem.removeprefix("run-") for f in would_sync(run_dir / "wandb")}
+    assert uploaded == {s[0].run_id for s in runs.values()}
+
