@@ -262,6 +262,10 @@ def _confusion_figure(run: RunInfo) -> str:
     return _png(confusion_figure(run.confusion, run.classes, run.name))
 
 
+def _seconds(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else ""
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -283,11 +287,13 @@ def _metrics_table(runs: list[RunInfo]) -> str:
             if members
             else ""
         )
+        source = html.escape(run.recipe_source)
         row(
             [
                 f"<td>{html.escape(run.name)}</td>",
-                f"<td><code>{html.escape(run.recipe_source)}</code></td>",
-                *(f'<td class="num">{_fmt(m.get(k))}</td>' for k in ("val_acc", "test_acc", "seconds")),
+                f"<td><code title='{source}'>{html.escape(Path(run.recipe_source).name)}</code></td>",
+                *(f'<td class="num">{_fmt(m.get(k))}</td>' for k in ("val_acc", "test_acc")),
+                f'<td class="num">{_seconds(m.get("seconds"))}</td>',
                 f"<td>{html.escape(note)}</td>",
             ]
         )
