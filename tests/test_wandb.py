@@ -90,7 +90,8 @@ def test_offline_run_logs_recipe_metrics_tables_and_artifacts(tmp_path, monkeypa
     assert artifacts[f"recipe-{run.run_id}"]["type"] == "recipe"
     model = artifacts[f"model-{run.run_id}"]
     assert model["type"] == "model" and model["files"] == ["best.ckpt"]
-    for artifact in (artifacts[f"recipe-{run.run_id}"], model):
+    assert {a["type"] for a in run.artifacts} == {"recipe", "model", "run_table"}  # a logged table is one too
+    for artifact in run.artifacts:
         assert all(Path(p).resolve().is_relative_to(run_dir.resolve()) for p in artifact["local_paths"]), artifact
     assert "augmentations/_type" in run.history_keys()  # the default recipe crops
     assert "wandb sync" not in capsys.readouterr().err  # zoo.train says it once, at the end (see below)
@@ -243,6 +244,9 @@ def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_
         sum(m["test_acc"] for m in result.members) / 2)
     assert ensemble.summary["ensemble/combine"] == "mean"
     assert {"ensemble/members/_type", "test/confusion_matrix/_type", "test/per_class/_type"} <= ensemble.history_keys()
+    for sittings in runs.values():  # every artifact staged inside the run folder
+        for artifact in sittings[0].artifacts:
+            assert all(Path(p).resolve().is_relative_to(run_dir.resolve()) for p in artifact["local_paths"])
     assert [row["ensemble/members/nrows"] for row in ensemble.history if "ensemble/members/nrows" in row] == [2]
     # each member's row names its W&B run; and a member's run is an ordinary run of its own
     member_ids = [m["wandb_run_id"] for m in result.members]

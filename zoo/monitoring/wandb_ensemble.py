@@ -64,12 +64,9 @@ def log_ensemble(
             columns=MEMBER_COLUMNS, data=[[m.get(c) for c in MEMBER_COLUMNS] for m in members]
         )
         classes = test.get("classes") or [str(i) for i in range(len(test["confusion"]))]
-        run.log(
-            {
-                "ensemble/members": table,
-                **evaluation_media(test, classes, f"test confusion matrix of {run.name}"),
-            }
-        )
+        with staged_in(run_dir):  # logged tables become artifacts, staged as they are logged
+            media = evaluation_media(test, classes, f"test confusion matrix of {run.name}")
+            run.log({"ensemble/members": table, **media})
         mean_member = sum(m["test_acc"] for m in members) / len(members)
         run.summary.update(
             {

@@ -423,10 +423,11 @@ class WandbExtras(L.Callback):
         probs = pl_module.predict_proba(part.x).cpu()
         report = classification_metrics(probs, part.y.cpu())
         classes = [str(c) for c in getattr(dm, "classes", range(probs.shape[1]))]
-        logger.log_once(
-            evaluation_media(report, classes, f"test confusion matrix of {logger.experiment.name}"),
-            trainer.global_step,
-        )
+        with staged_in(self.run_dir):  # a logged table becomes an artifact, staged when it is logged
+            logger.log_once(
+                evaluation_media(report, classes, f"test confusion matrix of {logger.experiment.name}"),
+                trainer.global_step,
+            )
         logger.experiment.summary.update(
             {f"test/{m}": report[m] for m in ("macro_f1", "top5_acc", "roc_auc", "pr_auc")}
         )
