@@ -191,7 +191,6 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path, capsys):
 
 
 def test_resumed_run_keeps_the_metrics_logged_before_the_crash(tmp_path, monkeypatch, uninterrupted):
-    import csv
 
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
@@ -238,44 +237,7 @@ def test_divergence_guard_is_on_by_default_and_keeps_the_last_good_checkpoint(tm
     assert summary["test_acc"] > 0.2
 
 
-def wandb_history(run_dir: Path) -> dict[tuple[int, str], float]:
-    """Every number W&B holds of a run over all its sittings, by (optimizer step, key); fails on one held twice."""
-    from zoo.monitoring.wandb_offline import (
-        BOOKKEEPING,
-        merged_history,
-        offline_run_dirs,
-        read_run_file,
-        run_file,
-    )
-
-    cells: dict[tuple[int, str], float] = {}
-    for row in merged_history([read_run_file(run_file(f)) for f in offline_run_dirs(run_dir)]):
-        for key, value in row.items():
-            if key not in BOOKKEEPING:
-                cell = (row["trainer/global_step"], key)
-                assert cell not in cells, f"{cell} logged twice"
-                cells[cell] = value
-    return cells
-
-
-def csv_history(run_dir: Path) -> dict[tuple[int, str], float]:
-    """What logs/metrics.csv holds by (step, key), less the best checkpoint's evaluation after training."""
-    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    last_epoch = max(int(r["epoch"]) for r in rows if r.get("train/loss_epoch"))
-    return {
-        (int(r["step"]), k): float(v) for r in rows if not r.get("epoch") or int(r["epoch"]) <= last_epoch
-        for k, v in r.items() if k != "step" and v != ""
-    }
-
-
-def assert_wandb_whole_and_once(run_dir: Path) -> None:
-    held, logged = wandb_history(run_dir), csv_history(run_dir)
-    assert logged
-    assert {c: v for c, v in held.items() if c[1] in {k for _, k in logged}} == pytest.approx(logged)
-
-
-def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch, wandb_whole_and_once):
     """A crash mid-epoch: the W&B run holds the steps after the checkpoint, which the resume replays."""
     from zoo.monitoring.wandb_logging import read_run_id
     from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run, read_run_file, run_file
@@ -308,14 +270,14 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     # the steps from 10 to the crash ran twice; W&B holds them once, and the whole history
     after = {row["trainer/global_step"] for row in second.history if "train/loss_step" in row}
     assert not before & after and sorted(before | after) == list(range(30))
-    assert_wandb_whole_and_once(run)
+    wandb_whole_and_once(run)
     assert second.summary["test/acc"] == pytest.approx(resumed.test_acc)
     assert second.summary["val/acc"] == pytest.approx(resumed.val_acc)
     steps = [row["_step"] for run_ in (first, second) for row in run_.history]
     assert steps == list(range(len(steps)))  # wandb's own count goes on where the first sitting's ended
 
 
-def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync):
+def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync, wandb_whole_and_once):
     """kill -9 before wandb wrote its first block of history: the resumed run logs what W&B lost."""
     from zoo.monitoring.wandb_offline import offline_run_dirs, read_run_file, run_file
 
@@ -341,6 +303,6 @@ def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync)
     second = read_run_file(run_file(offline_run_dirs(run)[1]))
     # the first epoch's rows, logged again from metrics.csv: the resume itself starts at step 10
     assert min(row["trainer/global_step"] for row in second.history) < 10
-    assert_wandb_whole_and_once(run)
+    wandb_whole_and_once(run)
     # the one printed command uploads both sittings
     assert would_sync(run / "wandb") == sorted(run_file(f).resolve() for f in offline_run_dirs(run))

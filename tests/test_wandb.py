@@ -221,8 +221,8 @@ def _sittings(wandb_dir: Path) -> dict[str, list]:
     return {i: [read_run_file(run_file(f)) for f in sitting_dirs(wandb_dir, i)] for i in ids}
 
 
-def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_path, monkeypatch, capsys,
-                                                                             would_sync):
+def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(
+        tmp_path, monkeypatch, capsys, would_sync, wandb_whole_and_once):
     import zoo
 
     monkeypatch.chdir(tmp_path)
@@ -253,6 +253,9 @@ def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(tmp_
     assert member_ids == [runs["duo-m0"][0].run_id, runs["duo-m1"][0].run_id]
     for i, member in enumerate(result.members):
         assert runs[f"duo-m{i}"][0].summary["test/acc"] == pytest.approx(member["test_acc"])
+        wandb_whole_and_once(run_dir / "members" / f"m{i}", run_dir / "wandb")
+    for sittings in runs.values():  # each metric once in every summary
+        assert not [k for k in sittings[0].summary if k.startswith(("test_", "val_"))]
     # one command uploads all three runs: wandb's own sync, asked what it would upload, names each run's file
     err = capsys.readouterr().err
     command = f"wandb sync {run_dir / 'wandb'}"
