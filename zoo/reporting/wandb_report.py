@@ -277,8 +277,7 @@ def build_report(
 
 def build_spec(run_dirs: list[str | Path], **kwargs: Any):
     """The report of these finished run folders as the library's serialized model, without network."""
-    from wandb_workspaces.reports.v2 import internal
-
+    internal = _reports_module().internal
     report, homes = build_report([collect(p) for p in run_dirs], **kwargs)
     model = report._to_model()
     for block in model.spec.blocks:
@@ -296,9 +295,7 @@ def write_spec(model, out: str | Path) -> Path:
 
 
 def read_spec(path: str | Path):
-    from wandb_workspaces.reports.v2 import internal
-
-    _reports_module()
+    internal = _reports_module().internal
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"--publish {path}: no such file")
