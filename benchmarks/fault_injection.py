@@ -24,6 +24,12 @@ Cases (``--case NAME``, repeatable; every case by default):
     python benchmarks/fault_injection.py --case kill9 --runs 10 resnet-digits trainer.max_epochs=5
     python benchmarks/fault_injection.py --case ddp-sigterm --runs 4
 
+With ``--wandb`` the runs also log to W&B offline, and each killed-and-resumed run of ``kill9`` has its W&B
+history, read back from all its sittings' ``.wandb`` files, checked against its ``logs/metrics.csv``: every
+value there once (none lost to a kill, none logged twice by a replay), none that differs.
+
+    python benchmarks/fault_injection.py --case kill9 --wandb --json  # ... and each run's W&B history
+
 A new case is a function ``case_NAME(ns, recipe, workdir, rng) -> dict`` whose result holds ``clean``
 (bool) and whatever it measured, listed in ``CASES``.
 """
@@ -31,6 +37,7 @@ A new case is a function ``case_NAME(ns, recipe, workdir, rng) -> dict`` whose r
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import random
@@ -48,9 +55,15 @@ DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "
 CWD = Path(__file__).resolve().parents[1]
 
 
+WANDB = False  # --wandb: runs log to W&B offline, as for a user without an API key
+
+
 def _env() -> dict[str, str]:
     env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
     env.pop("ZOO_RUN_DIR", None)
+    if WANDB:  # offline, each run with a wandb service of its own
+        for key in ("WANDB_MODE", "WANDB_SERVICE", "WANDB_API_KEY"):
+            env.pop(key, None)
     return env
 
 
@@ -102,6 +115,47 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> bool:
 
 
 # --- kill -9 --------------------------------------------------------------------------------------------
+def wandb_check(run_dir: Path) -> dict:
+    """A run's W&B history over all its sittings against its metrics.csv (the rows logged during training;
+    the best checkpoint's evaluation afterwards is in the W&B summary): how many values are held twice,
+    missing, or different."""
+    from zoo.monitoring.wandb_offline import (
+        BOOKKEEPING,
+        merged_history,
+        offline_run_dirs,
+        read_run_file,
+        run_file,
+    )
+
+    sittings = [read_run_file(run_file(f)) for f in offline_run_dirs(run_dir)]
+    held: dict[tuple[int, str], object] = {}
+    twice = 0
+    for row in merged_history(sittings):
+        for key, value in row.items():
+            if key not in BOOKKEEPING:
+                cell = (row["trainer/global_step"], key)
+                twice += cell in held
+                held[cell] = value
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    trained = max(int(r["epoch"]) for r in rows if r.get("train/loss_epoch"))
+    logged = {
+        (int(r["step"]), k): float(v)
+        for r in rows if not r.get("epoch") or int(r["epoch"]) <= trained
+        for k, v in r.items() if k != "step" and v != ""
+    }
+    missing = sum(cell not in held for cell in logged)
+    different = sum(cell in held and abs(held[cell] - v) > 1e-6 * max(1.0, abs(v))
+                    for cell, v in logged.items())
+    final = json.loads((run_dir / "metrics.json").read_text())["test_acc"]
+    return {
+        "sittings": len(sittings), "values": len(logged), "twice": twice, "missing": missing,
+        "different": different, "clean": bool(sittings) and not (twice or missing or different),
+        # the last sitting closed the run, with the run's final figures in its summary
+        "finished": bool(sittings) and sittings[-1].complete and sittings[-1].summary.get("test/acc") == final,
+    }
+
+
 def _killed_run(recipe: list[str], run_dir: Path, kills: int, span: float, rng: random.Random) -> dict:
     """Train with up to ``kills`` SIGKILLs; how the run went and its final metrics."""
     log = {"kill_times_s": [], "resumed": 0, "started_over": 0, "killed_after_finishing": 0}
@@ -123,6 +177,8 @@ def _killed_run(recipe: list[str], run_dir: Path, kills: int, span: float, rng: 
             args = [*recipe, "--run-dir", str(run_dir), "--overwrite"]
             log["started_over"] += 1
     log["metrics"] = final_metrics(run_dir)
+    if WANDB:
+        log["wandb"] = wandb_check(run_dir)
     return log
 
 
@@ -133,8 +189,10 @@ def case_kill9(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict
     reference = final_metrics(reference_dir)
     runs = [_killed_run(train_args, workdir / f"run{i}", ns.kills, span, rng) for i in range(ns.runs)]
     identical = sum(r["metrics"] == reference for r in runs)
+    wandb_clean = sum(r["wandb"]["clean"] and r["wandb"]["finished"] for r in runs) if WANDB else None
     return {
-        "clean": identical == ns.runs,
+        "clean": identical == ns.runs and (wandb_clean is None or wandb_clean == ns.runs),
+        "wandb_clean": wandb_clean,
         "runs": ns.runs,
         "identical": identical,
         "kills": sum(len(r["kill_times_s"]) for r in runs),
@@ -297,8 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     parser.add_argument("--quick", action="store_true", help="one or two short runs per case, a 3-epoch small MLP")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    parser.add_argument("--wandb", action="store_true", help="log to W&B offline; kill9 checks each run's W&B history")
     ns = parser.parse_args(argv)
+    global WANDB
+    WANDB = ns.wandb
     recipe = ns.recipe or ["mlp-digits"]
+    if ns.wandb:
+        recipe = [*recipe, "logger.wandb.mode=offline"]
     if ns.quick:
         recipe, ns.runs, ns.kills = [*recipe, *QUICK], 1, 1
     rng = random.Random(ns.seed)

@@ -30,3 +30,12 @@ def test_fault_injection_quick_json(run_benchmark):
     assert result["runs"] == 1 and result["kills"] <= 1
     assert result["resumed"] + result["started_over"] + result["killed_after_finishing"] == result["kills"]
     assert result["identical"] == 1 and result["per_run"][0]["metrics"] == result["reference_metrics"]
+
+
+def test_fault_injection_quick_wandb_json(run_benchmark):
+    result = run_benchmark("fault_injection.py", "--quick", "--wandb", "--json")
+    assert result["identical"] == 1 and result["wandb_clean"] == 1
+    held = result["per_run"][0]["wandb"]
+    # the W&B history over the run's sittings: every value of its metrics.csv, once, and the same
+    assert held["values"] > 0 and held["twice"] == held["missing"] == held["different"] == 0
+    assert held["finished"] and 1 <= held["sittings"] <= 1 + result["kills"]

@@ -35,6 +35,11 @@ def test_override_of_a_name_drops_the_old_parameters(tmp_path):
     assert r.model["activation"] == {"name": "relu"}
 
 
+def test_a_name_outside_the_component_sections_is_an_ordinary_key():
+    r = load(None, ["logger.wandb.mode=offline", "logger.wandb.project=p", "logger.wandb.name=mine"])
+    assert (r.logger.wandb.mode, r.logger.wandb.project, r.logger.wandb.name) == ("offline", "p", "mine")
+
+
 def test_base_is_relative_to_the_recipe_and_defaults_are_filled(tmp_path):
     (tmp_path / "common").mkdir()
     write(tmp_path / "common" / "base.yaml", "model: {name: mlp, width: 32, activation: tanh}\ndata: digits\nseed: 3\n")

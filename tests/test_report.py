@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.reporting.html_report import load_run, read_curves
+from zoo.reporting.html_report import curve_lines, load_run, rate_lines, read_curves, read_rates
 
 TINY = ["trainer.max_epochs=2", "model.width=16", "augment=[]", "trainer.limit_train_batches=5"]
 
@@ -45,9 +45,15 @@ def test_report_command_writes_self_contained_html(two_runs):
     assert single.name in text and duo.name in text
     assert "test_acc" in text and "<table>" in text
     assert f"{load_run(single).metrics['test_acc']:.4f}" in text
-    assert "ensemble_acc" in text and "m1: " in text  # the ensemble's members
+    # the ensemble's members, each in a row of its own under the ensemble
+    duo_metrics = load_run(duo).metrics
+    assert "ensemble of 2: mean" in text
+    for member in duo_metrics["members"]:
+        assert f"&#8627; m{member['member']}</td><td>seed {member['seed']}</td>" in text
+        assert f"{member['test_acc']:.4f}" in text
     pngs = re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", text)
-    assert len(pngs) >= 4 + 2  # train/val loss and acc curves, one confusion matrix per run
+    assert len(pngs) == 4 + 1 + 2  # train/val loss and acc curves, the learning rate, a confusion matrix per run
+    assert "learning rate per optimizer step" in text
     assert "http://" not in text and "https://" not in text
     assert "<link" not in text and "<script" not in text
 
@@ -58,3 +64,18 @@ def test_curves_are_per_epoch(two_runs):
     assert sorted(curves["val/acc"]) == [0, 1] and sorted(curves["train/loss_epoch"]) == [0, 1]
     run = load_run(duo)
     assert run.metrics["ensemble_acc"] is not None and len(run.member_curves) == 2
+
+
+def test_an_ensemble_is_drawn_with_its_members_and_the_learning_rate_per_step(two_runs):
+    _, single, duo = two_runs
+    runs = [load_run(single), load_run(duo)]
+    lines, levels = curve_lines(runs, "val/acc")
+    assert [label for label, _, _ in lines] == ["single", "duo m0", "duo m1"]
+    assert levels == [(f"duo ensemble ({runs[1].metrics['val_acc']:.4f})", runs[1].metrics["val_acc"])]
+    assert curve_lines(runs, "val/loss")[1] == []  # the level is the ensemble's accuracy alone
+    rates = rate_lines(runs)
+    # AdamW's two groups follow one schedule: one line a run; the ensemble's from its (identical) members
+    assert [label for label, _, _ in rates] == ["single", "duo (members)"]
+    assert all(0 < v <= 0.002 for _, points, _ in rates for v in points.values())
+    assert rates[0][1] == read_rates(single / "logs" / "metrics.csv")["train/lr/pg1"]
+

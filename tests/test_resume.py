@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -247,27 +248,75 @@ def test_divergence_guard_is_on_by_default_and_keeps_the_last_good_checkpoint(tm
     assert summary["test_acc"] > 0.2
 
 
-def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch, wandb_whole_and_once):
+    """A crash mid-epoch: the W&B run holds the steps after the checkpoint, which the resume replays."""
     from zoo.monitoring.wandb_logging import read_run_id
-    from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run
+    from zoo.monitoring.wandb_offline import offline_run_dirs, read_offline_run, read_run_file, run_file
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "run"
-    overrides = [*(o for o in SMALL if not o.startswith("logger.wandb")), "logger.wandb.mode=offline"]
+    overrides = [*(o for o in SMALL if not o.startswith("logger.wandb")), "logger.wandb.mode=offline",
+                 "trainer.log_every_n_steps=1"]
     with monkeypatch.context() as patch:
         _with_callback(patch, CrashAt(14))
         with pytest.raises(SystemExit):
             train(None, overrides, run_dir=run, progress=False)
     first_id = read_run_id(run)
     assert first_id
+    first = read_run_file(run_file(offline_run_dirs(run)[0]))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    before = {row["trainer/global_step"] for row in first.history if "train/loss_step" in row}
+    assert ckpt == 10 and max(before) > ckpt  # W&B holds steps past the checkpoint the run goes on from
+    earlier = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["zoo_resume"]["ranks"][0]["seconds"]
+    start = time.perf_counter()
     resumed = train(resume=run, progress=False)
+    # the run's time: the first sitting's, to its checkpoint, and the whole second sitting
+    assert 0 < earlier and resumed.seconds == pytest.approx(earlier + time.perf_counter() - start, abs=0.1)
     assert read_run_id(run) == first_id
     folders = offline_run_dirs(run)
     assert len(folders) == 2 and all(f.name.endswith(first_id) for f in folders)  # one W&B run, two sittings
     second = read_offline_run(run, index=-1)
     assert second.run_id == first_id
+    # the steps from 10 to the crash ran twice; W&B holds them once, and the whole history
+    after = {row["trainer/global_step"] for row in second.history if "train/loss_step" in row}
+    assert not before & after and sorted(before | after) == list(range(30))
+    wandb_whole_and_once(run)
     assert second.summary["test/acc"] == pytest.approx(resumed.test_acc)
+    assert second.summary["val/acc"] == pytest.approx(resumed.val_acc)
+    steps = [row["_step"] for run_ in (first, second) for row in run_.history]
+    assert steps == list(range(len(steps)))  # wandb's own count goes on where the first sitting's ended
+
+
+def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync, wandb_whole_and_once):
+    """kill -9 before wandb wrote its first block of history: the resumed run logs what W&B lost."""
+    from zoo.monitoring.wandb_offline import offline_run_dirs, read_run_file, run_file
+
+    run = tmp_path / "run"
+    recipe = tmp_path / "kill.yaml"
+    recipe.write_text(
+        f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n"
+        f"monitors:\n  - {{name: signal_at_step, step: 15, marker: {tmp_path / 'fired'}}}\n"
+    )
+    # W&B offline, as for a user; and no wandb service of this test process shared with the runs
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_SERVICE")}
+    small = [*(o for o in SMALL if not o.startswith("logger.wandb")), "logger.wandb.mode=offline"]
+    cmd = [sys.executable, "-m", "zoo", "train"]
+    killed = subprocess.run([*cmd, str(recipe), *small, "--run-dir", str(run)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path, env=env)
+    assert killed.returncode == -9
+    first = read_run_file(run_file(offline_run_dirs(run)[0]))
+    assert first.history == []  # the kill lost every row
+    resumed = subprocess.run([*cmd, "--resume", str(run)], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"1 W&B run in 2 sittings logged offline; upload it with: wandb sync {run / 'wandb'}" in resumed.stderr
+    second = read_run_file(run_file(offline_run_dirs(run)[1]))
+    # the first epoch's rows, logged again from metrics.csv: the resume itself starts at step 10
+    assert min(row["trainer/global_step"] for row in second.history) < 10
+    wandb_whole_and_once(run)
+    # the one printed command uploads both sittings
+    assert would_sync(run / "wandb") == sorted(run_file(f).resolve() for f in offline_run_dirs(run))
 
 
 def _crash(monkeypatch, step: int, overrides: list[str], run: Path) -> None:

@@ -90,7 +90,7 @@ def test_grouped_steps_train_exactly_as_one_step_per_batch(group, tmp_path, one_
         assert value == pytest.approx(losses[step], rel=1e-6)
     # and the learning-rate monitor still writes rows, each the rate of the step it names
     lrs = dict(base_steps.lrs)
-    logged_lr = [(int(r["step"]), float(r["lr-AdamW/pg1"])) for r in rows if r.get("lr-AdamW/pg1")]
+    logged_lr = [(int(r["step"]), float(r["train/lr/pg1"])) for r in rows if r.get("train/lr/pg1")]
     assert logged_lr, "no learning rate was logged"
     for step, value in logged_lr:
         assert value == pytest.approx(lrs[step], rel=1e-6)

@@ -183,9 +183,16 @@ class WandbSection(_Section):
     )
     project: str = Field("zoo", description="W&B project.")
     entity: str | None = Field(None, description="W&B entity (user or team); None: the account's default.")
-    group: str | None = Field(None, description="Group runs together (ensemble members and sweep trials get one).")
+    group: str | None = Field(
+        None, description="Group runs together; None: an ensemble or a sweep groups its runs by its folder's name."
+    )
     tags: list[str] = Field(default_factory=list, description="Tags of the run.")
     name: str | None = Field(None, description="Run name; None: the run folder's name.")
+    log_model: bool | Literal["best"] = Field(
+        False,
+        description="Upload checkpoints as a W&B model artifact when training ends: true (best.ckpt and "
+        "last.ckpt), best (best.ckpt only) or false.",
+    )
 
 
 class LoggerSection(_Section):
@@ -483,8 +490,9 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
             where = ".".join(keys[: depth + 1])
             raise RecipeError(f"override {'.'.join(keys)}: {where} is {brief(child)}, not a mapping")
         node = child
-    if len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
-        node.clear()  # another component: the old one's parameters do not carry over
+    component = keys[0] in COMPONENT_SECTIONS or keys[0] in ("augment", "monitors")
+    if component and len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
+        node.clear()  # another component: the old one's parameters do not carry over (logger.wandb.name does)
     node[keys[-1]] = value
 
 

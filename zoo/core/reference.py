@@ -55,6 +55,20 @@ def _table(model: type[BaseModel], prefix: str = "") -> list[str]:
     return rows
 
 
+def _sections(model: type[BaseModel], prefix: str, level: str) -> list[str]:
+    """A heading and a table for each section of ``model``, and below it one for each section inside it."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        sub = _section_class(field.annotation)
+        if sub is None:
+            continue
+        lines += [f"{level} {name}", "", (sub.__doc__ or "").strip(), "", *_table(sub, f"{prefix}{name}."), ""]
+        if sub.model_config.get("extra") == "allow":
+            lines += ["Any other Lightning `Trainer` argument is accepted too and passed through.", ""]
+        lines += _sections(sub, f"{prefix}{name}.", level + "#")
+    return lines
+
+
 def generate() -> str:
     lines = [HEADER, "## Top-level keys", "", *_table(Recipe), ""]
     lines += [
@@ -62,13 +76,7 @@ def generate() -> str:
         "and that component's parameters (listed below). `augment` is a list of such specs.",
         "",
     ]
-    for name, field in Recipe.model_fields.items():
-        sub = _section_class(field.annotation)
-        if sub is None:
-            continue
-        lines += [f"## {name}", "", (sub.__doc__ or "").strip(), "", *_table(sub, f"{name}."), ""]
-        if sub.model_config.get("extra") == "allow":
-            lines += ["Any other Lightning `Trainer` argument is accepted too and passed through.", ""]
+    lines += _sections(Recipe, "", "##")
     lines += ["## Components", "", "Parameters a recipe may set, with their types and defaults.", ""]
     for registry in REGISTRIES.values():
         lines += [f"### {registry.name}", "", registry.doc, ""]

@@ -8,7 +8,8 @@ import torch
 
 
 def classification_metrics(probs: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Top-k accuracy, per-class precision and recall, macro F1, ROC-AUC and PR-AUC (torchmetrics)."""
+    """Top-k accuracy, per-class precision and recall, macro F1, ROC-AUC, PR-AUC and the confusion matrix
+    (rows: true class, columns: predicted), from torchmetrics."""
     from torchmetrics.functional import classification as C
 
     k = probs.shape[1]
@@ -19,6 +20,7 @@ def classification_metrics(probs: torch.Tensor, y: torch.Tensor) -> dict[str, An
         "pr_auc": float(C.multiclass_average_precision(probs, y, k, average="macro")),
         "precision": C.multiclass_precision(probs, y, k, average=None).tolist(),
         "recall": C.multiclass_recall(probs, y, k, average=None).tolist(),
+        "confusion": C.multiclass_confusion_matrix(probs, y, k).tolist(),
     }
     return out
 

@@ -6,6 +6,9 @@ length, type FULL/FIRST/MIDDLE/LAST) of protobuf ``Record`` messages from ``wand
 wandb 0.31 no longer ships a Python reader for it (the old ``wandb.sdk.internal.datastore`` is gone; the
 Go ``wandb-core`` writes and reads it), so the framing is decoded here and the records with wandb's own
 protobuf classes.
+
+Tests read runs back with it, and the logger asks it what the earlier sittings of a resumed run hold
+(``held_by_sittings``) so that it logs each value once and fills in what a kill lost.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +25,8 @@ HEADER = struct.Struct("<4sHB")  # ident, magic, version
 CHUNK = struct.Struct("<IHB")  # checksum, length, type
 BLOCK = 32768
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+STEP = "trainer/global_step"  # zoo's x axis for every logged value: the optimizer step it belongs to
+BOOKKEEPING = {"_step", "_runtime", "_timestamp", STEP}  # what wandb and Lightning add to every row
 
 
 @dataclass
@@ -32,7 +38,7 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    artifacts: list[dict[str, str]] = field(default_factory=list)  # name, type
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, files, local_paths
     files: list[str] = field(default_factory=list)
     name: str | None = None
     project: str | None = None
@@ -52,6 +58,22 @@ class OfflineRun:
 def offline_run_dirs(run_dir: str | Path) -> list[Path]:
     """The offline run folders under ``run_dir/wandb``, oldest first."""
     return sorted(p for p in (Path(run_dir) / "wandb").glob("offline-run-*") if p.is_dir())
+
+
+def _started(folder: Path) -> str:
+    # offline-run-20250101_120000-<id> or run-20250101_120000-<id>: the start time, sortable as text
+    return folder.name.removeprefix("offline-").split("-")[1]
+
+
+def sitting_dirs(wandb_dir: str | Path, run_id: str) -> list[Path]:
+    """Every local folder of one W&B run under a ``wandb/`` folder, offline or online, oldest first: each
+    time a run is resumed, wandb starts a folder of its own for it (a sitting)."""
+    found = [
+        p
+        for p in Path(wandb_dir).glob(f"*run-*-{run_id}")
+        if p.is_dir() and not p.is_symlink() and p.name.startswith(("run-", "offline-run-"))
+    ]
+    return sorted(found, key=_started)
 
 
 def run_file(run_folder: str | Path) -> Path:
@@ -163,12 +185,73 @@ def read_run_file(path: str | Path) -> OfflineRun:
         elif kind == "files":
             run.files.extend(f.path for f in record.files.files)
         elif kind == "artifact":
-            run.artifacts.append({"name": record.artifact.name, "type": record.artifact.type})
+            contents = record.artifact.manifest.contents
+            run.artifacts.append(
+                {
+                    "name": record.artifact.name,
+                    "type": record.artifact.type,
+                    "files": [c.path for c in contents],
+                    "local_paths": [c.local_path for c in contents],
+                }
+            )
     # wandb stores config values as {"value": v, "desc": ...}; its own bookkeeping lives under _wandb
     run.config = {
-        k: (v["value"] if isinstance(v, dict) and "value" in v else v) for k, v in config.items() if k != "_wandb"
+        k: (v["value"] if isinstance(v, dict) and "value" in v else v)
+        for k, v in config.items()
+        if k != "_wandb"
     }
     return run
+
+
+def merged_history(runs: list[OfflineRun]) -> list[dict[str, Any]]:
+    """The history rows of several sittings of one run, in the order wandb numbered them (``_step``)."""
+    rows = [row for run in runs for row in run.history]
+    return sorted(rows, key=lambda row: row.get("_step", 0))
+
+
+@dataclass
+class Held:
+    """What W&B holds of a run: which (optimizer step, key) cells and keys, which artifacts, the last value
+    of each number, and where wandb's own row count goes on (its ``_step``)."""
+
+    cells: set[tuple[int, str]] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set)
+    artifacts: set[str] = field(default_factory=set)
+    next_step: int = 0
+    latest: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> (step, value) of its last step
+
+    def has(self, step: int, key: str, once: bool = False) -> bool:
+        if (step, key) in self.cells:
+            return True
+        # media read back from a file come as their fields: "augmentations/_type", "augmentations/path", ...
+        return once and (key in self.keys or any(k.startswith(key + "/") for k in self.keys))
+
+    def add(self, step: int, row: Mapping[str, Any]) -> None:
+        for key, value in row.items():
+            self.cells.add((step, key))
+            self.keys.add(key)
+            if isinstance(value, (int, float)) and step >= self.latest.get(key, (-1, None))[0]:
+                self.latest[key] = (step, value)
+
+
+def held_by_sittings(folders: list[Path]) -> Held:
+    """What these local folders of one W&B run (its earlier sittings) hold, read from their ``.wandb`` files;
+    a file cut short by a kill is read as far as it goes."""
+    held = Held()
+    for folder in folders:
+        try:
+            run = read_run_file(run_file(folder))
+        except (FileNotFoundError, ValueError):  # no file yet, or not one wandb wrote
+            continue
+        for row in run.history:
+            held.next_step = max(held.next_step, int(row.get("_step", -1)) + 1)
+            values = {k: v for k, v in row.items() if k not in BOOKKEEPING}
+            if isinstance(row.get(STEP), (int, float)):
+                held.add(int(row[STEP]), values)
+            else:
+                held.keys.update(values)
+        held.artifacts.update(a["name"] for a in run.artifacts)
+    return held
 
 
 def has_exit_record(path: str | Path) -> bool:

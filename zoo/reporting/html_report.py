@@ -2,8 +2,8 @@
 
 Everything is inline (CSS, and plots as base64 PNGs drawn with matplotlib), so the file opens anywhere,
 offline, and can be mailed or attached as it is. Each run folder contributes its ``metrics.json``,
-``recipe.yaml``, ``logs/metrics.csv`` (an ensemble's members' logs when it has no log of its own) and,
-unless skipped, its model evaluated on its test split.
+``recipe.yaml``, ``logs/metrics.csv`` (an ensemble's members' logs, drawn with the ensemble's own
+accuracy, when it has no log of its own) and, unless skipped, its model evaluated on its test split.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ th,td{border:1px solid #ccc;padding:.35em .7em;text-align:left;vertical-align:to
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto}.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}
 figcaption{font-size:.85em;color:#555}.note{color:#777;font-size:.9em}code{background:#f5f5f5;padding:0 .2em}
+tr.member td{color:#555;font-size:.95em}td.member{padding-left:1.6em}
 """
 
 
@@ -47,10 +48,16 @@ class RunInfo:
     metrics: dict[str, Any]
     recipe: dict[str, Any]
     curves: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> epoch -> value
+    rates: dict[str, dict[int, float]] = field(default_factory=dict)  # learning rates: key -> step -> value
     member_curves: list[dict[str, dict[int, float]]] = field(default_factory=list)
+    member_rates: list[dict[str, dict[int, float]]] = field(default_factory=list)
     confusion: list[list[int]] | None = None
     classes: list[str] = field(default_factory=list)
     confusion_note: str = ""
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.metrics.get("members"))
 
 
 def _source(recipe_file: Path) -> str:
@@ -87,6 +94,23 @@ def read_curves(csv_file: Path) -> dict[str, dict[int, float]]:
     return curves
 
 
+def is_learning_rate(key: str) -> bool:
+    return key.startswith(("train/lr", "lr-"))  # lr-<Optimizer>: what runs logged before train/lr
+
+
+def read_rates(csv_file: Path) -> dict[str, dict[int, float]]:
+    """The learning rate of each optimizer group per logged optimizer step, from a run's metrics.csv."""
+    rates: dict[str, dict[int, float]] = {}
+    if not csv_file.is_file():
+        return rates
+    with csv_file.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if is_learning_rate(key) and value and (row.get("step") or "").isdigit():
+                    rates.setdefault(key, {})[int(row["step"])] = float(value)
+    return rates
+
+
 def load_run(path: str | Path) -> RunInfo:
     path = Path(path)
     metrics_file = path / "metrics.json"
@@ -102,6 +126,7 @@ def load_run(path: str | Path) -> RunInfo:
         metrics=metrics,
         recipe=recipe or {},
         curves=read_curves(path / "logs" / "metrics.csv"),
+        rates=read_rates(path / "logs" / "metrics.csv"),
     )
     for member in metrics.get("members") or []:
         folder = Path(member["run_dir"]) if member.get("run_dir") else None
@@ -109,6 +134,7 @@ def load_run(path: str | Path) -> RunInfo:
             folder = path / "members" / folder.name
         if folder is not None:
             info.member_curves.append(read_curves(folder / "logs" / "metrics.csv"))
+            info.member_rates.append(read_rates(folder / "logs" / "metrics.csv"))
     return info
 
 
@@ -125,15 +151,15 @@ def add_confusion(info: RunInfo) -> None:
     except (ZooError, KeyError) as exc:
         info.confusion_note = f"no confusion matrix: {exc}"
         return
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
     with torch.no_grad():
         if isinstance(model, Ensemble):
             probs = model.combine_probabilities(model.member_probabilities(part.x))
         else:
             probs = model.predict_proba(part.x)
     k = probs.shape[1]
-    counts = torch.zeros(k, k, dtype=torch.long)
-    counts.index_put_((part.y.long(), probs.argmax(-1)), torch.ones(len(part.y), dtype=torch.long), accumulate=True)
-    info.confusion = counts.tolist()
+    info.confusion = multiclass_confusion_matrix(probs, part.y, k).tolist()
     info.classes = [str(c) for c in getattr(dm, "classes", range(k))]
 
 
@@ -146,59 +172,98 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _curve_figures(runs: list[RunInfo]) -> list[tuple[str, str]]:
+def _figure(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    lines: list[tuple[str, dict[int, float], str]],
+    log: bool = False,
+    levels: list[tuple[str, float]] = (),
+) -> str:
+    """One plot: each line is (label, x -> y, style); ``levels`` are horizontal lines (label, value)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, points, style in lines:
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], style, markersize=3, label=label, linewidth=1.2)
+    for label, value in levels:
+        ax.axhline(value, linestyle="--", color="black", linewidth=1.2, label=label)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def curve_lines(
+    runs: list[RunInfo], key: str
+) -> tuple[list[tuple[str, dict[int, float], str]], list[tuple[str, float]]]:
+    """The lines of one metric's plot, and its horizontal lines: an ensemble, which has no log of its own,
+    is drawn as its members' curves and, for validation accuracy, its own (the combination's) as a level."""
+    lines, levels = [], []
+    for run in runs:
+        if key in run.curves:
+            lines.append((run.name, run.curves[key], "-o"))
+        elif run.is_ensemble:
+            members = [c[key] for c in run.member_curves if key in c]
+            lines += [(f"{run.name} m{i}", c, ":.") for i, c in enumerate(members)]
+            final = run.metrics.get("val_acc") if key == "val/acc" else None
+            if members and final is not None:
+                levels.append((f"{run.name} ensemble ({final:.4f})", final))
+    return lines, levels
+
+
+def rate_lines(runs: list[RunInfo]) -> list[tuple[str, dict[int, float], str]]:
+    """The learning rate of each run by optimizer step; optimizer groups on one schedule (AdamW's decayed
+    and undecayed parameters) make one line, and an ensemble's members share theirs."""
+    lines = []
+    for run in runs:
+        rates = run.rates or (run.member_rates[0] if run.member_rates else {})
+        label = run.name if run.rates else f"{run.name} (members)"
+        keys = sorted(rates)
+        distinct = [k for i, k in enumerate(keys) if rates[k] not in [rates[j] for j in keys[:i]]]
+        lines += [
+            (label if len(distinct) == 1 else f"{label} {k.rsplit('/', 1)[-1]}", rates[k], "-")
+            for k in distinct
+        ]
+    return lines
+
+
+def _curve_figures(runs: list[RunInfo]) -> list[tuple[str, str]]:
     figures = []
     for title, keys in CURVES:
         for key in keys:
-            lines = []
-            for run in runs:
-                if key in run.curves:
-                    lines.append((run.name, run.curves[key]))
-                else:  # an ensemble without a log of its own: its members'
-                    lines += [(f"{run.name} m{i}", c[key]) for i, c in enumerate(run.member_curves) if key in c]
-            if not lines:
-                continue
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
-            for label, points in lines:
-                epochs = sorted(points)
-                ax.plot(epochs, [points[e] for e in epochs], marker="o", markersize=3, label=label)
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(title)
-            ax.set_title(key)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            figures.append((key, _png(fig)))
+            lines, levels = curve_lines(runs, key)
+            if lines:
+                figures.append((f"{key} per epoch", _figure(key, "epoch", title, lines, levels=levels)))
+    rates = rate_lines(runs)
+    if rates:
+        figures.append(
+            (
+                "learning rate per optimizer step",
+                _figure("learning rate", "optimizer step", "learning rate", rates, log=True),
+            )
+        )
     return figures
 
 
 def _confusion_figure(run: RunInfo) -> str:
-    import matplotlib
+    from zoo.monitoring.figures import confusion_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return _png(confusion_figure(run.confusion, run.classes, run.name))
 
-    k = len(run.confusion)
-    size = min(7.0, 2.0 + 0.45 * k)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(run.confusion, cmap="Blues")
-    if k <= 20:
-        top = max(max(r) for r in run.confusion) or 1
-        for i, row in enumerate(run.confusion):
-            for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
-        ax.set_xticks(range(k), run.classes, fontsize=7, rotation=90 if k > 10 else 0)
-        ax.set_yticks(range(k), run.classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(run.name, fontsize=9)
-    return _png(fig)
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else ""
 
 
 def _fmt(value: Any) -> str:
@@ -208,21 +273,41 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_table(runs: list[RunInfo]) -> str:
-    head = ["run", "recipe", "val_acc", "test_acc", "seconds", "ensemble_acc", "members (test_acc)"]
+    head = ["run", "recipe", "val_acc", "test_acc", "time (s)", "note"]
     rows = []
+
+    def row(cells: list[str], css: str = "") -> None:
+        rows.append(f"<tr{css}>" + "".join(cells) + "</tr>")
+
     for run in runs:
         m = run.metrics
         members = m.get("members") or []
-        member_text = ", ".join(
-            f"m{x.get('member', i)}: {_fmt(x.get('test_acc'))}" for i, x in enumerate(members)
+        note = (
+            f"ensemble of {len(members)}: {run.recipe.get('ensemble', {}).get('combine', '')}"
+            if members
+            else ""
         )
-        cells = [
-            f"<td>{html.escape(run.name)}</td>",
-            f"<td><code>{html.escape(run.recipe_source)}</code></td>",
-            *(f'<td class="num">{_fmt(m.get(k))}</td>' for k in ("val_acc", "test_acc", "seconds", "ensemble_acc")),
-            f"<td>{member_text}</td>",
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        source = html.escape(run.recipe_source)
+        row(
+            [
+                f"<td>{html.escape(run.name)}</td>",
+                f"<td><code title='{source}'>{html.escape(Path(run.recipe_source).name)}</code></td>",
+                *(f'<td class="num">{_fmt(m.get(k))}</td>' for k in ("val_acc", "test_acc")),
+                f'<td class="num">{_seconds(m.get("seconds"))}</td>',
+                f"<td>{html.escape(note)}</td>",
+            ]
+        )
+        for i, member in enumerate(members):  # each member under its ensemble
+            what = f"seed {member['seed']}" if "seed" in member else member.get("snapshot", "")
+            row(
+                [
+                    f"<td class='member'>&#8627; m{member.get('member', i)}</td>",
+                    f"<td>{html.escape(str(what))}</td>",
+                    *(f'<td class="num">{_fmt(member.get(k))}</td>' for k in ("val_acc", "test_acc")),
+                    "<td></td><td>member</td>",
+                ],
+                " class='member'",
+            )
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
@@ -243,7 +328,10 @@ def build_report(run_dirs: list[str | Path], confusion: bool = True, title: str 
     figures = _curve_figures(runs)
     if figures:
         parts.append("<div class='figs'>")
-        parts += [f"<figure><img alt='{html.escape(k)}' src='{src}'><figcaption>{html.escape(k)} per epoch</figcaption></figure>" for k, src in figures]
+        parts += [
+            f"<figure><img alt='{html.escape(k)}' src='{src}'><figcaption>{html.escape(k)}</figcaption></figure>"
+            for k, src in figures
+        ]
         parts.append("</div>")
     else:
         parts.append("<p class='note'>No logs/metrics.csv with per-epoch values in these runs.</p>")
@@ -254,10 +342,14 @@ def build_report(run_dirs: list[str | Path], confusion: bool = True, title: str 
         parts.append("<div class='figs'>")
         for run in runs:
             if run.confusion is not None:
-                parts.append(f"<figure><img alt='confusion matrix of {html.escape(run.name)}' src='{_confusion_figure(run)}'>"
-                             f"<figcaption>{html.escape(run.name)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img alt='confusion matrix of {html.escape(run.name)}' src='{_confusion_figure(run)}'>"
+                    f"<figcaption>{html.escape(run.name)}</figcaption></figure>"
+                )
             else:
-                parts.append(f"<p class='note'>{html.escape(run.name)}: {html.escape(run.confusion_note)}</p>")
+                parts.append(
+                    f"<p class='note'>{html.escape(run.name)}: {html.escape(run.confusion_note)}</p>"
+                )
         parts.append("</div>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -10,7 +10,8 @@
   them with diverged weights.
 * :class:`ResumeState` stores what Lightning's checkpoint leaves out and an exact resume needs, for every
   rank of a DDP job: the RNG states of torch (CPU and CUDA), NumPy and Python, the augmentation
-  generator's state, and the interrupted epoch's training loss and accuracy so far.
+  generator's state, the interrupted epoch's training loss and accuracy so far, and the seconds the run
+  has taken up to the checkpoint, so a resumed run's time counts every sitting.
 * :class:`RunCSVLogger` keeps the metrics a stopped run logged, and a resumed run appends to them.
 * :class:`SignalStop` and :class:`StopOnSignal` turn SIGINT/SIGTERM into: during training, finish the
   current step, write ``last.ckpt`` and raise :class:`Interrupted` (every rank of a DDP job at the same
@@ -26,6 +27,7 @@ import random
 import signal
 import threading
 from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +243,13 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def seconds_so_far(checkpoint: dict[str, Any]) -> float:
+    """The training seconds a checkpoint's run had taken, over all its sittings (0 for older checkpoints)."""
+    saved = checkpoint.get("zoo_resume") or {}
+    ranks = saved.get("ranks") or [saved]
+    return float(ranks[0].get("seconds", 0.0))
+
+
 class ResumeState(L.Callback):
     """Saves every rank's generator states (and its part of the epoch's training figures) in each checkpoint;
     a resumed run restores them as training starts.
@@ -255,9 +264,12 @@ class ResumeState(L.Callback):
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        self._started = time.perf_counter()
+        self._seconds_before = 0.0  # a resumed run: the time its earlier sittings took to this checkpoint
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        state: dict[str, Any] = {"rng": rng_states()}
+        seconds = self._seconds_before + time.perf_counter() - self._started
+        state: dict[str, Any] = {"rng": rng_states(), "seconds": seconds}
         gen = getattr(getattr(pl_module, "augment", None), "_generator", None)
         if gen is not None:
             state["augment"] = gen.get_state()
@@ -273,6 +285,7 @@ class ResumeState(L.Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self._pending = checkpoint.get("zoo_resume")
+        self._seconds_before = seconds_so_far(checkpoint)
         # Lightning restores a resumable loader's position when its fit loop sets up the data, but the
         # schedule's length (estimated_stepping_batches, asked for in configure_optimizers) makes it set
         # up the data before the loops are restored, so that restore never happens. The data module

@@ -382,4 +382,5 @@ class Classifier(L.LightningModule):
                 group["initial_lr"] = group["lr"]
         total, per_epoch = schedule_lengths(self.trainer)
         schedule = build_schedule(self.recipe["schedule"], optimizer, total, per_epoch)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        # the learning-rate monitor logs it as train/lr, or train/lr/pg<i> per group when there are several
+        return {"optimizer": optimizer, "lr_scheduler": {**schedule, "name": "train/lr"}}

@@ -10,6 +10,7 @@ import lightning as L
 from zoo.core.catalog import schedules
 from zoo.core.errors import RecipeError
 from zoo.core.recipe import Recipe, derive
+from zoo.monitoring.wandb_logging import read_run_id
 from zoo.training.classifier import schedule_lengths
 from zoo.training.ensemble_model import Ensemble
 from zoo.training.evaluation import evaluate
@@ -17,8 +18,9 @@ from zoo.training.fit import RunResult, fit_one
 from zoo.training.run_folder import write_recipe
 
 
-def member_recipes(recipe: Recipe) -> list[Recipe]:
-    """One resolved recipe per member: its own seed, its own overrides, no ensemble section."""
+def member_recipes(recipe: Recipe, run_name: str | None = None) -> list[Recipe]:
+    """One resolved recipe per member: its own seed, its own overrides, no ensemble section; given the
+    ensemble's run folder name, members are W&B runs named ``<run_name>-m<i>`` in the group ``run_name``."""
     ens = recipe.ensemble
     seeds = ens.seeds if ens.seeds is not None else [recipe.seed + i for i in range(ens.members)]
     if len(seeds) != ens.members:
@@ -28,12 +30,18 @@ def member_recipes(recipe: Recipe) -> list[Recipe]:
         raise RecipeError(
             f"{recipe.source}: ensemble.member_overrides has {len(overrides)} lists for {ens.members} members"
         )
-    # members are W&B runs of their own, grouped under the ensemble's name
-    group = [] if recipe.logger.wandb.group else [f"logger.wandb.group={recipe.name}"]
+    # members are W&B runs of their own, grouped by the ensemble's run folder: two ensembles of one recipe
+    # stay apart in W&B
+    group = [] if recipe.logger.wandb.group else [f"logger.wandb.group={run_name or recipe.name}"]
     return [
-        derive(recipe, [*group, *extra], ensemble=None, seed=seed, name=f"{recipe.name}-m{i}")
+        derive(recipe, [*group, *_wandb_name(run_name, f"m{i}"), *extra], ensemble=None, seed=seed,
+               name=f"{recipe.name}-m{i}")
         for i, (seed, extra) in enumerate(zip(seeds, overrides))
     ]
+
+
+def _wandb_name(run_name: str | None, suffix: str) -> list[str]:
+    return [f"logger.wandb.name={run_name}-{suffix}"] if run_name else []
 
 
 class SnapshotCheckpoints(L.Callback):
@@ -65,12 +73,15 @@ class SnapshotCheckpoints(L.Callback):
 
 
 def _summary(recipe: Recipe, ensemble: Ensemble, member_info: list[dict[str, Any]], path: Path) -> RunResult:
+    from zoo.monitoring.wandb_ensemble import log_ensemble
+
     test = evaluate(ensemble, recipe.data, "test")
     val = evaluate(ensemble, recipe.data, "val")
     for info, acc_t, acc_v in zip(member_info, test["members"], val["members"]):
         info.update(test_acc=acc_t, val_acc=acc_v)
     ensemble_file = path / "ensemble.ckpt"
     ensemble.save(ensemble_file)
+    log_ensemble(recipe, path, test=test, val=val, members=member_info, checkpoint=ensemble_file)
     mean_member = sum(m["test_acc"] for m in member_info) / len(member_info)
     return RunResult(
         test_acc=test["acc"],
@@ -89,7 +100,7 @@ def train_ensemble(recipe: Recipe, path: Path, progress: bool | None = None) -> 
     if ens.snapshot:
         return _train_snapshots(recipe, path, progress)
     jobs = []
-    for i, member in enumerate(member_recipes(recipe)):
+    for i, member in enumerate(member_recipes(recipe, path.name)):
         folder = path / "members" / f"m{i}"
         folder.mkdir(parents=True)
         write_recipe(member, folder)
@@ -98,7 +109,10 @@ def train_ensemble(recipe: Recipe, path: Path, progress: bool | None = None) -> 
         checkpoints = _fit_in_parallel(jobs, ens.parallel)
     else:
         checkpoints = [fit_one(m, folder, progress, bootstrap_seed=b).best_checkpoint for m, folder, b in jobs]
-    infos = [{"member": i, "seed": m.seed, "run_dir": str(folder)} for i, (m, folder, _) in enumerate(jobs)]
+    infos = [
+        {"member": i, "seed": m.seed, "run_dir": str(folder), "wandb_run_id": read_run_id(folder)}
+        for i, (m, folder, _) in enumerate(jobs)
+    ]
     return _summary(recipe, Ensemble.from_checkpoints(checkpoints, ens.combine), infos, path)
 
 
@@ -148,8 +162,12 @@ def _train_snapshots(recipe: Recipe, path: Path, progress: bool | None) -> RunRe
             f"members: {', '.join(with_restarts)}), got {recipe.schedule['name']}"
         )
     snapshots = SnapshotCheckpoints(recipe.schedule, path / "snapshots")
-    fit_one(derive(recipe, [], ensemble=None), path, progress, callbacks=[snapshots])
+    # the training run is a W&B run of its own; the ensemble's run, named after the folder, comes after it
+    group = [] if recipe.logger.wandb.group else [f"logger.wandb.group={path.name}"]
+    fit_one(derive(recipe, [*group, *_wandb_name(path.name, "snapshots")], ensemble=None), path, progress,
+            callbacks=[snapshots])
     if not snapshots.saved:
         raise RecipeError(f"{recipe.source}: the run ended before the first warm-restart cycle did")
-    infos = [{"member": i, "snapshot": p.name} for i, p in enumerate(snapshots.saved)]
+    training_run = read_run_id(path)
+    infos = [{"member": i, "snapshot": p.name, "wandb_run_id": training_run} for i, p in enumerate(snapshots.saved)]
     return _summary(recipe, Ensemble.from_checkpoints(snapshots.saved, recipe.ensemble.combine), infos, path)

@@ -140,6 +140,8 @@ def evaluate(
     check_fits(model, dm, where)
     y = part.y
     report: dict[str, Any] = {"split": split, "samples": len(y)}
+    if getattr(dm, "classes", None) is not None:
+        report["classes"] = [str(c) for c in dm.classes]
     if isinstance(model, Ensemble):
         member_probs = model.member_probabilities(part.x)
         report["members"] = [accuracy(p, y) for p in member_probs]

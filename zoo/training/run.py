@@ -22,7 +22,8 @@ import lightning as L
 from zoo.core.errors import ZooError, brief
 from zoo.core.io import write_json
 from zoo.core.recipe import Recipe, load
-from zoo.training.checkpoints import Interrupted, SignalStop
+from zoo.monitoring.wandb_logging import announce_sync
+from zoo.training.checkpoints import Interrupted, SignalStop, seconds_so_far
 from zoo.training.fit import LAST_CHECKPOINT, RunResult, _quiet_lightning, prepare_fit, process_rank, run_fit
 from zoo.training.run_folder import (
     RUN_DIR_ENV,
@@ -103,7 +104,7 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
     signals = SignalStop()
     folder = RunFolder.reopen(path)  # refused while another process runs it
     with _owning(folder):
-        resolved, ckpt, step = resume_point(path)
+        resolved, ckpt, step, earlier = resume_point(path)
         prepared = prepare_fit(resolved, path, progress, signals=signals)
         wandb_id = _prepare_resume(path, step)
         os.environ[RUN_DIR_ENV] = str(path)
@@ -112,7 +113,7 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
             result = run_fit(prepared, path, ckpt_path=ckpt, wandb_resume_id=wandb_id)
         finally:
             signals.restore()
-        _report(result, path, start)
+        _report(result, path, start, earlier)
     return result
 
 
@@ -151,12 +152,16 @@ def _describe_outcome(exc: BaseException, path: Path, kept: bool) -> None:
         pass
     if isinstance(exc, Interrupted):
         exc.run_dir, exc.resumable = path, kept and resumable(path)
+    if kept and process_rank() == 0:
+        announce_sync(path)  # stopped (a signal, a crash): what W&B got so far can be uploaded all the same
 
 
-def _report(result: RunResult, path: Path, start: float) -> None:
-    result.seconds = round(time.perf_counter() - start, 2)  # a resumed run: this process's time
+def _report(result: RunResult, path: Path, start: float, earlier: float = 0.0) -> None:
+    """metrics.json and the W&B upload hint; ``earlier``: the seconds a resumed run's past sittings took."""
+    result.seconds = round(earlier + time.perf_counter() - start, 2)
     if result.rank == 0:
         write_json(path / "metrics.json", result.summary())
+        announce_sync(path)
 
 
 class _DropReplacedRun(L.Callback):
@@ -178,8 +183,9 @@ class _DropReplacedRun(L.Callback):
         self._check(trainer)
 
 
-def resume_point(path: Path) -> tuple[Recipe, Path, int]:
-    """The recipe, checkpoint and step a stopped run folder goes on from; a clear error when it cannot."""
+def resume_point(path: Path) -> tuple[Recipe, Path, int, float]:
+    """The recipe, checkpoint and step a stopped run folder goes on from, and the seconds its sittings took
+    to that checkpoint; a clear error when it cannot."""
     from zoo.training.evaluation import safe_load
 
     if (path / "metrics.json").is_file():
@@ -206,7 +212,7 @@ def resume_point(path: Path) -> tuple[Recipe, Path, int]:
                 f"with its own recipe: undo the edit, or train the edited recipe as a new run: "
                 f"zoo train {path / 'recipe.yaml'} --run-dir NEW_FOLDER"
             )
-    return resolved, ckpt, state["global_step"]
+    return resolved, ckpt, state["global_step"], seconds_so_far(state)
 
 
 def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
