@@ -84,14 +84,19 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     if "members" in report:
         for i, acc in enumerate(report["members"]):
             print(f"member {i}: {ns.split} acc {acc:.4f}")
-    print(f"{ns.split} acc: {report['acc']:.4f}   nll: {report['nll']:.4f}   samples: {report['samples']}")
+    def figure(value, width=0):  # undefined metrics are None: a class absent from the split
+        return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
+
+    print(f"{ns.split} acc: {report['acc']:.4f}   nll: {figure(report['nll'])}   samples: {report['samples']}")
     print(
-        f"top-5 acc: {report['top5_acc']:.4f}   macro F1: {report['macro_f1']:.4f}   "
-        f"ROC-AUC: {report['roc_auc']:.4f}   PR-AUC: {report['pr_auc']:.4f}"
+        f"top-5 acc: {figure(report['top5_acc'])}   macro F1: {figure(report['macro_f1'])}   "
+        f"ROC-AUC: {figure(report['roc_auc'])}   PR-AUC: {figure(report['pr_auc'])}"
     )
+    if report["auc_classes"] < len(report["recall"]):
+        print(f"(AUCs over the {report['auc_classes']} classes with positives and negatives in this split)")
     print("class  precision  recall")
     for i, (p, r) in enumerate(zip(report["precision"], report["recall"])):
-        print(f"{i:>5}  {p:9.4f}  {r:6.4f}")
+        print(f"{i:>5}  {figure(p, 9)}  {figure(r, 6)}")
     if ns.json:
         print(json.dumps(report))
     return 0

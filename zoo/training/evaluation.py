@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.monitoring.metrics import accuracy, classification_metrics
+from zoo.monitoring.metrics import accuracy, classification_metrics, nll
 from zoo.training.classifier import Classifier
 from zoo.training.ensemble_model import FORMAT, Ensemble
 
@@ -117,6 +117,6 @@ def evaluate(model: Classifier | Ensemble, data_spec: dict[str, Any], split: str
     else:
         probs = model.predict_proba(part.x)
     report["acc"] = accuracy(probs, y)
-    report["nll"] = float(-probs.clamp_min(1e-12).log().gather(1, y.view(-1, 1)).mean())
+    report["nll"] = nll(probs, y)
     report.update(classification_metrics(probs, y))
     return report
