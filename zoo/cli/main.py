@@ -84,7 +84,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     if "members" in report:
         for i, acc in enumerate(report["members"]):
             print(f"member {i}: {ns.split} acc {acc:.4f}")
-    def figure(value, width=0):  # undefined metrics are None: a class absent from the split
+    def figure(value, width=0):  # undefined metrics are None: a class absent from the split, a vote ensemble
         return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
 
     print(f"{ns.split} acc: {report['acc']:.4f}   nll: {figure(report['nll'])}   samples: {report['samples']}")
@@ -92,7 +92,13 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         f"top-5 acc: {figure(report['top5_acc'])}   macro F1: {figure(report['macro_f1'])}   "
         f"ROC-AUC: {figure(report['roc_auc'])}   PR-AUC: {figure(report['pr_auc'])}"
     )
-    if report["auc_classes"] < len(report["recall"]):
+    if "vote" in report:
+        vote = report["vote"]
+        print(
+            f"vote ensemble (votes, not probabilities: no NLL, top-5 or AUC): winning share {vote['winning_share']:.4f}"
+            f"   unanimous {vote['unanimous']:.4f}   ties broken by probability: {vote['ties']}"
+        )
+    elif report["auc_classes"] < len(report["recall"]):
         print(f"(AUCs over the {report['auc_classes']} classes with positives and negatives in this split)")
     print("class  precision  recall")
     for i, (p, r) in enumerate(zip(report["precision"], report["recall"])):
@@ -107,7 +113,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
     import torch
 
-    from zoo.training.evaluation import load_model, safe_load, split_of
+    from zoo.training.evaluation import load_model, predictions, safe_load, split_of
 
     model = load_model(ns.run, ns.plugin)
     labels = None
@@ -128,13 +134,12 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     else:
         _, part = split_of(_data_spec(model, ns.overrides), ns.split)
         x, labels = part.x, part.y
-    probs = model.predict_proba(x)
+    pred, score, score_name = predictions(model, x)  # a vote ensemble's score is its vote share
     out = open(ns.out, "w", newline="") if ns.out else sys.stdout
     writer = csv.writer(out)
-    writer.writerow(["index", "prediction", "probability"] + (["label"] if labels is not None else []))
-    conf, pred = probs.max(-1)
+    writer.writerow(["index", "prediction", score_name] + (["label"] if labels is not None else []))
     for i in range(len(pred)):
-        row = [i, int(pred[i]), f"{float(conf[i]):.4f}"]
+        row = [i, int(pred[i]), f"{float(score[i]):.4f}"]
         writer.writerow(row + ([int(labels[i])] if labels is not None else []))
     if ns.out:
         out.close()

@@ -116,8 +116,7 @@ def add_confusion(info: RunInfo) -> None:
     """The confusion matrix of the run's model (or ensemble) on its test split."""
     import torch
 
-    from zoo.training.ensemble_model import Ensemble
-    from zoo.training.evaluation import load_model, split_of
+    from zoo.training.evaluation import load_model, predictions, split_of
 
     try:
         model = load_model(info.path, info.recipe.get("plugins", []))  # the user's own run folder
@@ -126,13 +125,10 @@ def add_confusion(info: RunInfo) -> None:
         info.confusion_note = f"no confusion matrix: {exc}"
         return
     with torch.no_grad():
-        if isinstance(model, Ensemble):
-            probs = model.combine_probabilities(model.member_probabilities(part.x))
-        else:
-            probs = model.predict_proba(part.x)
-    k = probs.shape[1]
+        pred, _, _ = predictions(model, part.x)  # a vote ensemble's decisions, ties broken as it breaks them
+    k = model.num_classes
     counts = torch.zeros(k, k, dtype=torch.long)
-    counts.index_put_((part.y.long(), probs.argmax(-1)), torch.ones(len(part.y), dtype=torch.long), accumulate=True)
+    counts.index_put_((part.y.long(), pred), torch.ones(len(part.y), dtype=torch.long), accumulate=True)
     info.confusion = counts.tolist()
     info.classes = [str(c) for c in getattr(dm, "classes", range(k))]
 
