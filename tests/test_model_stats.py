@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
@@ -87,3 +91,17 @@ def test_ensembles_add_up_their_members():
     snapshots = recipe_stats(load("mlp-digits-snapshot"))  # reads the digits for the steps per epoch
     assert snapshots.members == 8 and snapshots.parameters == 8 * single.parameters  # warmup + 8 cycles of 15
 
+
+def test_zoo_show_stats_on_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "zoo", "show", "resnet-digits", "--stats"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "parameters:" in out.stdout and "FLOPs per image:" in out.stdout and "activations" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "zoo", "show", "resnet20-cifar10", "--stats", "--json",
+                          "--input-shape", "3x32x32", "--classes", "10"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["input_shape"] == [3, 32, 32] and 0.26e6 < stats["parameters"] < 0.28e6  # He et al.: 0.27 M
+    assert stats["memory"]["total"] > stats["memory"]["activations"] > 0
+    out = subprocess.run([sys.executable, "-m", "zoo", "show", "mlp-digits", "--stats", "--input-shape", "3x32"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--input-shape and --classes go together" in out.stderr

@@ -152,11 +152,29 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
     recipe, overrides = split_recipe(ns.args)
     resolved = load(recipe, overrides)
+    if ns.stats:
+        return _show_stats(resolved, ns)
     if ns.json:
         print(json.dumps(resolved.to_dict()))
     else:
         print(f"# {resolved.source}, resolved")
         print(resolved.to_yaml(), end="")
+    return 0
+
+
+def _show_stats(recipe, ns: argparse.Namespace) -> int:
+    from zoo.tools.model_stats import recipe_stats, stats_text
+
+    shape = None
+    if ns.input_shape:
+        try:
+            shape = tuple(int(d) for d in ns.input_shape.lower().split("x"))
+        except ValueError:
+            raise ZooError(f"--input-shape {ns.input_shape!r}: expected sizes joined by x, e.g. 3x32x32") from None
+    if (shape is None) != (ns.classes is None):
+        raise ZooError("--input-shape and --classes go together (the data is read for both otherwise)")
+    stats = recipe_stats(recipe, shape, ns.classes)
+    print(json.dumps(stats.to_dict()) if ns.json else stats_text(stats, recipe.source), end="\n" if ns.json else "")
     return 0
 
 
@@ -260,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the fully resolved recipe")
     show.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.add_argument(
+        "--stats", action="store_true",
+        help="print the model's parameters, FLOPs per image and training-step memory instead (reads the data's shape)",
+    )
+    show.add_argument("--input-shape", metavar="CxHxW", help="with --stats: this input shape instead of the data's")
+    show.add_argument("--classes", type=int, metavar="N", help="with --stats: this many classes instead of the data's")
     show.set_defaults(func=cmd_show)
 
     ev = _model_command(sub, "eval", "evaluate a trained model or ensemble (run folder or checkpoint)")
