@@ -200,6 +200,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if first.get("members"):
         means = [sum(m["test_acc"] for m in r["summary"]["members"]) / len(r["summary"]["members"]) for r in runs]
         measured["mean_member_test_acc"] = spread(means)
+        if "snapshot" in first["members"][0]:  # a snapshot ensemble against the single model its run ends with
+            measured["last_snapshot_test_acc"] = spread([r["summary"]["members"][-1]["test_acc"] for r in runs])
     measured["wall_s"] = spread([r["wall_s"] for r in runs], 1)
     measured["train_s"] = spread([r["summary"]["seconds"] for r in runs], 1)
     measured["load_1min"] = [r["load"] for r in runs]  # before and after each seed's run
@@ -253,6 +255,8 @@ def _accuracy(m: dict[str, Any]) -> str:
                 f"{_seeds(m['seeds'])})")
     if "mean_member_test_acc" in m:
         text += f"; members {100 * m['mean_member_test_acc']['mean']:.1f}%"
+    if "last_snapshot_test_acc" in m:
+        text += f", last snapshot {100 * m['last_snapshot_test_acc']['mean']:.1f}%"
     return text
 
 
