@@ -87,9 +87,7 @@ def portable(overrides: list[str]) -> list[str]:
     for text in overrides:
         key, _, value = text.partition("=")
         if key == "data.root" and value:
-            path = Path(value).expanduser()
-            inside = (ROOT / path).resolve() if not path.is_absolute() else path.resolve()
-            if not inside.is_relative_to(ROOT):
+            if not Path(value).expanduser().resolve().is_relative_to(ROOT):  # relative to where zoo train runs
                 text = f"{key}=<path to the data>"
         out.append(text)
     return out
@@ -164,7 +162,7 @@ def train_once(recipe: str, overrides: list[str], seed: int, runs: Path, threads
            "--json", "--run-dir", str(runs / f"seed{seed}")]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)  # here, as the user would run zoo train
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"measure_recipe: seed {seed} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
