@@ -248,6 +248,8 @@ def _accuracy(m: dict[str, Any]) -> str:
     acc = m["test_acc"]
     if len(m["seeds"]) == 1:
         text = f"{100 * acc['mean']:.1f}% ({_seeds(m['seeds'])})"
+    elif acc["min"] == acc["max"]:
+        text = f"{100 * acc['mean']:.1f}% (each of {_seeds(m['seeds'])})"
     else:
         text = (f"{100 * acc['mean']:.1f}% ± {100 * acc['std']:.1f} ({100 * acc['min']:.1f}–{100 * acc['max']:.1f}, "
                 f"{_seeds(m['seeds'])})")
@@ -278,7 +280,7 @@ def readme_table(results: dict[str, Any], default: str | None = None) -> str:
     """The README's table of the shipped recipes, from the results file."""
     rows = ["| recipe | model | test accuracy | time | parameters | FLOPs / image | measured on |",
             "|---|---|---|---|---|---|---|"]
-    for name in sorted(results, key=lambda n: ("not_measured" in results[n], n)):
+    for name in sorted(results, key=lambda n: (n != default, "not_measured" in results[n], n)):
         entry = results[name]
         stats = entry["stats"]
         label = f"`{name}`" + (" (default)" if name == default else "")
