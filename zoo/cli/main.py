@@ -107,14 +107,25 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     if "members" in report:
         for i, acc in enumerate(report["members"]):
             print(f"member {i}: {ns.split} acc {acc:.4f}")
-    print(f"{ns.split} acc: {report['acc']:.4f}   nll: {report['nll']:.4f}   samples: {report['samples']}")
+    def figure(value, width=0):  # undefined metrics are None: a class absent from the split, a vote ensemble
+        return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
+
+    print(f"{ns.split} acc: {report['acc']:.4f}   nll: {figure(report['nll'])}   samples: {report['samples']}")
     print(
-        f"top-5 acc: {report['top5_acc']:.4f}   macro F1: {report['macro_f1']:.4f}   "
-        f"ROC-AUC: {report['roc_auc']:.4f}   PR-AUC: {report['pr_auc']:.4f}"
+        f"top-5 acc: {figure(report['top5_acc'])}   macro F1: {figure(report['macro_f1'])}   "
+        f"ROC-AUC: {figure(report['roc_auc'])}   PR-AUC: {figure(report['pr_auc'])}"
     )
+    if "vote" in report:
+        vote = report["vote"]
+        print(
+            f"vote ensemble (votes, not probabilities: no NLL, top-5 or AUC): winning share {vote['winning_share']:.4f}"
+            f"   unanimous {vote['unanimous']:.4f}   ties broken by probability: {vote['ties']}"
+        )
+    elif report["auc_classes"] < len(report["recall"]):
+        print(f"(AUCs over the {report['auc_classes']} classes with positives and negatives in this split)")
     print("class  precision  recall")
     for i, (p, r) in enumerate(zip(report["precision"], report["recall"])):
-        print(f"{i:>5}  {p:9.4f}  {r:6.4f}")
+        print(f"{i:>5}  {figure(p, 9)}  {figure(r, 6)}")
     if ns.json:
         print(json.dumps(report))
     return 0
@@ -122,17 +133,17 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
 def cmd_predict(ns: argparse.Namespace) -> int:
     import csv
+    import io
+    from pathlib import Path
 
     import torch
 
-    from zoo.training.evaluation import check_fits, load_model, safe_load, split_of
+    from zoo.training.evaluation import check_fits, load_model, predictions, safe_load, split_of
 
     _need_model(ns)
     model = load_model(ns.run, ns.plugin)
     labels = None
     if ns.input:
-        from pathlib import Path
-
         path = Path(ns.input)
         if path.suffix == ".npy":
             import numpy as np
@@ -148,24 +159,19 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         dm, part = split_of(_data_spec(model, ns.overrides), ns.split)
         check_fits(model, dm, ns.run)
         x, labels = part.x, part.y
-    probs = model.predict_proba(x)
-    conf, pred = probs.max(-1)
-    rows = [["index", "prediction", "probability"] + (["label"] if labels is not None else [])]
+    pred, score, score_name = predictions(model, x)  # a vote ensemble's score is its vote share
+    rows = [["index", "prediction", score_name] + (["label"] if labels is not None else [])]
     for i in range(len(pred)):
-        row = [i, int(pred[i]), f"{float(conf[i]):.4f}"]
+        row = [i, int(pred[i]), f"{float(score[i]):.4f}"]
         rows.append(row + ([int(labels[i])] if labels is not None else []))
     if not ns.out:
         csv.writer(sys.stdout).writerows(rows)
         return 0
-    from pathlib import Path
-
     from zoo.core.io import atomic_write_text
 
     out = Path(ns.out)
     if out.is_dir():
         raise ZooError(f"--out {out}: a directory; name the CSV file to write, e.g. --out {out / 'predictions.csv'}")
-    import io
-
     text = io.StringIO()
     csv.writer(text).writerows(rows)
     try:
@@ -181,11 +187,29 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
     recipe, overrides = split_recipe(ns.args)
     resolved = load(recipe, overrides)
+    if ns.stats:
+        return _show_stats(resolved, ns)
     if ns.json:
         print(json.dumps(resolved.to_dict()))
     else:
         print(f"# {resolved.source}, resolved")
         print(resolved.to_yaml(), end="")
+    return 0
+
+
+def _show_stats(recipe, ns: argparse.Namespace) -> int:
+    from zoo.tools.model_stats import recipe_stats, stats_text
+
+    shape = None
+    if ns.input_shape:
+        try:
+            shape = tuple(int(d) for d in ns.input_shape.lower().split("x"))
+        except ValueError:
+            raise ZooError(f"--input-shape {ns.input_shape!r}: expected sizes joined by x, e.g. 3x32x32") from None
+    if (shape is None) != (ns.classes is None):
+        raise ZooError("--input-shape and --classes go together (the data is read for both otherwise)")
+    stats = recipe_stats(recipe, shape, ns.classes)
+    print(json.dumps(stats.to_dict()) if ns.json else stats_text(stats, recipe.source), end="\n" if ns.json else "")
     return 0
 
 
@@ -305,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print the fully resolved recipe")
     show.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.add_argument(
+        "--stats", action="store_true",
+        help="print the model's parameters, FLOPs per image and training-step memory instead (reads the data's shape)",
+    )
+    show.add_argument("--input-shape", metavar="CxHxW", help="with --stats: this input shape instead of the data's")
+    show.add_argument("--classes", type=int, metavar="N", help="with --stats: this many classes instead of the data's")
     show.set_defaults(func=cmd_show)
 
     ev = _model_command(sub, "eval", "evaluate a trained model or ensemble (run folder or checkpoint)")

@@ -156,7 +156,11 @@ class EnsembleSection(_Section):
     member_overrides: list[list[str]] | None = Field(
         None, description="Per-member key=value overrides (e.g. a different model each), one list per member."
     )
-    combine: Literal["mean", "vote"] = Field("mean", description="Average probabilities, or majority vote.")
+    combine: Literal["mean", "vote"] = Field(
+        "mean",
+        description="Average probabilities, or majority vote (a tie goes to the higher summed probability; "
+        "a vote ensemble reports vote shares, not probabilities: no NLL or AUC).",
+    )
     parallel: int = Field(
         1, ge=1, description="Members trained at once, each in its own process (and on its own GPU when there are GPUs)."
     )

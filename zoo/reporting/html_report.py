@@ -142,8 +142,7 @@ def add_confusion(info: RunInfo) -> None:
     """The confusion matrix of the run's model (or ensemble) on its test split."""
     import torch
 
-    from zoo.training.ensemble_model import Ensemble
-    from zoo.training.evaluation import load_model, split_of
+    from zoo.training.evaluation import load_model, predictions, split_of
 
     try:
         model = load_model(info.path, info.recipe.get("plugins", []))  # the user's own run folder
@@ -154,13 +153,9 @@ def add_confusion(info: RunInfo) -> None:
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     with torch.no_grad():
-        if isinstance(model, Ensemble):
-            probs = model.combine_probabilities(model.member_probabilities(part.x))
-        else:
-            probs = model.predict_proba(part.x)
-    k = probs.shape[1]
-    info.confusion = multiclass_confusion_matrix(probs, part.y, k).tolist()
-    info.classes = [str(c) for c in getattr(dm, "classes", range(k))]
+        pred, _, _ = predictions(model, part.x)  # a vote ensemble's decisions, ties broken as it breaks them
+    info.confusion = multiclass_confusion_matrix(pred, part.y, model.num_classes).tolist()
+    info.classes = [str(c) for c in getattr(dm, "classes", range(model.num_classes))]
 
 
 def _png(fig) -> str:

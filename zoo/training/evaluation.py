@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from zoo.core.errors import ZooError
-from zoo.monitoring.metrics import accuracy, classification_metrics
+from zoo.monitoring.metrics import accuracy, classification_metrics, decision_metrics, nll
 from zoo.training.classifier import Classifier
-from zoo.training.ensemble_model import FORMAT, Ensemble
+from zoo.training.ensemble_model import FORMAT, Ensemble, vote_counts
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -135,7 +135,13 @@ def check_fits(model: Classifier | Ensemble, dm: Any, where: str | Path = "the m
 def evaluate(
     model: Classifier | Ensemble, data_spec: dict[str, Any], split: str = "test", where: str | Path = "the model"
 ) -> dict[str, Any]:
-    """Accuracy and mean negative log-likelihood on a split; per member too for an ensemble."""
+    """Accuracy and the metrics of zoo.monitoring.metrics on a split; per member too for an ensemble.
+
+    A vote ensemble has votes, not probabilities (zoo.training.ensemble_model): its report has the
+    accuracy and precision/recall/F1 of its decisions and how its members voted (``vote``: the mean
+    share of members behind the winning class, the share of unanimous decisions, the ties broken by
+    probability), and ``None`` for NLL, top-5 accuracy, ROC-AUC and PR-AUC.
+    """
     dm, part = split_of(data_spec, split)
     check_fits(model, dm, where)
     y = part.y
@@ -145,10 +151,39 @@ def evaluate(
     if isinstance(model, Ensemble):
         member_probs = model.member_probabilities(part.x)
         report["members"] = [accuracy(p, y) for p in member_probs]
+        if not model.gives_probabilities:
+            return {**report, **_vote_report(model, member_probs, y)}
         probs = model.combine_probabilities(member_probs)
     else:
         probs = model.predict_proba(part.x)
     report["acc"] = accuracy(probs, y)
-    report["nll"] = float(-probs.clamp_min(1e-12).log().gather(1, y.view(-1, 1)).mean())
+    report["nll"] = nll(probs, y)
     report.update(classification_metrics(probs, y))
     return report
+
+
+def _vote_report(model: Ensemble, member_probs: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    pred = model.decide(member_probs)
+    votes = vote_counts(member_probs, model.num_classes)
+    top = votes.max(-1).values
+    return {
+        "acc": float((pred == y).float().mean()),
+        "nll": None, "top5_acc": None, "roc_auc": None, "pr_auc": None, "auc_classes": 0,
+        **decision_metrics(pred, y, model.num_classes),
+        "vote": {
+            "winning_share": float(top.double().mean()) / len(member_probs),
+            "unanimous": float((top == len(member_probs)).double().mean()),
+            "ties": int(((votes == top.unsqueeze(-1)).sum(-1) > 1).sum()),
+        },
+    }
+
+
+def predictions(model: Classifier | Ensemble, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Each input's class, its score, and what the score is: the class probability, or a vote ensemble's vote share."""
+    if isinstance(model, Ensemble) and not model.gives_probabilities:
+        member_probs = model.member_probabilities(x)
+        pred = model.decide(member_probs)
+        return pred, model.vote_shares(member_probs).gather(1, pred.view(-1, 1)).squeeze(1), "vote_share"
+    probs = model.predict_proba(x)
+    score, pred = probs.max(-1)
+    return pred, score, "probability"
