@@ -632,3 +632,22 @@ def test_cpu_kernels_leave_torchs_thread_count_alone():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1"]
+
+
+def test_results_handed_out_are_never_scratch_that_the_next_batch_overwrites(path):
+    from zoo.data.augment import BatchAugmentation
+
+    class PassThrough(BatchAugmentation):  # a last step that returns its input as it is
+        def __call__(self, x, y, generator):
+            return x, y
+
+    labels = torch.zeros(32, dtype=torch.long)
+    for steps, tail in (([{"name": "flip"}, {"name": "color_jitter"}, {"name": "cutmix"}], None),
+                        ([{"name": "crop"}, {"name": "color_jitter"}], PassThrough())):
+        pipe = AugmentPipeline(steps, 2)
+        if tail is not None:
+            pipe._stages.append(tail)
+        first, _ = pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), labels)
+        kept = first.clone()
+        second, _ = pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), labels)
+        assert torch.equal(first, kept) and not torch.equal(first, second)

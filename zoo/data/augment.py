@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.core.errors import ZooError
+from zoo.data.scratch import LENDING, Scratch
 
 # The CPU fast paths (zoo.data.augment_cpu) are compiled by numba on their first use: about 10 s once, then
 # 1-2 s per process to load from the disk cache. They pay for that on real image batches; a smaller batch
@@ -158,6 +159,7 @@ class AugmentPipeline:
         self.num_classes = num_classes
         self.seed = seed
         self._generator: torch.Generator | None = None
+        self._scratch = Scratch()
         # runs of consecutive geometric steps become one stage: a list, composed into one pixel map
         self._stages: list[BatchAugmentation | list[BatchAugmentation]] = []
         for step in self.steps:
@@ -196,15 +198,26 @@ class AugmentPipeline:
         y = labels if labels.is_floating_point() else F.one_hot(labels, self.num_classes).to(dtype)
         if x.dtype != torch.uint8:
             x = x.to(dtype)
-        for stage in self._stages:
-            if isinstance(stage, list):
-                pixel_map = stage[0].pixel_map(x.shape, gen, x.device)
-                for step in stage[1:]:
-                    pixel_map = pixel_map.then(step.pixel_map(x.shape, gen, x.device))
-                x = pixel_map.apply(x)
-                continue
-            reads_uint8 = stage.keeps_uint8 or stage.reads_uint8 and dtype == torch.float32
-            if x.dtype == torch.uint8 and not reads_uint8:
-                x = unit_float(x, dtype)
-            x, y = stage(x, y, gen)
-        return unit_float(x, dtype), y
+        for i, stage in enumerate(self._stages):
+            # every stage but the last may put its result in scratch: the next stage reads it, nobody keeps it
+            lend = x.device.type == "cpu" and i < len(self._stages) - 1
+            token = LENDING.set(self._scratch.lend_for(i) if lend else None)
+            try:
+                x, y = self._run(stage, x, y, gen, dtype)
+            finally:
+                LENDING.reset(token)
+        x = unit_float(x, dtype)
+        # a last step that returns its input unchanged would hand out scratch, which the next batch overwrites
+        return (x.clone() if self._scratch.holds(x) else x), y
+
+    @staticmethod
+    def _run(stage, x, y, gen, dtype):
+        if isinstance(stage, list):
+            pixel_map = stage[0].pixel_map(x.shape, gen, x.device)
+            for step in stage[1:]:
+                pixel_map = pixel_map.then(step.pixel_map(x.shape, gen, x.device))
+            return pixel_map.apply(x), y
+        reads_uint8 = stage.keeps_uint8 or stage.reads_uint8 and dtype == torch.float32
+        if x.dtype == torch.uint8 and not reads_uint8:
+            x = unit_float(x, dtype)
+        return stage(x, y, gen)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from zoo.data.scratch import batch_buffer
+
 _ZERO, _ONE = np.float32(0), np.float32(1)
 _TWO, _FOUR, _SIX, _SIXTH = np.float32(2), np.float32(4), np.float32(6), np.float32(1 / 6)
 # torchvision's luma weights (rgb_to_grayscale), as float32 like its arithmetic
@@ -79,7 +81,7 @@ def _remap(x, rows, cols, out):
 
 def apply_pixel_map(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """PixelMap.apply on the CPU: out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]], 0 where either is -1."""
-    out = torch.empty(x.shape, dtype=x.dtype)
+    out = batch_buffer(x.shape, x.dtype)
     _run(_remap, _numpy(x), _numpy(rows), _numpy(cols), out.numpy())
     return out
 
@@ -116,7 +118,7 @@ def paste_boxes(
     zoo.plugins.augmentations.cutmix_batch on the CPU: copies only the box, where a 0/1 mask blend reads
     and writes every pixel of both images.
     """
-    out = torch.empty(x.shape, dtype=x.dtype)
+    out = batch_buffer(x.shape, x.dtype)
     bounds = (_numpy(t.to(torch.int64)) for t in (top, bottom, left, right))
     _run(_paste, _numpy(x), _numpy(partner.to(torch.int64)), *bounds, out.numpy())
     return out
@@ -226,7 +228,7 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
     sums may round differently (results agree to ~1e-6).
     """
     b, c, h, w = x.shape
-    out = torch.empty((b, c, h, w), dtype=torch.float32)
+    out = batch_buffer((b, c, h, w), torch.float32)
     _run(
         _jitter,
         _numpy(x).reshape(b, c, h * w),
