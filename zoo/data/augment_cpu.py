@@ -8,10 +8,12 @@ L1 cache while it runs every step on it, in SIMD.
 
 Measured on that CPU, one thread, a batch of 256 3x32x32 images (benchmarks/augment_throughput.py times the
 whole pipeline): colour jitter with torchvision's per-image random order and HSV hue took 18-30 ms as torch
-ops and 0.5 ms here; a flip-and-crop gather 0.8 ms as ``torch.gather`` and 0.4 ms here.
+ops and 0.45 ms here; a flip-and-crop gather 0.8 ms as ``torch.gather`` and 0.4 ms here; CutMix's paste
+0.35 ms here.
 
-Kernels compile on first use (a few seconds, then cached on disk next to this file) and run with as many
-threads as torch uses.
+Kernels compile on first use (10-25 s on that CPU; then cached on disk next to this file, and loaded in 1-2 s
+by later processes) and run with as many threads as torch uses. zoo.data.augment sends only batches of at
+least CPU_KERNEL_MIN_VALUES values here.
 """
 
 from __future__ import annotations
@@ -115,8 +117,8 @@ def paste_boxes(
 ) -> torch.Tensor:
     """Each image of ``x`` with rows [top, bottom) x columns [left, right) taken from image ``partner``.
 
-    zoo.plugins.augmentations.cutmix_batch on the CPU: copies only the box, where a 0/1 mask blend reads
-    and writes every pixel of both images.
+    zoo.plugins.augmentations.paste_boxes on the CPU: one pass picking each pixel from one of the two
+    images, where the torch ops build a mask, gather the partners and blend.
     """
     out = batch_buffer(x.shape, x.dtype)
     bounds = (_numpy(t.to(torch.int64)) for t in (top, bottom, left, right))
