@@ -19,11 +19,11 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 def _border(index: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """Source indices past the edge of an axis of ``size`` pixels resolved as ``F.pad``'s modes fill them.
 
-    constant: -1 (the pixel is 0); replicate: the nearest edge pixel; circular: wrapped around; reflect:
-    mirrored about the edge pixel without repeating it (period 2 (size - 1)).
+    constant: left outside (a PixelMap reads 0 there); replicate: the nearest edge pixel; circular: wrapped
+    around; reflect: mirrored about the edge pixel without repeating it (period 2 (size - 1)).
     """
     if mode == "constant":
-        return index.masked_fill((index < 0) | (index >= size), -1)
+        return index
     if mode == "replicate":
         return index.clamp(0, size - 1)
     if mode == "circular":
@@ -122,11 +122,13 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator, device: torch.d
     c = 1 / math.sqrt(9 * d)
     z = torch.randn(tries, n, generator=generator, device=device)
     u = 1 - torch.rand(tries, n, generator=generator, device=device)  # (0, 1], so log(u) is finite
-    v = (1 + c * z) ** 3
-    log_v = torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
-    accept = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * log_v)
+    v = z.mul(c).add_(1).pow_(3)
+    log_v = v.clamp_min(torch.finfo(v.dtype).tiny).log_()
+    # accept when log u < z^2 / 2 + d (1 - v + log v); in place, as few ops as possible: each costs ~10 us
+    bound = (log_v - v).add_(1).mul_(d).addcmul_(z, z, value=0.5)
+    accept = u.log_().lt_(bound).logical_and_(v > 0)
     first = accept.to(torch.uint8).argmax(0, keepdim=True)  # 0 when none is accepted
-    out = math.log(d) + log_v.gather(0, first)[0]
+    out = log_v.gather(0, first)[0].add_(math.log(d))
     if boosted:
         out = out + torch.log(1 - torch.rand(n, generator=generator, device=device)) / shape
     return out

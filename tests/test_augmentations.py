@@ -565,13 +565,22 @@ def test_consecutive_geometric_steps_fuse_into_one_map_with_the_same_result(chai
     h=st.integers(1, 9),
     w=st.integers(1, 9),
     fills=st.booleans(),
+    shifts=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_pixel_map_cpu_kernel_agrees_with_the_torch_gather(b, h, w, fills, seed):
+def test_pixel_map_cpu_kernel_agrees_with_the_torch_gather(b, h, w, fills, shifts, seed):
     gen = torch.Generator().manual_seed(seed)
-    low = -1 if fills else 0
-    rows = torch.randint(low, h, (b, h), generator=gen)
-    cols = torch.randint(low, w, (b, w), generator=gen)
+    outside = 3 if fills else 0  # indices up to 3 past either edge
+    if shifts:  # (mirrored) shifts: the kernel copies runs of each row instead of gathering
+        def axis(size):
+            index = torch.arange(size) + torch.randint(-outside, outside + 1, (b, 1), generator=gen)
+            flipped = torch.rand(b, 1, generator=gen) < 0.5
+            return torch.where(flipped, index.flip(1), index)
+
+        rows, cols = axis(h), axis(w)
+    else:
+        rows = torch.randint(-outside, h + outside, (b, h), generator=gen)
+        cols = torch.randint(-outside, w + outside, (b, w), generator=gen)
     for dtype in (torch.uint8, torch.float32):
         x = torch.randint(1, 256, (b, 2, h, w), generator=gen).to(dtype)
         ours = augment_cpu.apply_pixel_map(x, rows, cols)
@@ -579,7 +588,7 @@ def test_pixel_map_cpu_kernel_agrees_with_the_torch_gather(b, h, w, fills, seed)
         for i in range(b):  # and both are the definition
             for r in range(h):
                 for c in range(w):
-                    inside = rows[i, r] >= 0 and cols[i, c] >= 0
+                    inside = 0 <= rows[i, r] < h and 0 <= cols[i, c] < w
                     expected = x[i, :, rows[i, r], cols[i, c]].tolist() if inside else [0, 0]
                     assert ours[i, :, r, c].tolist() == expected
 

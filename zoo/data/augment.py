@@ -45,24 +45,25 @@ def unit_float(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _compose(first: torch.Tensor | None, then: torch.Tensor | None, then_fills: bool) -> torch.Tensor | None:
-    """Index maps (B, N), -1 for "outside", None for "unchanged": first[b, then[b, i]], -1 where either is."""
+    """Index maps (B, N), None for "unchanged": first[b, then[b, i]], outside where either is outside."""
     if first is None or then is None:
         return then if first is None else first
+    n = first.shape[1]
     if not then_fills:
         return first.gather(1, then)
-    # then's -1 taken modulo N + 1 reads an appended -1 column
-    return F.pad(first, (0, 1), value=-1).gather(1, then.remainder(first.shape[1] + 1))
+    # every index of then outside [0, n), clamped to -1 or n and taken modulo n + 1, reads an appended -1
+    return F.pad(first, (0, 1), value=-1).gather(1, then.clamp(-1, n).remainder(n + 1))
 
 
 @dataclass(frozen=True)
 class PixelMap:
     """Where a geometric augmentation reads each pixel: ``out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]]``.
 
-    ``rows`` (B, H) and ``cols`` (B, W) hold source indices, or -1 where the output pixel is 0 (a shift's
-    border); None leaves that axis as it is. Flips, shifts and pad-and-crop are all separable like this, and
-    a chain of them is again one such map: :meth:`then` composes two, :meth:`apply` runs the result as one
-    gather. ``fills`` says whether any -1 may occur (a static fact of the augmentation, so no device sync is
-    needed to find out).
+    ``rows`` (B, H) and ``cols`` (B, W) hold source indices; an index outside the image (a shift's border)
+    makes the output pixel 0, and None leaves that axis as it is. Flips, shifts and pad-and-crop are all
+    separable like this, and a chain of them is again one such map: :meth:`then` composes two, :meth:`apply`
+    runs the result as one gather. ``fills`` says whether any index may be outside (a static fact of the
+    augmentation, so no device sync is needed to find out).
     """
 
     rows: torch.Tensor | None
@@ -97,7 +98,7 @@ def gather_pixels(
     flat = rows[:, :, None] * w + cols[:, None, :]  # (B, H, W) positions in the flat image
     src = x.flatten(2)
     if fills:
-        outside = (rows < 0)[:, :, None] | (cols < 0)[:, None, :]
+        outside = ((rows < 0) | (rows >= h))[:, :, None] | ((cols < 0) | (cols >= w))[:, None, :]
         flat = flat.masked_fill(outside, h * w)  # reads the zero pixel appended next
         src = F.pad(src, (0, 1))
     return src.gather(2, flat.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)

@@ -59,30 +59,67 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 # --- pixel maps -------------------------------------------------------------------------------------
 
 
+@njit(cache=True)
+def _column_run(cols, width):
+    """(lo, hi, step): when columns [lo, hi) read a run of source columns cols[lo] + step (j - lo) (step 1
+    or -1, a shift or a mirrored shift) and every other column is outside, else step 0."""
+    lo = 0
+    while lo < width and not 0 <= cols[lo] < width:
+        lo += 1
+    hi = lo
+    while hi < width and 0 <= cols[hi] < width:
+        hi += 1
+    step = -1 if hi - lo > 1 and cols[lo + 1] < cols[lo] else 1
+    for j in range(width):
+        inside = lo <= j < hi
+        if (inside and cols[j] != cols[lo] + step * (j - lo)) or (not inside and 0 <= cols[j] < width):
+            return lo, hi, 0
+    return lo, hi, step
+
+
 @njit(parallel=True, cache=True)
 def _remap(x, rows, cols, out):
     batch, channels, height, width = out.shape
+    size = channels * height * width
+    flat_x, flat_out = x.reshape(batch, size), out.reshape(batch, size)
+    u = np.uint64  # unsigned offsets spare every access numba's wraparound for negative indices
     for b in prange(batch):
-        # -1 (outside) reads index `width` of a row copy with a zero appended: no branch in the inner loop
-        col = np.empty(width, np.int64)
-        for j in range(width):
-            col[j] = cols[b, j] if cols[b, j] >= 0 else width
-        row = np.zeros(width + 1, x.dtype)
+        src, dst, col = flat_x[b], flat_out[b], cols[b]
+        lo, hi, step = _column_run(col, width)
+        first = u(col[lo]) if lo < hi else u(0)
         for c in range(channels):
             for i in range(height):
                 r = rows[b, i]
-                dst = out[b, c, i]
-                if r < 0:
-                    dst[:] = 0
+                d = u((c * height + i) * width)
+                if not 0 <= r < height:
+                    for j in range(u(width)):
+                        dst[d + j] = 0
                     continue
-                row[:width] = x[b, c, r]
-                for j in range(width):
-                    dst[j] = row[col[j]]
+                s = u((c * height + r) * width)
+                if step == 0:  # any other map: a gather
+                    for j in range(width):
+                        k = col[j]
+                        dst[d + u(j)] = src[s + u(k)] if 0 <= k < width else 0
+                    continue
+                # a shift, mirrored or not, is a (reversed) copy of one run of the source row: measured
+                # 0.25 against 0.35 ms as a gather for a batch of 256 3x32x32 uint8 images
+                for j in range(u(lo)):
+                    dst[d + j] = 0
+                for j in range(u(hi), u(width)):
+                    dst[d + j] = 0
+                run = d + u(lo)
+                if step == 1:
+                    for j in range(u(hi - lo)):
+                        dst[run + j] = src[s + first + j]
+                else:
+                    for j in range(u(hi - lo)):
+                        dst[run + j] = src[s + first - j]
     return out
 
 
 def apply_pixel_map(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """PixelMap.apply on the CPU: out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]], 0 where either is -1."""
+    """PixelMap.apply on the CPU: out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]], 0 where an index is
+    outside the image."""
     out = batch_buffer(x.shape, x.dtype)
     _run(_remap, _numpy(x), _numpy(rows), _numpy(cols), out.numpy())
     return out
