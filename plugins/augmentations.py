@@ -120,15 +120,17 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator, device: torch.d
     boosted = shape < 1
     d = (shape + 1 if boosted else shape) - 1 / 3
     c = 1 / math.sqrt(9 * d)
-    z = torch.randn(tries, n, generator=generator, device=device)
-    u = 1 - torch.rand(tries, n, generator=generator, device=device)  # (0, 1], so log(u) is finite
+    # (n, tries): each draw's candidates side by side, so that finding the first accepted one reduces over
+    # the contiguous dimension (an argmax over the other took 50 us for 512 draws on the CPU, this one 5 us)
+    z = torch.randn(n, tries, generator=generator, device=device)
+    u = 1 - torch.rand(n, tries, generator=generator, device=device)  # (0, 1], so log(u) is finite
     v = z.mul(c).add_(1).pow_(3)
     log_v = v.clamp_min(torch.finfo(v.dtype).tiny).log_()
-    # accept when log u < z^2 / 2 + d (1 - v + log v); in place, as few ops as possible: each costs ~10 us
+    # accept when log u < z^2 / 2 + d (1 - v + log v); in place, in few ops: each costs several us here
     bound = (log_v - v).add_(1).mul_(d).addcmul_(z, z, value=0.5)
     accept = u.log_().lt_(bound).logical_and_(v > 0)
-    first = accept.to(torch.uint8).argmax(0, keepdim=True)  # 0 when none is accepted
-    out = log_v.gather(0, first)[0].add_(math.log(d))
+    first = accept.to(torch.uint8).argmax(1, keepdim=True)  # 0 when none is accepted
+    out = log_v.gather(1, first)[:, 0].add_(math.log(d))
     if boosted:
         out = out + torch.log(1 - torch.rand(n, generator=generator, device=device)) / shape
     return out
