@@ -341,6 +341,7 @@ def color_jitter_batch(x: torch.Tensor, factors: torch.Tensor, order: torch.Tens
 
 class ColorJitter(BatchAugmentation):
     reads_uint8 = True
+    compiled_on_cpu = True
 
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float) -> None:
         super().__init__(p)
@@ -539,6 +540,7 @@ def paste_boxes(
 
 class CutMix(BatchAugmentation):
     keeps_uint8 = True  # pixels are pasted, never computed
+    compiled_on_cpu = True
 
     def __init__(self, alpha: float, p: float) -> None:
         super().__init__(p)

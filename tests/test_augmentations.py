@@ -660,3 +660,29 @@ def test_results_handed_out_are_never_scratch_that_the_next_batch_overwrites(pat
         kept = first.clone()
         second, _ = pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), labels)
         assert torch.equal(first, kept) and not torch.equal(first, second)
+
+
+def test_pipeline_gives_torch_back_its_thread_count_even_when_a_step_fails(path):
+    from zoo.data.augment import BatchAugmentation
+
+    seen = []
+
+    class Probe(BatchAugmentation):  # a step with compiled loops: torch's ops in it run on one thread
+        compiled_on_cpu = True
+
+        def __call__(self, x, y, generator):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("broken step")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipe = AugmentPipeline([{"name": "flip"}, {"name": "color_jitter"}, {"name": "cutmix"}], 2)
+        pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.zeros(32, dtype=torch.long))
+        assert torch.get_num_threads() == 2
+        pipe._stages.append(Probe())
+        with pytest.raises(RuntimeError, match="broken step"):
+            pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.zeros(32, dtype=torch.long))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.core.errors import ZooError
-from zoo.data.scratch import LENDING, Scratch
+from zoo.data.scratch import KERNEL_THREADS, LENDING, Scratch
 
 # The CPU fast paths (zoo.data.augment_cpu) are compiled by numba on their first use: about 10 s once, then
 # 1-2 s per process to load from the disk cache. They pay for that on real image batches; a smaller batch
@@ -113,12 +113,15 @@ class BatchAugmentation:
     version of its float result, and returns uint8; the pipeline then defers the conversion to floats.
     ``reads_uint8``: it computes in float32 but also takes uint8 pixels, read as value / 255, converting as
     it goes instead of in a pass of its own; it returns float32 either way.
+    ``compiled_on_cpu``: on the CPU its per-pixel work runs in zoo.data.augment_cpu's compiled loops, so the
+    pipeline runs its torch ops (small ones) on one thread and lends the loops the others.
     A geometric augmentation can instead implement :meth:`pixel_map` alone: ``__call__`` then applies it.
     """
 
     images_only = True
     keeps_uint8 = False
     reads_uint8 = False
+    compiled_on_cpu = False
 
     def __init__(self, p: float = 1.0) -> None:
         self.p = p
@@ -199,14 +202,29 @@ class AugmentPipeline:
         y = labels if labels.is_floating_point() else F.one_hot(labels, self.num_classes).to(dtype)
         if x.dtype != torch.uint8:
             x = x.to(dtype)
-        for i, stage in enumerate(self._stages):
-            # every stage but the last may put its result in scratch: the next stage reads it, nobody keeps it
-            lend = x.device.type == "cpu" and i < len(self._stages) - 1
-            token = LENDING.set(self._scratch.lend_for(i) if lend else None)
-            try:
-                x, y = self._run(stage, x, y, gen, dtype)
-            finally:
-                LENDING.reset(token)
+        cpu, threads = x.device.type == "cpu", torch.get_num_threads()
+        threads_token = KERNEL_THREADS.set(threads if cpu else None)
+        try:
+            for i, stage in enumerate(self._stages):
+                # On the CPU the torch ops of a stage whose pixels go through compiled loops work on a few
+                # thousand values (random draws, index maps), where a second thread costs more than it gives
+                # (a log of 4,096 values: 6 us on one thread, 58 us on two, mostly waking the other); the
+                # loops get the threads instead (KERNEL_THREADS).
+                single = cpu and threads > 1 and (isinstance(stage, list) or stage.compiled_on_cpu)
+                # every stage but the last may put its result in scratch: the next stage reads it, nobody
+                # keeps it
+                lend = cpu and i < len(self._stages) - 1
+                token = LENDING.set(self._scratch.lend_for(i) if lend else None)
+                if single:
+                    torch.set_num_threads(1)
+                try:
+                    x, y = self._run(stage, x, y, gen, dtype)
+                finally:
+                    LENDING.reset(token)
+                    if torch.get_num_threads() != threads:
+                        torch.set_num_threads(threads)
+        finally:
+            KERNEL_THREADS.reset(threads_token)
         x = unit_float(x, dtype)
         # a last step that returns its input unchanged would hand out scratch, which the next batch overwrites
         return (x.clone() if self._scratch.holds(x) else x), y

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from zoo.data.scratch import batch_buffer
+from zoo.data.scratch import KERNEL_THREADS, batch_buffer
 
 _ZERO, _ONE = np.float32(0), np.float32(1)
 _TWO, _FOUR, _SIX, _SIXTH = np.float32(2), np.float32(4), np.float32(6), np.float32(1 / 6)
@@ -37,14 +37,16 @@ _FAST = {"nsz", "contract", "reassoc"}
 
 
 def _run(kernel, *args):
-    """``kernel(*args)`` with as many threads as torch uses, leaving torch's thread count as it was.
+    """``kernel(*args)`` with as many threads as torch uses (or the pipeline lends), leaving torch's thread
+    count as it was.
 
     numba's default threading layer shares torch's OpenMP runtime (one pool of threads for both, which on
     2 cores is what keeps them from competing), and starting its pool resets that runtime's thread count
     to numba's maximum: a torch.set_num_threads(1) made earlier would silently become 2.
     """
     threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    lent = KERNEL_THREADS.get() or threads
+    numba.set_num_threads(max(1, min(lent, numba.config.NUMBA_NUM_THREADS)))
     try:
         return kernel(*args)
     finally:

@@ -1,7 +1,8 @@
-"""Scratch for batch augmentation on the CPU: batch-sized buffers kept from one batch to the next.
+"""What AugmentPipeline lends the compiled CPU kernels of zoo.data.augment_cpu while it runs.
 
-AugmentPipeline lends them (through LENDING) to the compiled kernels of zoo.data.augment_cpu for results that
-only its next step reads; anywhere else, batch_buffer gives a fresh tensor.
+Scratch: batch-sized buffers kept from one batch to the next, lent (through LENDING) for results that only
+the pipeline's next step reads; anywhere else, batch_buffer gives a fresh tensor. KERNEL_THREADS: the
+threads the kernels may use while the pipeline keeps torch's own ops on one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Scratch:
 
 
 LENDING: ContextVar[Scratch | None] = ContextVar("zoo_augment_scratch", default=None)
+KERNEL_THREADS: ContextVar[int | None] = ContextVar("zoo_augment_kernel_threads", default=None)
 
 
 def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
