@@ -1,12 +1,18 @@
 """Augmentation throughput: zoo's batched device pipeline against torchvision's per-sample transforms.
 
 Both sides run the same operations on the same uint8 32x32 RGB images: horizontal flip, pad-4 random crop,
-colour jitter, then CutMix. zoo draws batches from an in-memory tensor (as zoo.data.datamodule.TensorBatches does) and
-augments each whole batch in the main process (on the GPU when there is one); torchvision transforms one
-image at a time in DataLoader workers and applies v2.CutMix to each collated batch (in the workers too,
-through collate_fn, which is where its documentation suggests doing it).
+colour jitter (torchvision's, with its per-image random order), then CutMix. zoo draws batches from an
+in-memory tensor (as zoo.data.datamodule.TensorBatches does) and augments each whole uint8 batch in the main
+process (on the GPU when there is one), as training does; torchvision transforms one image at a time in
+DataLoader workers and applies v2.CutMix to each collated batch (in the workers too, through collate_fn,
+which is where its documentation suggests doing it).
 
-    python benchmarks/augment_throughput.py              # 10,000 synthetic images
+Each of ``--repeats`` runs times zoo, then torchvision, over the same images; the report gives the median
+and the range over the runs, and the load average when it started (other work on the machine slows the
+two sides differently, so compare figures taken on a quiet machine). On a GPU it also times a ResNet-20
+training step on batches of the same size, to set the augmentation's milliseconds per batch against it.
+
+    python benchmarks/augment_throughput.py              # 10,000 synthetic images, 3 runs
     python benchmarks/augment_throughput.py --data cifar # the first images of the shared CIFAR-10 JPEGs
     python benchmarks/augment_throughput.py --quick --json
 
@@ -19,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import sys
 import tarfile
 import time
@@ -26,7 +33,9 @@ from pathlib import Path
 
 # OpenMP threads that spin while waiting for each other collapse when the cores are shared (other jobs, or
 # the DataLoader workers): on a loaded 2-core machine a 2-thread batch took ~10x longer than a 1-thread one.
-# Waiting passively costs nothing measurable on an idle machine. It must be set before torch loads OpenMP.
+# Spinning would also take a core from torchvision's workers while they run. Waiting passively costs the
+# batched side a wake-up per parallel region: on an otherwise idle machine zoo measured 10-20% more images/s
+# with spinning threads, which is left out here. It must be set before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
@@ -81,42 +90,68 @@ def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: in
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     for i in range(0, len(x), batch_size):
         idx = order[i : i + batch_size]
-        yield x[idx], y[idx]
+        yield x.index_select(0, idx), y.index_select(0, idx)
 
 
 def time_zoo(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> dict:
-    """Images per second through shuffled batches + AugmentPipeline, after one warm-up batch."""
+    """Images per second through shuffled batches + AugmentPipeline, after one warm-up batch.
+
+    On a GPU, also the mean GPU time per batch (CUDA events around each batch's augmentation).
+    """
     pipe = AugmentPipeline(ZOO_STEPS, NUM_CLASSES, seed=0)
     cuda = device.type == "cuda"
 
     def step(xb, yb):
-        # uint8 crosses to the device and becomes float there, as zoo.data.datamodule.to_unit_float does
-        xb = xb.to(device, non_blocking=True).to(torch.float32).div_(255)
-        return pipe(xb, yb.to(device, non_blocking=True))
+        # uint8 crosses to the device and goes into the pipeline as it is, as in training
+        return pipe(xb.to(device, non_blocking=True), yb.to(device, non_blocking=True))
 
     step(*next(shuffled_batches(x, y, batch_size, seed=1)))  # first-call costs are not throughput
-    batches = shuffled_batches(x, y, batch_size)
     gpu_ms = []
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
-    seen = 0
-    for xb, yb in batches:
+    seen = batches = 0
+    for xb, yb in shuffled_batches(x, y, batch_size):
         if cuda:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
-        out, _ = step(xb, yb)
+        step(xb, yb)
         if cuda:
             end.record()
             gpu_ms.append((begin, end))
         seen += len(xb)
+        batches += 1
     if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    result = {"images_per_s": seen / elapsed}
+    result = {"images_per_s": seen / elapsed, "ms_per_batch": 1000 * elapsed / batches}
     if gpu_ms:
         result["gpu_ms_per_batch"] = sum(b.elapsed_time(e) for b, e in gpu_ms) / len(gpu_ms)
     return result
+
+
+def time_model_step(batch_size: int, device: torch.device, steps: int = 10) -> float:
+    """Milliseconds per training step (forward, backward, SGD) of a CIFAR ResNet-20 on ``device``: median of
+    ``steps`` after two warm-up steps, synchronized on a GPU."""
+    from zoo.core.build import build_network
+
+    net = build_network({"name": "resnet", "depth": 20}, (3, 32, 32), NUM_CLASSES).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    xb = torch.rand(batch_size, 3, 32, 32, device=device)
+    yb = torch.randint(0, NUM_CLASSES, (batch_size,), device=device)
+    times = []
+    for i in range(steps + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(xb), yb).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
 
 
 class PerSample(Dataset):
@@ -173,6 +208,12 @@ def time_torchvision(x: torch.Tensor, y: torch.Tensor, batch_size: int, workers:
     return {"images_per_s": seen / (time.perf_counter() - start)}
 
 
+def summary(values: list[float], digits: int = 1) -> dict:
+    """Median and range of one figure over the runs."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
@@ -181,12 +222,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", choices=["synthetic", "cifar"], default="synthetic")
     parser.add_argument("--device", default="auto", help="zoo's device: auto (cuda if available), cpu, cuda")
     parser.add_argument("--threads", type=int, default=None, help="zoo's torch threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per side; the best is reported")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each side; medians and ranges are reported")
+    parser.add_argument("--model-step", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time a ResNet-20 training step on zoo's device (default: on a GPU only)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (checks that it works, not speed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     args = parser.parse_args(argv)
+    load = os.getloadavg()
     if args.quick:
-        args.images, args.batch_size, args.repeats = 384, 64, 1
+        args.images, args.batch_size, args.repeats = 384, 64, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
@@ -200,15 +245,22 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         x, y = synthetic_images(args.images)
 
-    zoo_runs = [time_zoo(x, y, args.batch_size, device) for _ in range(args.repeats)]
-    tv_runs = [time_torchvision(x, y, args.batch_size, args.workers) for _ in range(args.repeats)]
-    zoo_best = max(zoo_runs, key=lambda r: r["images_per_s"])
-    tv_best = max(tv_runs, key=lambda r: r["images_per_s"])
-    cuda_timed = "gpu_ms_per_batch" in zoo_best
+    zoo_runs, tv_runs = [], []
+    for _ in range(args.repeats):  # alternating, so that a change in the machine's load hits both sides
+        zoo_runs.append(time_zoo(x, y, args.batch_size, device))
+        tv_runs.append(time_torchvision(x, y, args.batch_size, args.workers))
+    zoo_ips = [r["images_per_s"] for r in zoo_runs]
+    tv_ips = [r["images_per_s"] for r in tv_runs]
+    ratios = [z / t for z, t in zip(zoo_ips, tv_ips)]
     result = {
-        "zoo_images_per_s": round(zoo_best["images_per_s"], 1),
-        "torchvision_images_per_s": round(tv_best["images_per_s"], 1),
-        "ratio": round(zoo_best["images_per_s"] / tv_best["images_per_s"], 2),
+        "ratio": round(statistics.median(ratios), 2),
+        "zoo_images_per_s": round(statistics.median(zoo_ips), 1),
+        "torchvision_images_per_s": round(statistics.median(tv_ips), 1),
+        "runs": {"ratio": summary(ratios, 2), "zoo_images_per_s": summary(zoo_ips),
+                 "torchvision_images_per_s": summary(tv_ips)},
+        "repeats": args.repeats,
+        "load_avg_at_start": [round(v, 2) for v in load],
+        "zoo_ms_per_batch": round(statistics.median(r["ms_per_batch"] for r in zoo_runs), 3),
         "device": str(device) if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
         "batch_size": args.batch_size,
         "images": len(x),
@@ -217,22 +269,40 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "zoo_gpu_ms_per_batch": round(zoo_best["gpu_ms_per_batch"], 3) if cuda_timed else None,
+        "zoo_gpu_ms_per_batch": None,
+        "model_step_ms": None,
+        "augment_share_of_step": None,
     }
+    if device.type == "cuda":
+        result["zoo_gpu_ms_per_batch"] = round(statistics.median(r["gpu_ms_per_batch"] for r in zoo_runs), 3)
+    if args.model_step if args.model_step is not None else device.type == "cuda":
+        step_ms = time_model_step(args.batch_size, device, steps=3 if args.quick else 10)
+        augment_ms = result["zoo_gpu_ms_per_batch"] or result["zoo_ms_per_batch"]
+        result["model_step_ms"] = round(step_ms, 3)
+        result["augment_share_of_step"] = round(augment_ms / step_ms, 4)
     if args.json:
         print(json.dumps(result))
         return result
     steps = " + ".join(s["name"] for s in ZOO_STEPS)
-    print(f"{len(x)} {args.data} uint8 32x32x3 images, batch {args.batch_size}, "
-          f"best of {args.repeats}: {steps}")
+    runs = result["runs"]
+    print(f"{len(x)} {args.data} uint8 32x32x3 images, batch {args.batch_size}, {args.repeats} runs "
+          f"(load average {load[0]:.2f} at the start): {steps}; median [min, max] over the runs")
     print(f"zoo (batched on {result['device']}, {result['torch_threads']} torch threads): "
-          f"{result['zoo_images_per_s']:,.0f} images/s")
+          f"{runs['zoo_images_per_s']['median']:,.0f} images/s "
+          f"[{runs['zoo_images_per_s']['min']:,.0f}, {runs['zoo_images_per_s']['max']:,.0f}], "
+          f"{result['zoo_ms_per_batch']:.2f} ms per batch")
     if result["zoo_gpu_ms_per_batch"] is not None:
         print(f"    GPU time per batch: {result['zoo_gpu_ms_per_batch']:.3f} ms")
     print(f"torchvision v2 (per sample, DataLoader num_workers={args.workers} "
           f"on {os.cpu_count()} CPU cores): "
-          f"{result['torchvision_images_per_s']:,.0f} images/s")
-    print(f"ratio zoo / torchvision: {result['ratio']:.1f}x")
+          f"{runs['torchvision_images_per_s']['median']:,.0f} images/s "
+          f"[{runs['torchvision_images_per_s']['min']:,.0f}, {runs['torchvision_images_per_s']['max']:,.0f}]")
+    print(f"ratio zoo / torchvision: {result['ratio']:.1f}x "
+          f"[{runs['ratio']['min']:.1f}, {runs['ratio']['max']:.1f}]")
+    if result["model_step_ms"] is not None:
+        print(f"ResNet-20 training step, batch {args.batch_size}, on {result['device']}: "
+              f"{result['model_step_ms']:.2f} ms; augmentation is "
+              f"{100 * result['augment_share_of_step']:.1f}% of it")
     return result
 
 

@@ -11,27 +11,45 @@ from pydantic import AfterValidator, Field
 from typing_extensions import Annotated
 
 from zoo import augmentations
-from zoo.data.augment import BatchAugmentation
+from zoo.data.augment import BatchAugmentation, PixelMap, unit_float, use_cpu_kernels
 
 Probability = Annotated[float, Field(ge=0, le=1, description="each sample's chance of being changed")]
 
 
-def translate_batch(
-    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, padding: int, mode: str = "constant"
-) -> torch.Tensor:
-    """Shift each image of ``x`` (B, C, H, W) by its own (dy, dx) in [-padding, padding], filling by ``mode``.
+def _border(index: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """Source indices past the edge of an axis of ``size`` pixels resolved as ``F.pad``'s modes fill them.
 
-    Equivalent to padding by ``padding`` and cropping the original size at offset (padding + dy, padding + dx);
-    one gather for the whole batch instead of a crop per image.
+    constant: left outside (a PixelMap reads 0 there); replicate: the nearest edge pixel; circular: wrapped
+    around; reflect: mirrored about the edge pixel without repeating it (period 2 (size - 1)).
     """
-    b, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, mode=mode)
-    rows = (dy + padding).view(b, 1) + torch.arange(h, device=x.device)  # (B, H)
-    cols = (dx + padding).view(b, 1) + torch.arange(w, device=x.device)  # (B, W)
-    # flat positions in the padded image, shared by the channels: a gather along the last dim keeps the
-    # (B, C, H, W) layout, about 3x faster on CPU than advanced indexing plus a permute back
-    flat = (rows.view(b, h, 1) * (w + 2 * padding) + cols.view(b, 1, w)).view(b, 1, h * w)
-    return padded.flatten(2).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
+    if mode == "constant":
+        return index
+    if mode == "replicate":
+        return index.clamp(0, size - 1)
+    if mode == "circular":
+        return index.remainder(size)
+    period = max(2 * (size - 1), 1)
+    folded = index.remainder(period)
+    return torch.where(folded < size, folded, period - folded)
+
+
+def shift_map(dy: torch.Tensor, dx: torch.Tensor, h: int, w: int, mode: str = "constant") -> PixelMap:
+    """The pixel map moving each image by its (dy, dx): out[i, j] = x[i + dy, j + dx], border by ``mode``."""
+    arange = torch.arange(max(h, w), device=dy.device)
+    rows = _border(dy.view(-1, 1) + arange[:h], h, mode)
+    cols = _border(dx.view(-1, 1) + arange[:w], w, mode)
+    return PixelMap(rows, cols, fills=mode == "constant")
+
+
+def translate_batch(
+    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, mode: str = "constant"
+) -> torch.Tensor:
+    """Shift each image of ``x`` (B, C, H, W) by its own (dy, dx), filling the border by ``mode``.
+
+    The same as padding by at least max |dy|, |dx| with ``F.pad(mode=mode)`` and cropping the original size at
+    offset (padding + dy, padding + dx), as one gather for the whole batch instead of a crop per image.
+    """
+    return shift_map(dy, dx, x.shape[2], x.shape[3], mode).apply(x)
 
 
 class RandomCrop(BatchAugmentation):
@@ -39,12 +57,12 @@ class RandomCrop(BatchAugmentation):
         super().__init__(p)
         self.padding, self.mode = padding, mode
 
-    def __call__(self, x, y, generator):
-        b = x.shape[0]
-        offsets = torch.randint(
-            -self.padding, self.padding + 1, (2, b), generator=generator, device=x.device
-        ) * self.chosen(b, generator, x.device)
-        return translate_batch(x, offsets[0], offsets[1], self.padding, self.mode), y
+    def pixel_map(self, shape, generator, device):
+        b, _, h, w = shape
+        offsets = torch.randint(-self.padding, self.padding + 1, (2, b), generator=generator, device=device)
+        if self.p < 1:
+            offsets *= self.chosen(b, generator, device)
+        return shift_map(offsets[0], offsets[1], h, w, self.mode)
 
 
 @augmentations.register("crop")
@@ -102,13 +120,17 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator, device: torch.d
     boosted = shape < 1
     d = (shape + 1 if boosted else shape) - 1 / 3
     c = 1 / math.sqrt(9 * d)
-    z = torch.randn(tries, n, generator=generator, device=device)
-    u = 1 - torch.rand(tries, n, generator=generator, device=device)  # (0, 1], so log(u) is finite
-    v = (1 + c * z) ** 3
-    log_v = torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
-    accept = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * log_v)
-    first = accept.to(torch.uint8).argmax(0, keepdim=True)  # 0 when none is accepted
-    out = math.log(d) + log_v.gather(0, first)[0]
+    # (n, tries): each draw's candidates side by side, so that finding the first accepted one reduces over
+    # the contiguous dimension (an argmax over the other took 50 us for 512 draws on the CPU, this one 5 us)
+    z = torch.randn(n, tries, generator=generator, device=device)
+    u = 1 - torch.rand(n, tries, generator=generator, device=device)  # (0, 1], so log(u) is finite
+    v = z.mul(c).add_(1).pow_(3)
+    log_v = v.clamp_min(torch.finfo(v.dtype).tiny).log_()
+    # accept when log u < z^2 / 2 + d (1 - v + log v); in place, in few ops: each costs several us here
+    bound = (log_v - v).add_(1).mul_(d).addcmul_(z, z, value=0.5)
+    accept = u.log_().lt_(bound).logical_and_(v > 0)
+    first = accept.to(torch.uint8).argmax(1, keepdim=True)  # 0 when none is accepted
+    out = log_v.gather(1, first)[:, 0].add_(math.log(d))
     if boosted:
         out = out + torch.log(1 - torch.rand(n, generator=generator, device=device)) / shape
     return out
@@ -116,7 +138,8 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator, device: torch.d
 
 def sample_beta(alpha: float, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """n draws of Beta(alpha, alpha) from ``generator``: G1 / (G1 + G2) with G1, G2 ~ Gamma(alpha)."""
-    return torch.sigmoid(_log_gamma(alpha, n, generator, device) - _log_gamma(alpha, n, generator, device))
+    g1, g2 = _log_gamma(alpha, 2 * n, generator, device).view(2, n)  # both in one draw
+    return torch.sigmoid(g1 - g2)
 
 
 def _partner(b: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -154,15 +177,26 @@ def box_mask(
 
 
 def _random_boxes(
-    cut_h: torch.Tensor, cut_w: torch.Tensor, h: int, w: int, generator: torch.Generator, dtype: torch.dtype
-) -> torch.Tensor:
-    """Boxes of the given sides centred uniformly over the image (so they may hang over a border)."""
+    cut_h: torch.Tensor, cut_w: torch.Tensor, h: int, w: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top, bottom, left, right) of boxes of the given sides, centred uniformly in the image and clipped."""
     b, device = cut_h.shape[0], cut_h.device
-    cy = torch.randint(0, h, (b,), generator=generator, device=device)
-    cx = torch.randint(0, w, (b,), generator=generator, device=device)
-    top, bottom = box_bounds(cy, cut_h, h)
-    left, right = box_bounds(cx, cut_w, w)
-    return box_mask(top, bottom, left, right, h, w, dtype)
+    # both centres from one draw; reducing 62 random bits modulo the side is uniform to within 1e-17
+    centre = torch.randint(0, 2**62, (2, b), generator=generator, device=device)
+    top, bottom = box_bounds(centre[0] % h, cut_h, h)
+    left, right = box_bounds(centre[1] % w, cut_w, w)
+    return top, bottom, left, right
+
+
+def pick_pixels(x: torch.Tensor, partner: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """x where ``keep`` (B, 1, H, W; bool or 0/1) is set, else x[partner]: each value exactly one of them."""
+    weight = keep.to(x.dtype)
+    # lerp by a 0/1 weight picks either end exactly, and on CPU runs several times faster than a
+    # torch.where with a boolean mask broadcast over the channels; uint8 pixels (no lerp) are picked by
+    # multiplying with 0/1, exact too: one of the two products is 0
+    if x.is_floating_point():
+        return torch.lerp(x.index_select(0, partner), x, weight)
+    return x.index_select(0, partner).mul_(1 - weight).add_(x * weight)
 
 
 def mask_mix_batch(
@@ -173,26 +207,32 @@ def mask_mix_batch(
     The weight is measured from the mask itself, so borders, rounding and ties can never make the target
     disagree with the pixels.
     """
-    weight = keep.to(x.dtype)
-    # lerp by a 0/1 weight picks either end exactly, and on CPU runs several times faster than a
-    # torch.where with a boolean mask broadcast over the channels
-    out = torch.lerp(x.index_select(0, partner), x, weight)
-    share = weight.flatten(1).mean(1, keepdim=True).to(y.dtype)
-    return out, share * y + (1 - share) * y.index_select(0, partner)
+    share = keep.to(y.dtype).flatten(1).mean(1, keepdim=True)
+    return pick_pixels(x, partner, keep), share * y + (1 - share) * y.index_select(0, partner)
 
 
 # --- flip -------------------------------------------------------------------------------------------
+
+
+def flip_map(horizontal: torch.Tensor, vertical: torch.Tensor | None, h: int, w: int) -> PixelMap:
+    """The pixel map mirroring left-right the images where ``horizontal`` (B,) is True, top-bottom where
+    ``vertical`` is."""
+    b, device = horizontal.shape[0], horizontal.device
+
+    def axis(flipped: torch.Tensor | None, size: int) -> torch.Tensor | None:
+        if flipped is None:
+            return None  # this axis stays as it is
+        index = torch.arange(size, device=device)
+        return torch.where(flipped.view(b, 1), index.flip(0), index)
+
+    return PixelMap(axis(vertical, h), axis(horizontal, w))
 
 
 def flip_batch(
     x: torch.Tensor, horizontal: torch.Tensor, vertical: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mirror left-right the images where ``horizontal`` (B,) is True, top-bottom where ``vertical`` is."""
-    b = x.shape[0]
-    out = torch.where(horizontal.view(b, 1, 1, 1), x.flip(-1), x)
-    if vertical is not None:
-        out = torch.where(vertical.view(b, 1, 1, 1), out.flip(-2), out)
-    return out
+    return flip_map(horizontal, vertical, x.shape[2], x.shape[3]).apply(x)
 
 
 class RandomFlip(BatchAugmentation):
@@ -200,10 +240,10 @@ class RandomFlip(BatchAugmentation):
         super().__init__(p)
         self.vertical = vertical
 
-    def __call__(self, x, y, generator):
-        b = x.shape[0]
-        vertical = self.chosen(b, generator, x.device) if self.vertical else None
-        return flip_batch(x, self.chosen(b, generator, x.device), vertical), y
+    def pixel_map(self, shape, generator, device):
+        b, _, h, w = shape
+        vertical = self.chosen(b, generator, device) if self.vertical else None
+        return flip_map(self.chosen(b, generator, device), vertical, h, w)
 
 
 @augmentations.register("flip")
@@ -218,61 +258,91 @@ def flip(*, vertical: bool = False, p: Probability = 0.5) -> RandomFlip:
 
 # --- colour jitter ----------------------------------------------------------------------------------
 
-# RGB -> YIQ (NTSC). Its Y row is the ITU-R 601 luma torchvision uses for grayscale, and gray pixels have
-# I = Q = 0, so scaling (I, Q) by f is exactly torchvision's blend with grayscale (saturation), and rotating
-# the (I, Q) plane shifts hue. Hue is therefore a YIQ rotation here, not an RGB -> HSV -> RGB round trip:
-# saturation and hue fuse into a single 3x3 matrix per image, applied with one bmm. It approximates the HSV
-# hue shift (same direction and units: h = 1 is a full turn; exact at h = 0) but does not keep HSV
-# saturation and value fixed, and strongly saturated colours may leave the gamut and get clamped.
-_RGB_TO_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
-    dtype=torch.float64,
-)
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-_LUMA = _RGB_TO_YIQ[0]
+# torchvision's ColorJitter, image by image: four steps in a random order drawn per image (torchvision draws
+# one per call, and it is called per image), each clamped to [0, 1]. Brightness, contrast and saturation are
+# blends x -> f x + (1 - f) base, with base 0, the image's mean gray level, or each pixel's gray level; hue
+# is a shift in HSV. The per-pixel work runs as compiled loops on the CPU (zoo.data.augment_cpu, where the
+# measurements are); color_jitter_torch is the same in torch ops, for other devices and as the reference.
+
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+_IDENTITY = torch.tensor([1.0, 1.0, 1.0, 0.0])  # the factors that leave an image as it is
 
 
-def _mean_gray(x: torch.Tensor) -> torch.Tensor:
-    """Each image's mean gray level (B,): the luma of its channel means, which equals the mean of its luma."""
-    means = x.mean((2, 3))
-    return means @ _LUMA.to(x) if x.shape[1] == 3 else means.mean(1)
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) gray levels: torchvision's rgb_to_grayscale, in its order of float operations; gray
+    images are their own gray level."""
+    if x.shape[1] != 3:
+        return x
+    r, g, b = x.unbind(1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
 
 
-def color_jitter_batch(
-    x: torch.Tensor,
-    brightness: torch.Tensor,
-    contrast: torch.Tensor,
-    saturation: torch.Tensor,
-    hue: torch.Tensor,
-) -> torch.Tensor:
-    """Per-image brightness, contrast, saturation factors and hue shift (turns), each (B,), in that order.
+def _shift_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """RGB images (B, 3, H, W) with each one's HSV hue shifted by ``turns`` (B,), saturation and value kept.
 
-    Factors of 1 and a shift of 0 leave an image bit-for-bit unchanged. Saturation and hue need 3
-    (RGB) channels and are skipped otherwise. Each step is clamped to [0, 1], as torchvision does.
+    Hue in sixths of a turn is h = (g - b) / c, (b - r) / c + 2 or (r - g) / c + 4 as red, green or blue is
+    the largest channel (v the largest, c = v - min), and the HSV-to-RGB map writes channel n (5, 3, 1 for
+    r, g, b) as v - c clamp(min(k, 4 - k), 0, 1) with k = (n + h) mod 6: torchvision's adjust_hue in closed
+    form (it goes through p, q, t and a table; the two agree to ~1e-6).
+    """
+    r, g, b = x.unbind(1)
+    v = torch.maximum(torch.maximum(r, g), b)
+    c = v - torch.minimum(torch.minimum(r, g), b)
+    red, green = v == r, v == g
+    h = torch.where(red, g - b, torch.where(green, b - r, r - g)) / torch.where(c > 0, c, 1.0)
+    h = h + torch.where(red, 0.0, torch.where(green, 2.0, 4.0)) + 6 * turns.view(-1, 1, 1)
+    k = (h.unsqueeze(1) + torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)).remainder(6)
+    return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def color_jitter_torch(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """color_jitter_batch in torch ops, on any device: the four steps one position of the order at a time.
+
+    At each position every image takes its own step: brightness, contrast and saturation as one blend with a
+    per-image base, hue on the images whose turn it is.
     """
     b, c = x.shape[:2]
-    x = (x * brightness.view(b, 1, 1, 1)).clamp_(0, 1)
-    # torchvision's contrast blends with the mean gray level of the (already brightened) image
-    factor = contrast.view(b, 1, 1, 1)
-    x = torch.addcmul((1 - factor) * _mean_gray(x).view(b, 1, 1, 1), x, factor).clamp_(0, 1)
-    if c != 3:
-        return x
-    # minus sign: red -> yellow -> green runs clockwise in the (I, Q) plane, while HSV hue counts it up
-    angle = -2 * math.pi * hue.to(torch.float64)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    f = saturation.to(torch.float64)
-    chroma = torch.zeros(b, 3, 3, dtype=torch.float64, device=x.device)
-    chroma[:, 0, 0] = 1
-    chroma[:, 1, 1], chroma[:, 1, 2] = f * cos, -f * sin
-    chroma[:, 2, 1], chroma[:, 2, 2] = f * sin, f * cos
-    to_yiq, to_rgb = _RGB_TO_YIQ.to(x.device), _YIQ_TO_RGB.to(x.device)
-    # I + to_rgb (chroma - I) to_yiq is the exact identity when chroma is (f = 1, h = 0)
-    eye = torch.eye(3, dtype=torch.float64, device=x.device)
-    matrix = (eye + to_rgb @ (chroma - eye) @ to_yiq).to(x.dtype)
-    return torch.bmm(matrix, x.reshape(b, 3, -1)).view_as(x).clamp_(0, 1)
+    x = unit_float(x, torch.float32) if x.dtype == torch.uint8 else x
+    for k in range(4):
+        step = order[:, k]
+        blend = step != HUE
+        if c != 3:
+            blend &= step != SATURATION  # torchvision leaves gray images' saturation alone
+        f = torch.where(blend, factors.gather(1, step.clamp(max=SATURATION).view(b, 1)).view(b), 1.0)
+        gray = _gray(x)
+        base = torch.where(
+            (step == CONTRAST).view(b, 1, 1, 1),
+            gray.mean((2, 3), keepdim=True),
+            torch.where((step == SATURATION).view(b, 1, 1, 1), gray, 0.0),
+        )
+        f = f.view(b, 1, 1, 1).to(x.dtype)
+        x = (x * f + (1 - f) * base).clamp_(0, 1)  # f = 1 leaves an image exactly as it was
+        if c == 3:
+            hue = ((step == HUE) & (factors[:, HUE] != 0)).nonzero().view(-1)
+            x = x.index_copy(0, hue, _shift_hue(x.index_select(0, hue), factors.index_select(0, hue)[:, HUE]))
+    return x
+
+
+def color_jitter_batch(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Per-image brightness, contrast, saturation and hue as torchvision's ColorJitter, in a per-image order.
+
+    ``factors`` (B, 4): brightness, contrast and saturation factors and the hue shift in turns; ``order``
+    (B, 4): a permutation of 0-3 (BRIGHTNESS, CONTRAST, SATURATION, HUE) per image, the order they run in.
+    Each step is clamped to [0, 1] before the next, as torchvision does. Factors of 1 and a shift of 0 leave
+    an image bit-for-bit unchanged. Gray (1-channel) images only get brightness and contrast. uint8 input is
+    read as pixel / 255; the result is float32 (or the input's float dtype).
+    """
+    if use_cpu_kernels(x) and x.dtype in (torch.float32, torch.uint8) and x.shape[1] in (1, 3):
+        from zoo.data import augment_cpu
+
+        return augment_cpu.color_jitter(x, factors, order)
+    return color_jitter_torch(x, factors, order)
 
 
 class ColorJitter(BatchAugmentation):
+    reads_uint8 = True
+    compiled_on_cpu = True
+
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float) -> None:
         super().__init__(p)
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
@@ -280,13 +350,13 @@ class ColorJitter(BatchAugmentation):
     def __call__(self, x, y, generator):
         b, dev = x.shape[0], x.device
         chosen = self.chosen(b, generator, dev)
-
-        def factor(s):
-            return torch.where(chosen, _uniform(max(0.0, 1 - s), 1 + s, b, generator, dev), 1.0)
-
-        shift = torch.where(chosen, _uniform(-self.hue, self.hue, b, generator, dev), 0.0)
-        factors = factor(self.brightness), factor(self.contrast), factor(self.saturation)
-        return color_jitter_batch(x, *factors, shift), y
+        # one draw for the batch: four factors and four sort keys (their ranks: the order) per image
+        u = torch.rand(b, 8, generator=generator, device=dev)
+        strengths = (self.brightness, self.contrast, self.saturation)
+        low = torch.tensor([max(0.0, 1 - s) for s in strengths] + [-self.hue], device=dev)
+        high = torch.tensor([1 + s for s in strengths] + [self.hue], device=dev)
+        factors = torch.where(chosen.view(b, 1), torch.addcmul(low, high - low, u[:, :4]), _IDENTITY.to(dev))
+        return color_jitter_batch(x, factors, u[:, 4:].argsort(1)), y
 
 
 @augmentations.register("color_jitter")
@@ -298,11 +368,12 @@ def color_jitter(
     hue: Annotated[float, Field(ge=0, le=0.5)] = 0.1,
     p: Probability = 1.0,
 ) -> ColorJitter:
-    """Random brightness, contrast, saturation and hue per image, as torchvision's ColorJitter (Howard 2013).
+    """Random brightness, contrast, saturation and hue per image: torchvision's ColorJitter (Howard 2013).
 
     Factors f ~ U[max(0, 1 - s), 1 + s] per image and strength s: brightness x -> f x, contrast
-    x -> f x + (1 - f) mean(gray(x)), saturation x -> f x + (1 - f) gray(x); hue rotates the YIQ chroma
-    plane by 2 pi h, h ~ U[-hue, hue]. Fixed order, clamped to [0, 1]; gray images skip the last two.
+    x -> f x + (1 - f) mean(gray(x)), saturation x -> f x + (1 - f) gray(x); hue adds h ~ U[-hue, hue] turns
+    to the HSV hue. The four run in a random order drawn per image, each clamped to [0, 1]; gray images
+    skip the last two.
     """
     return ColorJitter(brightness, contrast, saturation, hue, p)
 
@@ -401,6 +472,8 @@ def cutout_batch(x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 
 
 class Cutout(BatchAugmentation):
+    keeps_uint8 = True  # pixels are pasted or zeroed, never computed
+
     def __init__(self, size: int | float, p: float) -> None:
         super().__init__(p)
         self.size = size
@@ -412,7 +485,7 @@ class Cutout(BatchAugmentation):
     def __call__(self, x, y, generator):
         b, _, h, w = x.shape
         side = self.side(h, w) * self.chosen(b, generator, x.device).long()  # 0: an empty box
-        return cutout_batch(x, _random_boxes(side, side, h, w, generator, x.dtype)), y
+        return cutout_batch(x, box_mask(*_random_boxes(side, side, h, w, generator), h, w, x.dtype)), y
 
 
 @augmentations.register("cutout")
@@ -433,13 +506,43 @@ def cutout(
 
 
 def cutmix_batch(
-    x: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, box: torch.Tensor
+    x: torch.Tensor,
+    y: torch.Tensor,
+    partner: torch.Tensor,
+    top: torch.Tensor,
+    bottom: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paste x[partner] into each image inside ``box`` (B, 1, H, W; bool or 0/1); targets by pixels kept."""
-    return mask_mix_batch(x, y, partner, 1 - box.to(x.dtype))
+    """Paste x[partner] into each image inside its box, rows [top, bottom) x columns [left, right) (each (B,),
+    within the image); targets weighted by the pixels each image keeps."""
+    h, w = x.shape[-2:]
+    if use_cpu_kernels(x):
+        from zoo.data import augment_cpu
+
+        out = augment_cpu.paste_boxes(x, partner, top, bottom, left, right)
+    else:
+        out = paste_boxes(x, partner, top, bottom, left, right)
+    kept = 1 - ((bottom - top) * (right - left)).to(y.dtype).view(-1, 1) / (h * w)
+    return out, kept * y + (1 - kept) * y.index_select(0, partner)
+
+
+def paste_boxes(
+    x: torch.Tensor,
+    partner: torch.Tensor,
+    top: torch.Tensor,
+    bottom: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+) -> torch.Tensor:
+    """cutmix_batch's pixels in torch ops, for any device: x with each box taken from x[partner]."""
+    return pick_pixels(x, partner, ~box_mask(top, bottom, left, right, x.shape[2], x.shape[3]))
 
 
 class CutMix(BatchAugmentation):
+    keeps_uint8 = True  # pixels are pasted, never computed
+    compiled_on_cpu = True
+
     def __init__(self, alpha: float, p: float) -> None:
         super().__init__(p)
         self.alpha = alpha
@@ -450,8 +553,8 @@ class CutMix(BatchAugmentation):
         chosen = self.chosen(b, generator, dev)
         lam = torch.where(chosen, sample_beta(self.alpha, b, generator, dev), 1.0)
         cut = torch.sqrt(1 - lam)  # sides of a box of area (1 - lam) H W, before clipping
-        box = _random_boxes((cut * h).long(), (cut * w).long(), h, w, generator, x.dtype)
-        return cutmix_batch(x, y, _partner(b, generator, dev), box)
+        box = _random_boxes((cut * h).long(), (cut * w).long(), h, w, generator)
+        return cutmix_batch(x, y, _partner(b, generator, dev), *box)
 
 
 @augmentations.register("cutmix")
@@ -496,6 +599,8 @@ def cow_mask(
 
 
 class CowMix(BatchAugmentation):
+    keeps_uint8 = True  # pixels are pasted or zeroed, never computed
+
     def __init__(
         self, proportion: tuple[float, float], sigma: tuple[float, float], reference_size: int, p: float
     ) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,18 +15,29 @@ from hypothesis import strategies as st
 from zoo.plugins.augmentations import (
     affine_batch,
     box_bounds,
-    box_mask,
     color_jitter_batch,
+    color_jitter_torch,
     cow_mask,
     cutmix_batch,
     flip_batch,
+    paste_boxes,
     sample_beta,
     translate_batch,
 )
 
 import zoo
 from zoo.core.errors import RegistryError
-from zoo.data.augment import AugmentPipeline
+from zoo.data import augment_cpu
+from zoo.data.augment import AugmentPipeline, gather_pixels
+
+
+@pytest.fixture(params=["cpu_kernels", "torch_ops"])
+def path(request, monkeypatch):
+    """Runs a test twice: with every batch through the compiled CPU loops, and with none (torch ops only)."""
+    import zoo.data.augment as augment
+
+    monkeypatch.setattr(augment, "CPU_KERNEL_MIN_VALUES", 0 if request.param == "cpu_kernels" else 1 << 62)
+    return request.param
 
 
 def images(b=8, c=3, h=8, w=8, seed=0):
@@ -37,15 +51,16 @@ def images(b=8, c=3, h=8, w=8, seed=0):
     h=st.integers(4, 12),
     w=st.integers(4, 12),
     padding=st.integers(1, 3),
+    mode=st.sampled_from(["constant", "reflect", "replicate", "circular"]),
     seed=st.integers(0, 2**16),
 )
-def test_translate_matches_pad_then_crop_per_image(b, c, h, w, padding, seed):
+def test_translate_matches_pad_then_crop_per_image(b, c, h, w, padding, mode, seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(b, c, h, w, generator=gen)
     dy = torch.randint(-padding, padding + 1, (b,), generator=gen)
     dx = torch.randint(-padding, padding + 1, (b,), generator=gen)
-    out = translate_batch(x, dy, dx, padding)
-    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    out = translate_batch(x, dy, dx, mode)
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode=mode)
     for i in range(b):
         top, left = padding + dy[i], padding + dx[i]
         assert torch.equal(out[i], padded[i, :, top : top + h, left : left + w])
@@ -148,7 +163,7 @@ def test_shape_dtype_range_and_label_mass(name, b, c, h, w, seed):
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_probability_zero_is_the_identity(name):
+def test_probability_zero_is_the_identity(name, path):
     x = images(7)
     labels = torch.arange(7) % 3
     out, y = run({**SPECS[name], "p": 0.0}, x, labels, 3)
@@ -254,8 +269,7 @@ def test_cutmix_pastes_exactly_the_box(b, h, w, seed):
     partner = torch.randperm(b, generator=gen)
     rows = torch.sort(torch.randint(0, h + 1, (b, 2), generator=gen), 1).values
     cols = torch.sort(torch.randint(0, w + 1, (b, 2), generator=gen), 1).values
-    box = box_mask(rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1], h, w)
-    out, mixed = cutmix_batch(x, y, partner, box)
+    out, mixed = cutmix_batch(x, y, partner, rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1])
     for i in range(b):
         (top, bottom), (left, right), j = rows[i].tolist(), cols[i].tolist(), partner[i]
         expected = x[i].clone()
@@ -284,37 +298,110 @@ def test_cutmix_box_sides_follow_lambda_away_from_borders():
 
 # --- colour ------------------------------------------------------------------------------------------
 
-
-def test_color_jitter_matches_torchvision_for_brightness_contrast_saturation():
-    x = images(6, h=10, w=10)
-    ones = torch.ones(6)
-    for f in (0.3, 0.8, 1.5):
-        got = color_jitter_batch(x, f * ones, ones, ones, 0 * ones)
-        assert torch.allclose(got, TF.adjust_brightness(x, f))
-        got = color_jitter_batch(x, ones, f * ones, ones, 0 * ones)
-        assert torch.allclose(got, TF.adjust_contrast(x, f), atol=1e-4)
-        got = color_jitter_batch(x, ones, ones, f * ones, 0 * ones)
-        assert torch.allclose(got, TF.adjust_saturation(x, f), atol=1e-4)
+TV_STEPS = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+ALL_ORDERS = torch.tensor(list(itertools.permutations(range(4))))  # the 24 orders, one per image
+JITTER_IMPLEMENTATIONS = {"cpu_kernel": augment_cpu.color_jitter, "torch": color_jitter_torch}
 
 
-def test_color_jitter_hue_turns_the_same_way_as_torchvision():
-    x = images(8, h=10, w=10)
-    ones = torch.ones(8)
-    for h in (0.05, 0.15):
-        ours = color_jitter_batch(x, ones, ones, ones, h * ones)
-        same_way = (ours - TF.adjust_hue(x, h)).abs().mean()
-        other_way = (ours - TF.adjust_hue(x, -h)).abs().mean()
-        assert same_way < 0.6 * other_way
-    gray = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
-    assert torch.allclose(color_jitter_batch(gray, ones, ones, ones, 0.3 * ones), gray, atol=1e-5)
+def torchvision_jitter(x, factors, order):
+    """What torchvision's ColorJitter does to each image, given its factors and order."""
+    out = []
+    for i in range(len(x)):
+        image = x[i]
+        for step in order[i].tolist():
+            image = TV_STEPS[step](image, factors[i, step].item())
+        out.append(image)
+    return torch.stack(out)
 
 
-def test_color_jitter_on_gray_images_only_changes_brightness_and_contrast():
-    x = images(5, c=1)
-    ones = torch.ones(5)
-    assert torch.equal(color_jitter_batch(x, ones, ones, 0.2 * ones, 0.4 * ones), x)
-    out, _ = run(SPECS["color_jitter"], x, torch.zeros(5, dtype=torch.long), 2)
+def colourful_images(b, h=9, w=7, seed=0):
+    """Random images with the awkward cases in: flat gray, saturated white, a channel at zero, primaries."""
+    x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    x[0] = 0.5
+    x[1, :, :3] = 1.0
+    x[2, 0] = 0
+    x[3, :, 0, :3] = torch.eye(3)
+    return x
+
+
+@pytest.mark.parametrize("impl", sorted(JITTER_IMPLEMENTATIONS))
+@pytest.mark.parametrize(
+    "factors",
+    [(1.4, 0.6, 1.4, 0.1), (0.6, 1.4, 0.6, -0.1), (1.3, 1.3, 1.3, 0.5), (0.0, 0.0, 0.0, -0.5)],
+)
+def test_color_jitter_is_torchvisions_for_every_order(impl, factors):
+    # all 24 orders, with factors above 1 so that clamping between the steps matters
+    x = colourful_images(24)
+    f = torch.tensor(factors).expand(24, 4)
+    ours = JITTER_IMPLEMENTATIONS[impl](x, f, ALL_ORDERS)
+    assert torch.allclose(ours, torchvision_jitter(x, f, ALL_ORDERS), atol=5e-6)
+
+
+@pytest.mark.parametrize("impl", sorted(JITTER_IMPLEMENTATIONS))
+@pytest.mark.parametrize("step", range(4))
+def test_color_jitter_steps_one_at_a_time_match_torchvision(impl, step):
+    x = colourful_images(6, h=10, w=10)
+    order = torch.tensor([step] + [s for s in range(4) if s != step]).expand(6, 4)  # the step first
+    for value in ((0.3, 0.8, 1.5) if step < 3 else (-0.3, 0.05, 0.45)):
+        f = torch.tensor([1.0, 1.0, 1.0, 0.0]).repeat(6, 1)
+        f[:, step] = value
+        ours = JITTER_IMPLEMENTATIONS[impl](x, f, order)
+        assert torch.allclose(ours, TV_STEPS[step](x, value), atol=5e-6), value
+
+
+@pytest.mark.parametrize("impl", sorted(JITTER_IMPLEMENTATIONS))
+def test_color_jitter_on_gray_images_only_changes_brightness_and_contrast(impl):
+    x = images(24, c=1)
+    f = torch.tensor([1.3, 0.7, 0.2, 0.4]).expand(24, 4)
+    ours = JITTER_IMPLEMENTATIONS[impl](x, f, ALL_ORDERS)
+    assert torch.allclose(ours, torchvision_jitter(x, f, ALL_ORDERS), atol=1e-6)
+    saturation_and_hue_only = torch.tensor([1.0, 1.0, 0.2, 0.4]).expand(24, 4)
+    assert torch.equal(JITTER_IMPLEMENTATIONS[impl](x, saturation_and_hue_only, ALL_ORDERS), x)
+    out, _ = run(SPECS["color_jitter"], x, torch.zeros(24, dtype=torch.long), 2)
     assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("impl", sorted(JITTER_IMPLEMENTATIONS))
+def test_color_jitter_identity_factors_keep_every_bit_and_uint8_reads_as_pixel_over_255(impl):
+    x = colourful_images(24)
+    identity = torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(24, 4)
+    assert torch.equal(JITTER_IMPLEMENTATIONS[impl](x, identity, ALL_ORDERS), x)
+    pixels = torch.randint(0, 256, (24, 3, 5, 6), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    f = torch.tensor([1.2, 0.7, 1.3, 0.2]).expand(24, 4)
+    as_floats = pixels.to(torch.float32).div_(255)
+    jitter = JITTER_IMPLEMENTATIONS[impl]
+    assert torch.equal(jitter(pixels, f, ALL_ORDERS), jitter(as_floats, f, ALL_ORDERS))
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 12), c=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+def test_color_jitter_cpu_kernel_agrees_with_the_torch_version(b, c, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, c, 6, 5, generator=gen)
+    f = torch.cat([2 * torch.rand(b, 3, generator=gen), torch.rand(b, 1, generator=gen) - 0.5], 1)
+    order = torch.rand(b, 4, generator=gen).argsort(1)
+    assert torch.allclose(augment_cpu.color_jitter(x, f, order), color_jitter_torch(x, f, order), atol=5e-6)
+
+
+def test_color_jitter_draws_its_order_and_factors_per_image(monkeypatch):
+    import zoo.plugins.augmentations as module
+
+    seen = {}
+
+    def spy(x, factors, order):
+        seen.update(factors=factors, order=order)
+        return color_jitter_batch(x, factors, order)
+
+    monkeypatch.setattr(module, "color_jitter_batch", spy)
+    run({"name": "color_jitter", "brightness": 0.4, "contrast": 0.3, "saturation": 0.2, "hue": 0.1},
+        images(400), torch.zeros(400, dtype=torch.long), 2)
+    order, factors = seen["order"], seen["factors"]
+    assert torch.equal(order.sort(1).values, torch.arange(4).expand(400, 4))  # a permutation per image
+    assert len(torch.unique(order, dim=0)) == 24  # all orders occur: drawn per image, not per batch
+    for k, (low, high) in enumerate([(0.6, 1.4), (0.7, 1.3), (0.8, 1.2), (-0.1, 0.1)]):
+        assert low <= factors[:, k].min() and factors[:, k].max() <= high
+        assert factors[:, k].max() - factors[:, k].min() > 0.9 * (high - low)
+        assert len(torch.unique(factors[:, k])) == 400
 
 
 # --- geometry ----------------------------------------------------------------------------------------
@@ -456,3 +543,156 @@ def test_mixup_keeps_the_shape_of_flat_inputs():
     # each output row is a blend of its own row and one partner row, by the target's weights
     lam = y.max(1).values
     assert ((out - x).abs().sum(1) > 0).any() and torch.all(lam >= 1 / 3)
+# --- the pipeline's fusion: never a different value -------------------------------------------------
+
+GEOMETRIC_CHAINS = [
+    [{"name": "flip"}, {"name": "crop", "padding": 3}],
+    [{"name": "crop", "padding": 2}, {"name": "flip", "vertical": True}, {"name": "crop", "padding": 3}],
+    [{"name": "crop", "padding": 2, "mode": "reflect"}, {"name": "flip", "p": 0.3},
+     {"name": "crop", "padding": 1, "mode": "circular"}, {"name": "crop", "padding": 2, "mode": "replicate"}],
+]
+
+
+@pytest.mark.parametrize("chain", GEOMETRIC_CHAINS)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_consecutive_geometric_steps_fuse_into_one_map_with_the_same_result(chain, dtype, path):
+    x = torch.randint(0, 256, (64, 3, 7, 9), generator=torch.Generator().manual_seed(0)).to(dtype)
+    pipe = AugmentPipeline(chain, 2, seed=5)
+    assert len(pipe._stages) == 1  # one stage: the composed map
+    fused, _ = pipe(x, torch.zeros(64, dtype=torch.long), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(5)
+    one_by_one = x
+    for step in pipe.steps:
+        one_by_one, _ = step(one_by_one, None, gen)
+    assert one_by_one.dtype == dtype  # geometry never converts
+    assert torch.equal(fused, one_by_one.to(torch.float64) / (255 if dtype == torch.uint8 else 1))
+    assert torch.equal(pipe.generator(x.device).get_state(), gen.get_state())  # the same draws, no more
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    b=st.integers(1, 6),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    fills=st.booleans(),
+    shifts=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_pixel_map_cpu_kernel_agrees_with_the_torch_gather(b, h, w, fills, shifts, seed):
+    gen = torch.Generator().manual_seed(seed)
+    outside = 3 if fills else 0  # indices up to 3 past either edge
+    if shifts:  # (mirrored) shifts: the kernel copies runs of each row instead of gathering
+        def axis(size):
+            index = torch.arange(size) + torch.randint(-outside, outside + 1, (b, 1), generator=gen)
+            flipped = torch.rand(b, 1, generator=gen) < 0.5
+            return torch.where(flipped, index.flip(1), index)
+
+        rows, cols = axis(h), axis(w)
+    else:
+        rows = torch.randint(-outside, h + outside, (b, h), generator=gen)
+        cols = torch.randint(-outside, w + outside, (b, w), generator=gen)
+    for dtype in (torch.uint8, torch.float32):
+        x = torch.randint(1, 256, (b, 2, h, w), generator=gen).to(dtype)
+        ours = augment_cpu.apply_pixel_map(x, rows, cols)
+        assert torch.equal(ours, gather_pixels(x, rows, cols, fills))
+        for i in range(b):  # and both are the definition
+            for r in range(h):
+                for c in range(w):
+                    inside = 0 <= rows[i, r] < h and 0 <= cols[i, c] < w
+                    expected = x[i, :, rows[i, r], cols[i, c]].tolist() if inside else [0, 0]
+                    assert ours[i, :, r, c].tolist() == expected
+
+
+@settings(max_examples=20, deadline=None)
+@given(b=st.integers(1, 7), h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_box_paste_cpu_kernel_agrees_with_the_torch_version(b, h, w, seed):
+    gen = torch.Generator().manual_seed(seed)
+    partner = torch.randperm(b, generator=gen)
+    rows = torch.sort(torch.randint(0, h + 1, (b, 2), generator=gen), 1).values
+    cols = torch.sort(torch.randint(0, w + 1, (b, 2), generator=gen), 1).values
+    box = rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1]
+    for x in (torch.rand(b, 3, h, w, generator=gen), torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)):
+        assert torch.equal(augment_cpu.paste_boxes(x, partner, *box), paste_boxes(x, partner, *box))
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_uint8_batches_give_the_float_result(name, path):
+    # the pipeline keeps uint8 through steps that only move pixels, or lets a step read it: never a change
+    gen = torch.Generator().manual_seed(2)
+    pixels = torch.randint(0, 256, (16, 3, 10, 10), generator=gen).to(torch.uint8)
+    labels = torch.arange(16) % 4
+    steps = [{"name": "flip"}, SPECS[name], {"name": "crop", "padding": 2}]
+    from_uint8, y8 = AugmentPipeline(steps, 4, seed=3)(pixels, labels)
+    from_float, yf = AugmentPipeline(steps, 4, seed=3)(pixels.to(torch.float32) / 255, labels)
+    assert from_uint8.dtype == torch.float32
+    assert torch.equal(from_uint8, from_float) and torch.equal(y8, yf)
+
+
+def test_pipeline_returns_the_dtype_asked_for(path):
+    pixels = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
+    for steps in ([], [{"name": "flip"}], [{"name": "color_jitter"}], [{"name": "mixup"}]):
+        out, y = AugmentPipeline(steps, 3)(pixels, torch.zeros(4, dtype=torch.long), dtype=torch.float64)
+        assert out.dtype == torch.float64 and y.dtype == torch.float64
+    out, _ = AugmentPipeline([{"name": "flip", "p": 0.0}], 3)(pixels, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(out, pixels.to(torch.float32).div_(255))
+
+
+def test_cpu_kernels_leave_torchs_thread_count_alone():
+    # numba's OpenMP pool, started by the first kernel, would reset the process's count; a fresh process
+    # is the only place where that first start is sure to happen inside this test
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from zoo.data.augment import AugmentPipeline\n"
+        "steps = [{'name': 'flip'}, {'name': 'color_jitter'}, {'name': 'cutmix'}]\n"
+        "x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)\n"
+        "AugmentPipeline(steps, 3)(x, torch.zeros(4, dtype=torch.long))\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1"]
+
+
+def test_results_handed_out_are_never_scratch_that_the_next_batch_overwrites(path):
+    from zoo.data.augment import BatchAugmentation
+
+    class PassThrough(BatchAugmentation):  # a last step that returns its input as it is
+        def __call__(self, x, y, generator):
+            return x, y
+
+    labels = torch.zeros(32, dtype=torch.long)
+    for steps, tail in (([{"name": "flip"}, {"name": "color_jitter"}, {"name": "cutmix"}], None),
+                        ([{"name": "crop"}, {"name": "color_jitter"}], PassThrough())):
+        pipe = AugmentPipeline(steps, 2)
+        if tail is not None:
+            pipe._stages.append(tail)
+        first, _ = pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), labels)
+        kept = first.clone()
+        second, _ = pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), labels)
+        assert torch.equal(first, kept) and not torch.equal(first, second)
+
+
+def test_pipeline_gives_torch_back_its_thread_count_even_when_a_step_fails(path):
+    from zoo.data.augment import BatchAugmentation
+
+    seen = []
+
+    class Probe(BatchAugmentation):  # a step with compiled loops: torch's ops in it run on one thread
+        compiled_on_cpu = True
+
+        def __call__(self, x, y, generator):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("broken step")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipe = AugmentPipeline([{"name": "flip"}, {"name": "color_jitter"}, {"name": "cutmix"}], 2)
+        pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.zeros(32, dtype=torch.long))
+        assert torch.get_num_threads() == 2
+        pipe._stages.append(Probe())
+        with pytest.raises(RuntimeError, match="broken step"):
+            pipe(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.zeros(32, dtype=torch.long))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

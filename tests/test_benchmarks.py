@@ -4,11 +4,22 @@ from __future__ import annotations
 
 
 def test_augment_throughput_quick_json(run_benchmark):
-    result = run_benchmark("augment_throughput.py", "--quick", "--json", "--device", "cpu", timeout=120)
-    for key in ("zoo_images_per_s", "torchvision_images_per_s", "ratio"):
+    # --model-step: the GPU's report (augmentation time against a training step), exercised on the CPU
+    result = run_benchmark(
+        "augment_throughput.py", "--quick", "--json", "--device", "cpu", "--model-step", timeout=300
+    )
+    for key in ("zoo_images_per_s", "torchvision_images_per_s", "ratio", "zoo_ms_per_batch", "model_step_ms"):
         assert isinstance(result[key], (int, float)) and result[key] > 0
-    assert abs(result["ratio"] - result["zoo_images_per_s"] / result["torchvision_images_per_s"]) < 0.01
-    assert result["device"] == "cpu"
+    runs = result["runs"]
+    for key in ("ratio", "zoo_images_per_s", "torchvision_images_per_s"):
+        assert runs[key]["min"] <= runs[key]["median"] <= runs[key]["max"]
+        assert runs[key]["median"] == result[key]
+    assert result["repeats"] == 2 and len(result["load_avg_at_start"]) == 3
+    # the median ratio is the median of the runs' ratios, which lies within the sides' own ranges
+    assert runs["zoo_images_per_s"]["min"] / runs["torchvision_images_per_s"]["max"] - 0.01 <= result["ratio"]
+    assert result["ratio"] <= runs["zoo_images_per_s"]["max"] / runs["torchvision_images_per_s"]["min"] + 0.01
+    assert abs(result["augment_share_of_step"] - result["zoo_ms_per_batch"] / result["model_step_ms"]) < 1e-3
+    assert result["device"] == "cpu" and result["zoo_gpu_ms_per_batch"] is None
     assert result["batch_size"] == 64 and result["images"] == 384
     assert result["torchvision_workers"] == 2
 

@@ -37,8 +37,8 @@ from zoo.core.errors import (
     PluginWarning,
     RegistryError,
     UnknownComponent,
-    brief,
     ZooError,
+    brief,
     did_you_mean,
     raised_at,
 )

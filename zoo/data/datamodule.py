@@ -183,7 +183,9 @@ class TensorBatches:
             self.epoch += 1
             for i in range(first, len(self)):
                 idx = order[i * bs : (i + 1) * bs]
-                yield x[idx], y[idx]
+                # index_select, not x[idx]: advanced indexing took 0.5 ms for a batch of 256 3x32x32 uint8
+                # images on the 2-core CPU, index_select 0.03-0.07 ms
+                yield x.index_select(0, idx), y.index_select(0, idx.to(y.device))
         else:
             # Contiguous blocks: slices are views, no gather at all.
             start, _ = self._block()

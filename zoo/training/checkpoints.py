@@ -26,8 +26,8 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

@@ -148,10 +148,12 @@ class Classifier(L.LightningModule):
         trainer = self._trainer  # None when used outside a Trainer (evaluating a loaded checkpoint)
         if trainer is None or not trainer.training or not self.augment:
             return batch
+        # raw batches (uint8 images): the pipeline keeps them uint8 as long as its steps allow
+        dtype = self.input_mean.dtype
         if isinstance(batch, list):  # a group of batches (steps_per_execution)
-            return [self.augment(to_unit_float(x, self.input_mean.dtype), y) for x, y in batch]
+            return [self.augment(x, y, dtype) for x, y in batch]
         x, y = batch
-        return self.augment(to_unit_float(x, self.input_mean.dtype), y)
+        return self.augment(x, y, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
