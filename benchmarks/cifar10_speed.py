@@ -1,4 +1,6 @@
-"""CIFAR-10 speed: the zoo's cifar10-fast recipe against airbench (PyPI) on the same device and the same images.
+"""CIFAR-10 speed: a zoo recipe against airbench (PyPI) on the same device and the same images.
+
+The zoo side runs cifar10-fast on a GPU and cifar10-cpu on the CPU (``--recipe`` picks another).
 
 Both sides train on the shared CIFAR-10 JPEG copy. The images are decoded once, by the zoo's
 ``imagefolder`` data set (and its decode cache); the zoo trains on that data set's train split and
@@ -23,13 +25,17 @@ whole training call (zoo: ``zoo.train``, data loading, checkpoints and every eva
 airbench: ``train94(...)`` with its per-epoch evaluations), for context.
 
     python benchmarks/cifar10_speed.py --json             # on a GPU: full size, one run per side
+    python benchmarks/cifar10_speed.py --device cpu --no-warmup --json   # 2-core CPU: about 40 minutes
     python benchmarks/cifar10_speed.py --runs 5 --json    # mean of five seeds per side
     python benchmarks/cifar10_speed.py --tiny --json      # 300 images, 2 epochs, narrow nets: plumbing only
     python benchmarks/cifar10_speed.py --tiny --only zoo  # without airbench installed
 
 airbench is not a dependency of the zoo and this script installs nothing: ``pip install airbench==0.1.8``.
-On the CPU (``--tiny`` on a machine without a GPU) airbench needs three documented stand-ins for its
-hard-coded CUDA calls (see ``patch_airbench_for_cpu``); its training code itself runs unchanged.
+On the CPU airbench needs three documented stand-ins for its hard-coded CUDA calls (see
+``patch_airbench_for_cpu``); its training code itself runs unchanged, in float32, since its half
+precision is about 100x slower than float32 on a CPU. The zoo's cifar10-cpu recipe trains under
+bfloat16 autocast, which this project's CPUs (AVX-512 BF16) run about 1.9x faster than float32 for
+this network: that, not a different network, is most of its lead in time.
 """
 
 from __future__ import annotations
@@ -63,19 +69,24 @@ PUBLISHED = {
     "95": {"test_acc": 0.9501, "seconds": 10.4, "gpu": "A100"},
     "96": {"test_acc": 0.9605, "seconds": 46.3, "gpu": "A100"},
 }
-TARGET = {"max_time_ratio": 1.5, "accuracy_tolerance": 0.002}
-# Keys of the recipe's data spec that mean the same thing to imagefolder; swapping the data set's
-# name drops the old spec (zoo.core.recipe.apply_override), so these are carried over by hand.
-CARRIED_DATA_KEYS = ("batch_size", "eval_batch_size", "val_fraction", "split_seed", "standardize")
+# What the zoo must reach. On a GPU: airbench's accuracy (within a tolerance) in at most 1.5x its time.
+# On the CPU (the 2-core machines this project runs on): at least 90% test accuracy in less training
+# time than airbench in the same benchmark run.
+TARGET = {
+    "cuda": {"max_time_ratio": 1.5, "accuracy_tolerance": 0.002},
+    "cpu": {"max_time_ratio": 1.0, "min_test_acc": 0.90},
+}
+# The zoo recipe each device runs unless --recipe names another.
+DEFAULT_RECIPE = {"cuda": "cifar10-fast", "cpu": "cifar10-cpu"}
 # --tiny: enough to run every code path on a 2-core CPU in seconds. Both networks are narrowed too (the
-# zoo's ResNet-20 to width 8, airbench's conv groups to 1/8 of their widths): at full width one
+# zoo's nets to 8-16 channels, airbench's conv groups to 1/8 of their widths): at full width one
 # 64-image step took several seconds on a busy 2-core machine, on each side.
 TINY = {
     "train_per_class": 20,
     "test_per_class": 10,
     "batch_size": 32,
     "epochs": 2,
-    "zoo_width": 8,
+    "zoo_model": {"resnet": ["model.width=8"], "speedrun_cnn": ["model.widths=[8,16,16]"]},
     "airbench_width_divisor": 8,
 }
 
@@ -135,19 +146,17 @@ def zoo_overrides(spec: dict, device: str) -> list[str]:
     """Overrides that point the recipe at the JPEG folder and at one device; ``spec['extra']`` last."""
     from zoo.core.recipe import load
 
-    data = load(spec["recipe"]).data
+    # switching the data set keeps the recipe's batch sizes and split (zoo.core.recipe.apply_override)
     out = ["data.name=imagefolder", f"data.root={spec['folder']}"]
-    out += [f"data.{k}={json.dumps(data[k])}" for k in CARRIED_DATA_KEYS if k in data]
     # one device, so that a many-GPU machine does not turn the run into DDP
     out += ["trainer.devices=1", "trainer.accelerator=" + ("gpu" if device == "cuda" else "cpu")]
     out += ["logger.wandb.mode=disabled"]  # the comparison is of training; airbench logs nothing either
-    if device == "cpu":
-        out.append("trainer.precision=32-true")  # bf16 autocast is for GPUs; on a CPU it only slows down
     if spec["tiny"]:
         out += [
             f"data.batch_size={TINY['batch_size']}",
             f"trainer.max_epochs={TINY['epochs']}",
-            f"model.width={TINY['zoo_width']}",
+            "schedule.warmup_epochs=0.5",  # a recipe's warmup of several epochs would outlast the run
+            *TINY["zoo_model"][load(spec["recipe"]).model["name"]],
         ]
     return out + list(spec["extra"])
 
@@ -201,6 +210,7 @@ def zoo_worker(spec: dict) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: PyTorch sees no CUDA device here")
+    spec["recipe"] = spec["recipe"] or DEFAULT_RECIPE[device]
     overrides = zoo_overrides(spec, device)
     recipe = load(spec["recipe"], overrides)
     # Decoding here leaves the zoo's cache behind, so the timed runs read decoded tensors as usual.
@@ -209,7 +219,7 @@ def zoo_worker(spec: dict) -> dict:
     if spec["airbench_dir"]:
         write_airbench_data(dm, Path(spec["airbench_dir"]))
     del dm
-    out = {**environment(device), "counts": counts, "overrides": overrides, "runs": []}
+    out = {**environment(device), "recipe": spec["recipe"], "counts": counts, "overrides": overrides, "runs": []}
     if not spec["train"]:
         return out
 
@@ -479,7 +489,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "--runs", type=int, default=1, help="timed runs per side (seeds 0..N-1 on top of the recipe's)"
     )
     parser.add_argument("--variant", choices=sorted(PUBLISHED), default="94", help="airbench variant")
-    parser.add_argument("--recipe", default="cifar10-fast")
+    parser.add_argument(
+        "--recipe", help=f"zoo recipe (default: {DEFAULT_RECIPE['cuda']} on a GPU, {DEFAULT_RECIPE['cpu']} on the CPU)"
+    )
     parser.add_argument(
         "--zoo-override",
         action="append",
@@ -548,7 +560,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         device = zoo_out["device"]
         if device == "cpu" and not args.tiny and not args.json:
             print(
-                "cifar10_speed: full size on the CPU takes hours per side; --tiny checks the plumbing",
+                "cifar10_speed: full size on a 2-core CPU takes about 15 minutes for the zoo and 25 for "
+                "airbench; --tiny checks the plumbing in seconds",
                 file=sys.stderr,
             )
         ab_out = None
@@ -572,7 +585,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     skipped = {"skipped": f"--only {args.only}"}
     zoo_side = skipped
     if "zoo" in sides:
-        zoo_side = {"recipe": args.recipe, "overrides": zoo_out["overrides"], **summarize(zoo_out["runs"])}
+        zoo_side = {"recipe": zoo_out["recipe"], "overrides": zoo_out["overrides"], **summarize(zoo_out["runs"])}
     ab_side = skipped
     if ab_out is not None:
         ab_side = {
@@ -593,7 +606,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         wall_ratio = round(mean([r["wall_seconds"] for r in z]) / mean([r["wall_seconds"] for r in a]), 3)
         gap = round(mean([r["test_acc"] for r in z]) - mean([r["test_acc"] for r in a]), 4)
         if not args.tiny:
-            met = time_ratio <= TARGET["max_time_ratio"] and gap >= -TARGET["accuracy_tolerance"]
+            target = TARGET[device]
+            if device == "cuda":
+                met = time_ratio <= target["max_time_ratio"] and gap >= -target["accuracy_tolerance"]
+            else:
+                zoo_acc = mean([r["test_acc"] for r in z])
+                met = time_ratio < target["max_time_ratio"] and zoo_acc >= target["min_test_acc"]
     env = {k: zoo_out[k] for k in ("device", "gpu", "gpu_count")}
     result = {
         "benchmark": "cifar10_speed",
@@ -610,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "time_ratio": time_ratio,
         "wall_ratio": wall_ratio,
         "accuracy_gap": gap,
-        "target": {**TARGET, "met": met},
+        "target": {**TARGET[device], "met": met},
         "timing": "train_seconds: training steps + final TTA test pass, per-epoch evaluation excluded "
         "(airbench's own timer; the zoo's by callback); wall_seconds: the whole training call",
     }
@@ -622,7 +640,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"data: {source}; {counts['train_images']} train / {counts['test_images']} test images; "
         f"device {device}" + (f" ({result['gpu']})" if result["gpu"] else "")
     )
-    for name, side in (("zoo " + args.recipe, zoo_side), (f"airbench{args.variant}", ab_side)):
+    for name, side in (("zoo " + zoo_out["recipe"], zoo_side), (f"airbench{args.variant}", ab_side)):
         if "skipped" not in side:
             print(
                 f"{name:24s} test acc {side['test_acc']:.4f}  train {side['train_seconds']:.2f} s  "

@@ -434,6 +434,30 @@ def kaiming_uniform(*, bias: Bias = 0.0) -> Initializer:
     return Kaiming(uniform=True, bias=bias)
 
 
+class TorchDefault(Initializer):
+    """Each layer's own ``reset_parameters``: what a freshly built PyTorch layer already holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def apply(
+        self, model: nn.Module, *, activation: Spec = "relu", sample: torch.Tensor | None = None
+    ) -> None:
+        for layer in layers(model):
+            layer.reset_parameters()
+
+
+@initializers.register("torch_default")
+def torch_default() -> Initializer:
+    """PyTorch's layer defaults: weights U(-b, b) with b = 1/sqrt(fan_in), biases alike (gain ignored).
+
+    ``nn.Linear``/``nn.Conv*`` use He uniform with a = sqrt(5), i.e. Var(W) = 1 / (3 fan_in): a third
+    of the LeCun variance. Recipes tuned on these weights (airbench's, for one) need them, since
+    under batch norm the weights' scale sets the effective learning rate.
+    """
+    return TorchDefault()
+
+
 @initializers.register("orthogonal")
 def orthogonal(*, bias: Bias = 0.0) -> Initializer:
     """Random orthogonal weights (rows or columns orthonormal) times the activation's gain.

@@ -30,8 +30,13 @@ def load_script(name: str):
 
 def check_zoo_side(result: dict) -> None:
     zoo = result["zoo"]
-    assert zoo["recipe"] == "cifar10-fast"
-    assert "data.name=imagefolder" in zoo["overrides"] and "model.width=8" in zoo["overrides"]
+    # each device has its own recipe: the CPU trains cifar10-cpu (speedrun_cnn, bfloat16)
+    if result["device"] == "cpu":
+        assert zoo["recipe"] == "cifar10-cpu" and "model.widths=[8,16,16]" in zoo["overrides"]
+    else:
+        assert zoo["recipe"] == "cifar10-fast" and "model.width=8" in zoo["overrides"]
+    assert "data.name=imagefolder" in zoo["overrides"]
+    assert not any(o.startswith("trainer.precision") for o in zoo["overrides"])  # the recipe's own
     assert (
         0 <= zoo["test_acc"] <= 1
         and zoo["train_seconds"] > 0

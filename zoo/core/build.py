@@ -56,22 +56,34 @@ def build_network(spec: dict[str, Any], input_shape: tuple[int, ...], num_classe
     return net
 
 
-def param_groups(net: nn.Module, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
-    """Parameters split so weight decay skips biases and norm scales (1-D tensors), which it only hurts."""
-    if decay_norm_and_bias:
-        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
-    decay, no_decay = [], []
-    for p in net.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+def param_groups(
+    net: nn.Module, decay_norm_and_bias: bool = False, norm_and_bias_lr: float = 1.0
+) -> list[dict[str, Any]]:
+    """Parameters split so weight decay skips biases and norm scales (1-D tensors), which it only hurts.
+
+    ``norm_and_bias_lr`` multiplies the learning rate of those 1-D tensors (``lr_scale`` in their group).
+    """
+    trained = [p for p in net.parameters() if p.requires_grad]
+    if decay_norm_and_bias and norm_and_bias_lr == 1.0:
+        return [{"params": trained}]
+    weights = [p for p in trained if p.ndim > 1]
+    vectors = [p for p in trained if p.ndim <= 1]
+    groups = [{"params": weights}]
+    if vectors:
+        group: dict[str, Any] = {"params": vectors, "lr_scale": norm_and_bias_lr}
+        if not decay_norm_and_bias:
+            group["weight_decay"] = 0.0
+        groups.append(group)
     return groups
 
 
-def build_optimizer(spec: dict[str, Any], net: nn.Module, decay_norm_and_bias: bool = False):
-    return optimizers.build(spec, "optimizer", params=param_groups(net, decay_norm_and_bias))
+def build_optimizer(
+    spec: dict[str, Any], net: nn.Module, decay_norm_and_bias: bool = False, norm_and_bias_lr: float = 1.0
+):
+    optimizer = optimizers.build(spec, "optimizer", params=param_groups(net, decay_norm_and_bias, norm_and_bias_lr))
+    for group in optimizer.param_groups:
+        group["lr"] *= group.pop("lr_scale", 1.0)
+    return optimizer
 
 
 def build_schedule(spec: dict[str, Any], optimizer, total_steps: int, steps_per_epoch: int) -> dict[str, Any]:

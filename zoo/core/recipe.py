@@ -137,13 +137,19 @@ class PerformanceSection(_Section):
 
 
 class LRScalingSection(_Section):
-    """Linear learning-rate scaling with the global batch (Goyal et al. 2017)."""
+    """Learning-rate scaling: linear in the global batch (Goyal et al. 2017), and for biases and norm parameters."""
 
     reference_batch_size: int | None = Field(
         None,
         ge=1,
         description="The batch size the recipe's lr was tuned for; the lr is multiplied by "
         "global batch / this (global batch = batch_size x devices x nodes x accumulation). None: no scaling.",
+    )
+    norm_and_bias: float = Field(
+        1.0,
+        gt=0,
+        description="Multiplier of the lr of biases and norm parameters (1-D tensors) over the optimizer's lr "
+        "(airbench trains batch-norm shifts at 64x).",
     )
 
 
@@ -481,6 +487,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+# Where a command-line switch of data set (`data.name=...`) parks the old data set's settings until
+# validation, when the registries know which of them the new data set accepts.
+CARRIED = "__carried_over__"
+
+
 def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node = data
     for depth, key in enumerate(keys[:-1]):
@@ -496,7 +507,13 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         node = child
     component = keys[0] in COMPONENT_SECTIONS or keys[0] in ("augment", "monitors")
     if component and len(keys) > 1 and keys[-1] == "name" and node.get("name") != value:
-        node.clear()  # another component: the old one's parameters do not carry over (logger.wandb.name does)
+        old = {k: v for k, v in node.items() if k not in ("name", CARRIED)}
+        carried = {**node.get(CARRIED, {}), **old}
+        node.clear()  # another component: the old one's parameters do not carry over (logger.wandb.name does)...
+        if keys == ["data", "name"] and carried:
+            # ...except for data sets, whose shared settings (batch sizes, split, standardization, root)
+            # mean the same to each; _validate keeps those the new data set takes
+            node[CARRIED] = carried
     node[keys[-1]] = value
 
 
@@ -603,11 +620,16 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
     _check_trainer_extras(parsed.trainer, where)
 
     from zoo.core import discovery
+    from zoo.core.catalog import datasets
 
     if parsed.disable_plugins:
         discovery.disable(parsed.disable_plugins)  # before anything is looked up: a broken one is never imported
     try:
         discovery.load_local(parsed.plugins, base_dir=base_dir)
+        carried = parsed.data.pop(CARRIED, {})
+        if carried:
+            accepted = {p.name for p in datasets.get(parsed.data.get("name"), "data.name").params}
+            parsed.data = {**{k: v for k, v in carried.items() if k in accepted}, **parsed.data}
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     _resolve_components(parsed, where)

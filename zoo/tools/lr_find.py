@@ -132,7 +132,10 @@ def lr_find(
         module.initialize(dm.sample())
         module.log = lambda *args, **kwargs: None  # no Trainer to log to
         module.train()
-        optimizer = build_optimizer(resolved.optimizer, module.net, resolved.regularization.decay_norm_and_bias)
+        optimizer = build_optimizer(
+            resolved.optimizer, module.net, resolved.regularization.decay_norm_and_bias,
+            resolved.lr_scaling.norm_and_bias,
+        )
         gen = torch.Generator().manual_seed(resolved.seed)
         order = torch.randperm(len(x), generator=gen)
         pos = 0

@@ -375,8 +375,11 @@ class Classifier(L.LightningModule):
         return int(self.recipe["data"].get("batch_size", 1)) * t.world_size * t.accumulate_grad_batches
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.recipe["optimizer"], self.net, self.reg["decay_norm_and_bias"])
-        reference = self.recipe.get("lr_scaling", {}).get("reference_batch_size")
+        scaling = self.recipe.get("lr_scaling", {})
+        optimizer = build_optimizer(
+            self.recipe["optimizer"], self.net, self.reg["decay_norm_and_bias"], scaling.get("norm_and_bias", 1.0)
+        )
+        reference = scaling.get("reference_batch_size")
         if reference:
             factor = self.global_batch_size() / reference
             for group in optimizer.param_groups:
