@@ -154,7 +154,8 @@ class BatchAugmentation:
 
 
 def has_pixel_map(step: BatchAugmentation) -> bool:
-    return type(step).pixel_map is not BatchAugmentation.pixel_map
+    # a plugin's augmentation need not subclass BatchAugmentation: one that does not is a plain step
+    return getattr(type(step), "pixel_map", BatchAugmentation.pixel_map) is not BatchAugmentation.pixel_map
 
 
 class AugmentPipeline:
@@ -223,7 +224,9 @@ class AugmentPipeline:
                 # thousand values (random draws, index maps), where a second thread costs more than it gives
                 # (a log of 4,096 values: 6 us on one thread, 58 us on two, mostly waking the other); the
                 # loops get the threads instead (KERNEL_THREADS).
-                single = cpu and threads > 1 and (isinstance(stage, list) or stage.compiled_on_cpu)
+                single = cpu and threads > 1 and (
+                    isinstance(stage, list) or getattr(stage, "compiled_on_cpu", False)
+                )
                 # every stage but the last may put its result in scratch: the next stage reads it, nobody
                 # keeps it
                 lend = cpu and i < len(self._stages) - 1
@@ -249,7 +252,9 @@ class AugmentPipeline:
             for step in stage[1:]:
                 pixel_map = pixel_map.then(step.pixel_map(x.shape, gen, x.device))
             return pixel_map.apply(x), y
-        reads_uint8 = stage.keeps_uint8 or stage.reads_uint8 and dtype == torch.float32
+        # what a step does not declare (a plugin's step need not subclass BatchAugmentation) it gets floats for
+        keeps = getattr(stage, "keeps_uint8", False)
+        reads_uint8 = keeps or getattr(stage, "reads_uint8", False) and dtype == torch.float32
         if x.dtype == torch.uint8 and not reads_uint8:
             x = unit_float(x, dtype)
         return stage(x, y, gen)
