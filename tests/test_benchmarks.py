@@ -44,7 +44,9 @@ def test_fault_injection_quick_json(run_benchmark):
 
 
 def test_fault_injection_quick_wandb_json(run_benchmark):
-    result = run_benchmark("fault_injection.py", "--quick", "--wandb", "--json")
+    out = run_benchmark("fault_injection.py", "--quick", "--wandb", "--json", "--case", "kill9")
+    assert out["clean"] and list(out["cases"]) == ["kill9"]
+    result = out["cases"]["kill9"]
     assert result["identical"] == 1 and result["wandb_clean"] == 1
     held = result["per_run"][0]["wandb"]
     # the W&B history over the run's sittings: every value of its metrics.csv, once, and the same

@@ -642,7 +642,8 @@ def test_a_component_whose_factory_fails_is_named_by_its_recipe_key(capsys, work
     recipe = _recipe(workspace, "grumpy.yaml", "plugins: [bad_act.py]\nmodel: {activation: grumpy}\n")
     assert_user_error(
         cli(capsys, "train", recipe, *QUICK),
-        "model.activation: building activations 'grumpy' failed: ValueError: level 1.0 is not grumpy enough",
+        "model.activation: activation 'grumpy' (plugin file ",
+        "bad_act.py) failed to build: ValueError: level 1.0 is not grumpy enough (at ",
         where=workspace,
     )
 

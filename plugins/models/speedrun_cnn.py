@@ -112,11 +112,12 @@ def speedrun_cnn(
     """The CIFAR-10 speed-run network (Page 2018; Jordan 2024, airbench94): whitened stem, 3 conv groups.
 
     Page, "How to Train Your ResNet" (2018), and Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single
-    GPU" (2024). A 2x2 stem conv whose filters are fixed +/- eigenvectors of the training images' patch
-    covariance (the ``whitening`` initializer), then one group per entry of ``widths``: conv 3x3,
-    max-pool 2, norm, activation, conv 3x3, norm, activation. A global max-pool and a bias-free linear
-    head scaled by ``logit_scale`` give the logits. Norm scales are frozen at 1 unless ``norm_scale``;
-    ``dirac`` starts each conv group as a partial identity. The defaults are airbench94's network:
+    GPU" (2024). A ``stem_kernel`` x ``stem_kernel`` stem conv whose filters are fixed +/- eigenvectors
+    of the training images' patch covariance (``init``'s default: the ``whitening`` initializer, torch's
+    defaults for the rest), then one group per entry of ``widths``: conv 3x3, max-pool 2, norm,
+    activation, conv 3x3, norm, activation. A global max-pool and a bias-free linear head scaled by
+    ``logit_scale`` give the logits. Norm scales are frozen at 1 unless ``norm_scale``; ``dirac`` starts
+    each conv group as a partial identity. The defaults are airbench94's network:
     1.97 M parameters, 0.24 GFLOPs per 32x32 image (forward, as torch.utils.flop_counter counts).
     """
     if len(input_shape) != 3:
