@@ -26,3 +26,16 @@ def test_without_ema_checkpoints_hold_the_trained_weights(tmp_path):
     result = train(None, TINY, run_dir=tmp_path / "run", progress=False)
     ckpt = torch.load(result.best_checkpoint, weights_only=True)
     assert "current_model_state" not in ckpt and "averaging_state" not in ckpt
+
+
+def test_before_its_first_update_the_average_is_the_current_weights(tmp_path):
+    # 3 epochs of 12 steps end before start_step 1000: validation, checkpoints and the final model must be
+    # the trained weights, as without ema (Lightning's callback alone kept the untrained copy: 0.04 val acc
+    # here against 0.16)
+    late = train(None, [*TINY, "trainer.max_epochs=3", "ema={decay: 0.9, start_step: 1000}"],
+                 run_dir=tmp_path / "late", progress=False)
+    plain = train(None, [*TINY, "trainer.max_epochs=3"], run_dir=tmp_path / "plain", progress=False)
+    ckpt = torch.load(late.best_checkpoint, weights_only=True)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert all(torch.equal(averaged[k], raw[k]) for k in raw if k.startswith("net."))
+    assert (late.val_acc, late.test_acc) == (plain.val_acc, plain.test_acc)

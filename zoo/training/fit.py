@@ -133,11 +133,11 @@ def make_trainer(
         # speed on a 2-core CPU (benchmarks/framework_overhead.py --progress-bar); every 10 batches, 2%
         callbacks.append(ProgressBar(refresh_rate=10))
     if recipe.ema is not None:
-        from lightning.pytorch.callbacks import EMAWeightAveraging
+        from zoo.training.weight_averaging import EMA
 
         # Lightning's callback: validation runs on the average, checkpoints hold it as their weights
         callbacks.append(
-            EMAWeightAveraging(
+            EMA(
                 decay=recipe.ema.decay,
                 update_every_n_steps=recipe.ema.every_n_steps,
                 update_starting_at_step=recipe.ema.start_step,
