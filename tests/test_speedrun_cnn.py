@@ -107,7 +107,7 @@ def test_cifar10_cpu_recipe_trains_end_to_end_on_a_tiny_synthetic_set(tmp_path, 
     result = zoo.train(
         "cifar10-cpu",
         [
-            "data.name=synthetic", "data.n_train=256", "data.n_val=64", "data.n_test=64", "data.signal=1.0",
+            "data.name=synthetic", "data.n_train=256", "data.n_val=64", "data.n_test=64", "data.signal=2.0",
             "data.batch_size=64", "model.widths=[8,16,16]", "trainer.max_epochs=10",
             "schedule.warmup_epochs=0.5", "logger.wandb.mode=disabled",
         ],
