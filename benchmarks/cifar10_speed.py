@@ -245,6 +245,7 @@ def zoo_worker(spec: dict) -> dict:
             zoo.train(spec["recipe"], [*overrides, *warm], run_dir=scratch / "zoo-warmup", progress=False)
     for i in range(spec["runs"]):
         seed = recipe.seed + i
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         result = zoo.train(
             spec["recipe"], [*overrides, f"seed={seed}"], run_dir=scratch / f"zoo-{i}", progress=False
@@ -263,6 +264,7 @@ def zoo_worker(spec: dict) -> dict:
                 "wall_seconds": wall,
                 "steps": timer.steps,
                 "epochs": timer.epochs,
+                "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before and after
             }
         )
     return out
@@ -388,6 +390,7 @@ def airbench_worker(spec: dict) -> dict:
     for i in range(spec["runs"]):
         torch.manual_seed(i)
         out = io.StringIO()
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         with contextlib.redirect_stdout(out):
             model = train_fn(loader(), run=i, **kwargs)
@@ -406,6 +409,7 @@ def airbench_worker(spec: dict) -> dict:
                 "wall_seconds": wall,
                 "batch_size": batch_size,
                 "epochs": kwargs.get("epochs", hyp["opt"]["train_epochs"]),
+                "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before and after
             }
         )
     return {"runs": runs}

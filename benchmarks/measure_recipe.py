@@ -8,6 +8,9 @@ it, and tests/test_results_table.py keeps the two in step.
     # train a recipe once per seed (each a fresh `zoo train` process, W&B off) and write its entry
     python benchmarks/measure_recipe.py run mlp-digits --seeds 0 1 2 3 4
     python benchmarks/measure_recipe.py run cifar10-cpu data.name=imagefolder data.root=PATH --seeds 0
+    # an entry from a CIFAR-10 speed benchmark's JSON (its zoo side: recipe, seeds and times measured there)
+    python benchmarks/cifar10_speed.py --device cpu --no-warmup --data PATH --json > speed.json
+    python benchmarks/measure_recipe.py from-speed speed.json
     # an entry saying why a recipe is not measured (with its model statistics; no data needed)
     python benchmarks/measure_recipe.py skip resnet18-cifar10 --reason "..." --input-shape 3x32x32 --classes 10
     # the README table from the file; --check exits 1 when the README or the file's coverage is out of step
@@ -213,6 +216,65 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"recipe": name, **entry}
 
 
+def from_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """An entry from benchmarks/cifar10_speed.py's JSON: the zoo side's runs, with airbench's beside them.
+
+    Times there are zoo.train's whole call (data, fitting, every evaluation, checkpoints) as ``wall_s``, and
+    the benchmark's training time (steps and the final test pass) as ``train_s``; an interpreter's start-up is
+    not in them. The CPU's name and memory are read here, so run this on the machine that ran the benchmark.
+    """
+    from zoo.core.recipe import find
+
+    lines = [line for line in args.json_file.read_text().splitlines() if line.strip().startswith("{")]
+    if not lines:
+        sys.exit(f"measure_recipe: {args.json_file}: no JSON object (the output of cifar10_speed.py --json)")
+    speed = json.loads(lines[-1])
+    side = speed.get("zoo") or {}
+    if speed.get("benchmark") != "cifar10_speed" or "runs" not in side:
+        sys.exit(f"measure_recipe: {args.json_file}: not a cifar10_speed.py result with a zoo side")
+    if speed.get("tiny"):
+        sys.exit(f"measure_recipe: {args.json_file}: a --tiny run checks plumbing; it measures nothing")
+    name = find(side["recipe"]).stem
+    if name not in shipped_recipes():
+        sys.exit(f"measure_recipe: {side['recipe']} is not a shipped recipe (recipes/*.yaml)")
+    runs = side["runs"]
+    results = read_results(args.results)
+    hardware = machine(None)
+    hardware.update(cores=speed["cpu_cores"], gpu=speed["gpu"])
+    if hardware["gpu"] is None:
+        hardware["torch_threads"] = speed["cpu_cores"]
+    measured: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "command": f"python benchmarks/cifar10_speed.py --device {speed['device']} --runs {speed['runs']}"
+        + ("" if speed["warmup"] else " --no-warmup") + " --data <path to the data> --json",
+        "overrides": portable(side["overrides"]),
+        "seeds": [r["seed"] for r in runs],
+        "test_acc": spread([r["test_acc"] for r in runs]),
+        "val_acc": spread([r["val_acc"] for r in runs]),
+        "wall_s": spread([r["wall_seconds"] for r in runs], 1),
+        "train_s": spread([r["train_seconds"] for r in runs], 1),
+        "load_1min": [r["load_1min"] for r in runs if "load_1min" in r],
+        "hardware": hardware,
+        "versions": {**speed["versions"], "commit": versions()["commit"]},
+        "compared_with": {
+            "airbench": {k: speed["airbench"].get(k) for k in ("variant", "test_acc", "train_seconds")},
+            "time_ratio": speed["time_ratio"],
+        },
+    }
+    if args.note:
+        measured["note"] = args.note
+    entry = {
+        "summary": (results.get(name) or {}).get("summary") or recipe_summary(name),
+        "measured": measured,
+        # the benchmark trains on CIFAR-10 (3x32x32, 10 classes); where its data lay need not exist any more
+        "stats": model_stats(side["recipe"], [o for o in side["overrides"] if o.split("=")[0] not in
+                                              ("data.name", "data.root", "data.download")], (3, 32, 32), 10),
+    }
+    results[name] = entry
+    write_results(results, args.results)
+    return {"recipe": name, **entry}
+
+
 def skip(args: argparse.Namespace) -> dict[str, Any]:
     from zoo.core.recipe import find
 
@@ -273,6 +335,8 @@ def _hardware(m: dict[str, Any]) -> str:
     if not hw["gpu"] and hw["torch_threads"] != hw["cores"]:
         where += f", {hw['torch_threads']} thread{'s' if hw['torch_threads'] > 1 else ''}"
     loads = [x for pair in m["load_1min"] for x in pair]
+    if not loads:
+        return f"{where}, load not recorded" + (f" ({m['note']})" if m.get("note") else "")
     return f"{where}, load {min(loads):.1f}–{max(loads):.1f}"
 
 
@@ -358,13 +422,17 @@ def main() -> int:
     sk.add_argument("--input-shape", metavar="CxHxW", help="the input shape, instead of reading the data")
     sk.add_argument("--classes", type=int, help="the number of classes, instead of reading the data")
     sk.add_argument("--json", action="store_true")
+    fs = sub.add_parser("from-speed", help="write a recipe's entry from cifar10_speed.py --json output")
+    fs.add_argument("json_file", type=Path, help="the benchmark's output (its last JSON line is read)")
+    fs.add_argument("--note", help="a remark kept with the entry (e.g. what else ran on the machine)")
+    fs.add_argument("--json", action="store_true")
     rd = sub.add_parser("readme", help="write the README's results table from the results file")
     rd.add_argument("--readme", type=Path, default=README)
     rd.add_argument("--check", action="store_true", help="exit 1 if README or file coverage is out of step")
     args = parser.parse_args()
     if args.command == "readme":
         return readme(args)
-    entry = measure(args) if args.command == "run" else skip(args)
+    entry = {"run": measure, "from-speed": from_speed, "skip": skip}[args.command](args)
     print(f"wrote {entry['recipe']} into {args.results}", file=sys.stderr)
     if args.json:
         print(json.dumps(entry))

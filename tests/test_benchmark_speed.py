@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -45,19 +48,46 @@ def check_zoo_side(result: dict) -> None:
     (run,) = zoo["runs"]
     assert run["epochs"] == 2 and run["steps"] == 2 * 6  # 180 train images, batch 32
     assert abs(run["train_seconds"] - run["train_loop_seconds"] - run["test_seconds"]) < 1e-3
+    assert len(run["load_1min"]) == 2 and min(run["load_1min"]) >= 0  # the machine's load before and after
     # the tiny folder: 20 + 10 images per class; the zoo carves 10% of train off for validation
     assert result["data"]["train_images"] == 180 and result["data"]["val_images"] == 20
     assert result["data"]["test_images"] == 100
 
 
 @needs_cifar_jpegs
-def test_cifar10_speed_tiny_zoo_only(run_benchmark):
+def test_cifar10_speed_tiny_zoo_only(run_benchmark, tmp_path):
     result = run_benchmark("cifar10_speed.py", "--tiny", "--only", "zoo", "--json")
     assert result["tiny"] is True and result["runs"] == 1 and result["warmup"] is False
     assert result["device"] in ("cpu", "cuda") and "torch" in result["versions"]
     check_zoo_side(result)
     assert result["airbench"] == {"skipped": "--only zoo"}
     assert result["time_ratio"] is None and result["target"]["met"] is None
+    check_results_entry_from(result, tmp_path)
+
+
+def check_results_entry_from(result: dict, tmp_path: Path) -> None:
+    """measure_recipe.py from-speed turns the benchmark's JSON into the recipe's results.yaml entry."""
+    results = tmp_path / "results.yaml"
+    shutil.copy(BENCH / "results.yaml", results)
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps(result))
+
+    def from_speed():
+        return subprocess.run([sys.executable, str(BENCH / "measure_recipe.py"), "--results", str(results),
+                               "from-speed", str(speed)], capture_output=True, text=True, timeout=300)
+
+    refused = from_speed()  # a --tiny run measures nothing
+    assert refused.returncode != 0 and "--tiny" in refused.stderr
+    speed.write_text(json.dumps({**result, "tiny": False}))
+    done = from_speed()
+    assert done.returncode == 0, done.stderr
+    m = yaml.safe_load(results.read_text())[result["zoo"]["recipe"]]["measured"]
+    (run,) = result["zoo"]["runs"]
+    assert m["seeds"] == [run["seed"]] and m["test_acc"]["per_seed"] == [round(run["test_acc"], 4)]
+    assert m["train_s"]["mean"] == round(run["train_seconds"], 1)
+    assert m["wall_s"]["mean"] == round(run["wall_seconds"], 1) and m["load_1min"] == [run["load_1min"]]
+    assert "data.root=<path to the data>" in m["overrides"]  # the benchmark machine's path is not recorded
+    assert m["compared_with"]["time_ratio"] == result["time_ratio"]
 
 
 @needs_cifar_jpegs
