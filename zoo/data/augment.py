@@ -153,8 +153,13 @@ class BatchAugmentation:
         return f"{type(self).__name__}({params})"
 
 
+def declared(step, flag: str) -> bool:
+    """A step's ``keeps_uint8``/``reads_uint8``/``compiled_on_cpu``; a plugin's step need not subclass
+    BatchAugmentation, and what it does not declare takes BatchAugmentation's default."""
+    return getattr(step, flag, getattr(BatchAugmentation, flag))
+
+
 def has_pixel_map(step: BatchAugmentation) -> bool:
-    # a plugin's augmentation need not subclass BatchAugmentation: one that does not is a plain step
     return getattr(type(step), "pixel_map", BatchAugmentation.pixel_map) is not BatchAugmentation.pixel_map
 
 
@@ -224,9 +229,8 @@ class AugmentPipeline:
                 # thousand values (random draws, index maps), where a second thread costs more than it gives
                 # (a log of 4,096 values: 6 us on one thread, 58 us on two, mostly waking the other); the
                 # loops get the threads instead (KERNEL_THREADS).
-                single = cpu and threads > 1 and (
-                    isinstance(stage, list) or getattr(stage, "compiled_on_cpu", False)
-                )
+                compiled = isinstance(stage, list) or declared(stage, "compiled_on_cpu")
+                single = cpu and threads > 1 and compiled
                 # every stage but the last may put its result in scratch: the next stage reads it, nobody
                 # keeps it
                 lend = cpu and i < len(self._stages) - 1
@@ -252,9 +256,7 @@ class AugmentPipeline:
             for step in stage[1:]:
                 pixel_map = pixel_map.then(step.pixel_map(x.shape, gen, x.device))
             return pixel_map.apply(x), y
-        # what a step does not declare (a plugin's step need not subclass BatchAugmentation) it gets floats for
-        keeps = getattr(stage, "keeps_uint8", False)
-        reads_uint8 = keeps or getattr(stage, "reads_uint8", False) and dtype == torch.float32
+        reads_uint8 = declared(stage, "keeps_uint8") or (declared(stage, "reads_uint8") and dtype == torch.float32)
         if x.dtype == torch.uint8 and not reads_uint8:
             x = unit_float(x, dtype)
         return stage(x, y, gen)

@@ -135,7 +135,8 @@ def make_trainer(
     if recipe.ema is not None:
         from zoo.training.weight_averaging import EMA
 
-        # Lightning's callback: validation runs on the average, checkpoints hold it as their weights
+        # validation runs on the average, checkpoints hold it as their weights (Lightning's callback, which
+        # zoo's EMA keeps on the current weights until its first update)
         callbacks.append(
             EMA(
                 decay=recipe.ema.decay,
