@@ -204,6 +204,38 @@ def test_a_recorded_provenance_settles_a_name_two_packages_share(widgets):
     assert resolved == {"name": "pkg-two:widget"} and widgets.build(resolved) == 2
 
 
+# --- torch's global state ---------------------------------------------------------------------------
+
+GLOBAL_STATE = '''
+import torch
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)
+torch.set_grad_enabled(False)
+torch.use_deterministic_algorithms(True)
+'''
+
+
+def test_a_plugin_changing_torchs_global_state_at_import_has_it_put_back_with_a_warning(tmp_path, install):
+    plugin = tmp_path / "meddler.py"
+    plugin.write_text(GLOBAL_STATE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else threads)
+    before = (torch.get_default_dtype(), torch.get_num_threads(), torch.is_grad_enabled(),
+              torch.are_deterministic_algorithms_enabled())
+    try:
+        with pytest.warns(PluginWarning) as caught:
+            discovery.load_local([str(plugin)], kind="--plugin")
+        after = (torch.get_default_dtype(), torch.get_num_threads(), torch.is_grad_enabled(),
+                 torch.are_deterministic_algorithms_enabled())
+    finally:
+        torch.set_num_threads(threads)
+    assert after == before == (torch.float32, after[1], True, False)
+    message = str(caught[0].message)
+    assert message.startswith(f"plugin {plugin} (--plugin) changed torch's default dtype float32 -> float64")
+    for change in ("threads", "grad mode on -> off", "deterministic algorithms off -> on"):
+        assert change in message
+
+
 # --- smaller promises -------------------------------------------------------------------------------
 
 
@@ -239,5 +271,47 @@ def test_evaluating_needs_only_the_model_and_data_plugins(run, install, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["acc"] > 0.1
     with pytest.raises(PluginError, match="came from zoo-parts 1.0, which is not installed"):
         from_dict(yaml.safe_load((run / "recipe.yaml").read_text()), "recipe.yaml")  # training needs them all
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "show", "augment", "eval", "predict", "list", "init-explorer", "sanity", "lr-find",
+                "sweep"],
+)
+def test_plugin_is_accepted_by_every_command_that_resolves_components(command):
+    positional = {"sweep": ["s.yaml"], "check-plugin": ["zoo"]}.get(command, [])
+    ns = build_parser().parse_args([command, *positional, "--plugin", "a.py", "--plugin", "b"])
+    assert ns.plugin == ["a.py", "b"]
+
+
+FILE_PLUGIN = TAKEOVER.replace('"relu"', '"sq"').replace("nn.Tanh()", "nn.Sigmoid()")
+
+
+def test_list_imports_a_plugin_file_and_a_file_and_a_package_of_one_name_stay_apart(tmp_path, install, capsys):
+    install("acts")  # an installed package `acts` registering sq
+    plugin = tmp_path / "acts.py"  # and a file of the same module name registering sq
+    plugin.write_text(textwrap.dedent(FILE_PLUGIN))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # the clash is warned about; here it is on purpose
+        assert main(["list", "activations", "--json", "--plugin", str(plugin)]) == 0
+    names = {row["name"] for row in json.loads(capsys.readouterr().out)}
+    assert {"acts:sq", "acts.py:sq"} <= names
+    assert type(zoo.activations.build("acts.py:sq")) is nn.Sigmoid
+    assert type(zoo.activations.build("acts:sq")) is nn.Tanh
+
+
+def test_parallel_ensemble_members_import_the_parents_plugin_files(tmp_path, install):
+    from zoo.training.ensemble_training import _fit_member
+
+    plugin = tmp_path / "member_act.py"
+    plugin.write_text(textwrap.dedent(FILE_PLUGIN).replace('"sq"', '"member_act"'))
+    discovery.load_local([str(plugin)], kind="--plugin")
+    assert str(plugin) in discovery.loaded_by_name()  # what the parent hands its workers
+    recipe = zoo.core.recipe.load("mlp-digits", ["model.activation=member_act", "trainer.max_epochs=1",
+                                                 "model.width=8"]).to_dict()
+    install()  # a fresh worker process: the file is not imported there
+    assert "member_act" not in zoo.activations
+    (tmp_path / "m0").mkdir()
+    best = _fit_member(recipe, None, str(tmp_path / "m0"), None, None, [str(plugin)])
+    assert Path(best).is_file() and "member_act" in zoo.activations
 
 
