@@ -236,6 +236,58 @@ def test_a_plugin_changing_torchs_global_state_at_import_has_it_put_back_with_a_
         assert change in message
 
 
+# --- the conformance kit ----------------------------------------------------------------------------
+
+NORMALIZERS = '''
+from torch import nn
+from zoo import normalizers
+from zoo.core.errors import ZooError
+
+
+@normalizers.register("groups_of_four")
+def groups_of_four(num_features, dim, *, eps: float = 1e-5) -> nn.Module:
+    """Group norm in groups of four channels; ``eps`` is added to the variance."""
+    if num_features % 4:
+        raise ZooError(f"groups_of_four needs a multiple of 4 channels, got {num_features}")
+    return nn.GroupNorm(num_features // 4, num_features, eps=eps)
+
+
+@normalizers.register("never_builds")
+def never_builds(num_features, dim) -> nn.Module:
+    """Declines every layout."""
+    raise ZooError("not on this machine")
+
+
+@normalizers.register("misspelt")
+def misspelt(num_feature, dim) -> nn.Module:
+    """A normalizer whose factory misspells num_features."""
+    return nn.Identity()
+'''
+
+
+def _check(file: Path, capsys, *extra: str) -> tuple[int, str]:
+    status = main(["check-plugin", str(file), *extra])
+    return status, capsys.readouterr().out
+
+
+def test_the_kit_probes_several_layouts_and_fails_what_it_never_built(tmp_path, install, capsys):
+    plugin = tmp_path / "norms.py"
+    plugin.write_text(textwrap.dedent(NORMALIZERS))
+    status, out = _check(plugin, capsys, "--json")
+    results = {(r["name"], r["check"]): r for r in json.loads(out)}
+    # a normalizer that serves only multiples of 4 channels is checked on them (the one probe of 6 missed it)
+    assert {r["status"] for (name, _), r in results.items() if name == "groups_of_four"} == {"pass"}
+    assert results[("groups_of_four", "builds")]["detail"] == "9 layouts (dims [0, 1, 2], features [8, 16, 32])"
+    # one that never built is a failure, not eight skips
+    assert results[("never_builds", "builds")]["status"] == "fail"
+    assert "nothing could be checked" in results[("never_builds", "builds")]["detail"]
+    assert status == 1
+    # the table shows the real signature problem, and builds is skipped for it rather than misreported
+    status, table = _check(plugin, capsys)
+    assert "FAIL normalizers:misspelt signature: its factory does not take 'num_features'" in table
+    assert "needs parameter num_feature" not in table
+
+
 # --- smaller promises -------------------------------------------------------------------------------
 
 
@@ -275,7 +327,7 @@ def test_evaluating_needs_only_the_model_and_data_plugins(run, install, capsys):
 
 @pytest.mark.parametrize(
     "command", ["train", "show", "augment", "eval", "predict", "list", "init-explorer", "sanity", "lr-find",
-                "sweep"],
+                "sweep", "check-plugin"],
 )
 def test_plugin_is_accepted_by_every_command_that_resolves_components(command):
     positional = {"sweep": ["s.yaml"], "check-plugin": ["zoo"]}.get(command, [])
