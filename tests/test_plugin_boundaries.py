@@ -290,6 +290,39 @@ def test_the_kit_probes_several_layouts_and_fails_what_it_never_built(tmp_path, 
 
 # --- smaller promises -------------------------------------------------------------------------------
 
+STRICT_INIT = '''
+from torch import nn
+from zoo import initializers
+
+
+class Strict:
+    seen = None
+
+    def apply(self, model, *, activation, sample):
+        Strict.seen = activation
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.zeros_(m.weight)
+
+
+@initializers.register("strict_zero")
+def strict_zero() -> Strict:
+    """Zero weights; apply's signature as docs/plugins.md writes it."""
+    return Strict()
+'''
+
+
+def test_the_documented_initializer_signature_works_with_the_timm_model(tmp_path, install):
+    plugin = tmp_path / "strict.py"
+    plugin.write_text(textwrap.dedent(STRICT_INIT))
+    discovery.load_local([str(plugin)], kind="--plugin")
+    net = zoo.models.build({"name": "timm", "arch": "test_resnet", "init": "strict_zero"}, "model",
+                           input_shape=(3, 16, 16), num_classes=4)
+    net.initialize(torch.rand(2, 3, 16, 16))
+    strict = sys.modules[next(m for m in sys.modules if m.startswith("zoo_local_plugin_strict_"))].Strict
+    assert strict.seen == "relu"  # the activation timm built test_resnet with
+    assert all(float(m.weight.detach().abs().sum()) == 0 for m in net.modules() if isinstance(m, nn.Conv2d))
+
 
 RAISES_ZOO_ERROR = '''
 from torch import nn
