@@ -400,3 +400,14 @@ def test_parallel_ensemble_members_import_the_parents_plugin_files(tmp_path, ins
     assert Path(best).is_file() and "member_act" in zoo.activations
 
 
+@pytest.mark.parametrize("shape", [[12], [2, 6]])
+def test_the_augmentation_picture_draws_feature_vectors_and_sequences(tmp_path, shape):
+    from zoo.data.grid import augmentation_grid
+
+    recipe = zoo.core.recipe.load(
+        "mlp-digits", ["data.name=synthetic", f"data.shape={shape}", "data.n_train=40", "augment=[mixup]"]
+    )
+    out = augmentation_grid(recipe, tmp_path / "grid.png", n=4)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
