@@ -411,3 +411,9 @@ def test_the_augmentation_picture_draws_feature_vectors_and_sequences(tmp_path, 
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("name", ["zoo", "json", "torch"])
+def test_new_plugin_refuses_a_name_that_shadows_an_importable_module(name, tmp_path, capsys):
+    assert main(["new-plugin", name, "--out", str(tmp_path / "pkg")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"zoo: error: new-plugin: '{name}' would be imported as '{name}', which is already ")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "pkg").exists()
