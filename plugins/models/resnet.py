@@ -197,7 +197,7 @@ class ResNet(nn.Module):
         return self.head(self.dropout(h))
 
     def initialize(self, sample: torch.Tensor | None = None) -> None:
-        zoo.initializers.build(self.init_spec, "resnet.init").apply(
+        zoo.initializers.build(self.init_spec, "model.init").apply(
             self, activation=self.activation_spec, sample=sample
         )
         if self.zero_init_residual:

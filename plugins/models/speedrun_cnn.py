@@ -83,7 +83,7 @@ class SpeedrunCNN(nn.Module):
         return self.head(h) * self.logit_scale
 
     def initialize(self, sample: torch.Tensor | None = None) -> None:
-        zoo.initializers.build(self.init_spec, "speedrun_cnn.init").apply(
+        zoo.initializers.build(self.init_spec, "model.init").apply(
             self, activation=self.activation_spec, sample=sample
         )
         if self.dirac:

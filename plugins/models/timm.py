@@ -33,10 +33,28 @@ class TimmModel(nn.Module):
     def initialize(self, sample: torch.Tensor | None = None) -> None:
         if self.init_spec is None:
             return  # timm's own per-architecture init (truncated normal for ViTs, ...) already ran
-        kwargs: dict[str, Any] = {"sample": sample}
-        if self.activation_spec is not None:
-            kwargs["activation"] = self.activation_spec
-        zoo.initializers.build(self.init_spec, "timm.init").apply(self.net, **kwargs)
+        # every initializer gets apply(model, *, activation, sample), as docs/plugins.md promises
+        activation = self.activation_spec if self.activation_spec is not None else timm_activation(self.net)
+        init = zoo.initializers.build(self.init_spec, "model.init")
+        init.apply(self.net, activation=activation, sample=sample)
+
+
+# torch's activation modules and the zoo activations of the same function, for a network timm built with
+# its own activation
+TORCH_ACTIVATIONS = {
+    nn.ReLU: "relu", nn.ReLU6: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.ELU: "elu",
+    nn.LeakyReLU: "leaky_relu", nn.PReLU: "prelu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
+}
+
+
+def timm_activation(net: nn.Module) -> str:
+    """The zoo activation matching the first activation module in ``net`` (timm's own choice for the
+    architecture); relu, what initializers assume, when there is none they know."""
+    for module in net.modules():
+        name = TORCH_ACTIVATIONS.get(type(module))
+        if name is not None:
+            return name
+    return "relu"
 
 
 def _unknown_arch(arch: str, timm_module) -> RegistryError:

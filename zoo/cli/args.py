@@ -12,3 +12,11 @@ def split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
         else:
             overrides.append(arg)
     return recipe, overrides
+
+
+def add_plugin_argument(
+    parser, help_text: str = "import this plugin (a module or .py file) before anything else"
+) -> None:
+    """``--plugin MODULE_OR_FILE`` (repeatable), the same on every command that resolves components;
+    zoo.cli.main imports what it names before the command runs."""
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE", help=help_text)

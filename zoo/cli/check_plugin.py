@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from zoo.cli.args import add_plugin_argument
 from zoo.core.errors import ZooError
 
 MARKS = {"pass": "ok", "fail": "FAIL", "skip": "skip", "n/a": "-"}
@@ -75,7 +76,7 @@ def _print_table(cases, results, checks: list[str]) -> None:
     for case in cases:
         row = by_case[str(case)]
         print(f"{str(case):<{width}}  " + "  ".join(f"{MARKS[row[c]]:<{len(c)}}" for c in checks))
-    notes = [r for r in results if r.status in ("fail", "skip") and not r.detail.startswith(("did not build", "its "))]
+    notes = [r for r in results if r.status == "fail" or (r.status == "skip" and not r.blocked)]
     if notes:
         print()
     for r in notes:
@@ -100,4 +101,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("target", metavar="PACKAGE_OR_FILE")
     p.add_argument("--registry", help="only this registry's components (activations, models, ...)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_plugin_argument(p)
     p.set_defaults(func=cmd_check_plugin)

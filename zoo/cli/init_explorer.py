@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli.args import add_plugin_argument
+
 
 def cmd_init_explorer(ns: argparse.Namespace) -> int:
     from zoo.tools.init_explorer import describe, explore, format_table, parse_spec, plot
@@ -66,4 +68,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and the weights (default: 0)")
     p.add_argument("--out", default="init.png", help="PNG to write (default: init.png; empty: none)")
     p.add_argument("--json", action="store_true", help="print the per-layer numbers as JSON on the last line")
+    add_plugin_argument(p)
     p.set_defaults(func=cmd_init_explorer)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli.args import add_plugin_argument
+
 
 def cmd_lr_find(ns: argparse.Namespace) -> int:
     from zoo.cli.args import split_recipe
@@ -55,4 +57,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--write", action="store_true", help="write <name>.lr.yaml with the suggested optimizer.lr")
     p.add_argument("--overwrite", action="store_true", help="let --write replace an existing <name>.lr.yaml")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    add_plugin_argument(p)
     p.set_defaults(func=cmd_lr_find)

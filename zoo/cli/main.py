@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo.cli.args import split_recipe
+from zoo.cli.args import add_plugin_argument, split_recipe
 from zoo.core.errors import ZooError, brief, clip
 
 EXIT_USAGE = 2
@@ -34,8 +34,6 @@ def cmd_train(ns: argparse.Namespace) -> int:
     from zoo.training.run import train
 
     recipe, overrides = split_recipe(ns.args)
-    # before the recipe is read, so that its components (or a resumed run's) can come from these
-    discovery.load_local(ns.plugin, kind="--plugin")
     try:
         result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite, resume=ns.resume)
     except Interrupted as stop:
@@ -292,9 +290,9 @@ def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)"
     )
     cmd.add_argument("--split", default="test", choices=["train", "val", "test"])
-    cmd.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="import this plugin (a module or .py file); a plugin the checkpoint's recipe names is imported "
+    add_plugin_argument(
+        cmd,
+        "import this plugin (a module or .py file); a plugin the checkpoint's recipe names is imported "
         "only when named here (a checkpoint alone never runs code)",
     )
     return cmd
@@ -320,10 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint (no RECIPE then)"
     )
-    train.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="import this plugin first (e.g. a module a resumed run's components came from)",
-    )
+    add_plugin_argument(train, "import this plugin first (e.g. a module a resumed run's components come from)")
     train.set_defaults(func=cmd_train)
 
     show = sub.add_parser("show", help="print the fully resolved recipe")
@@ -335,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--input-shape", metavar="CxHxW", help="with --stats: this input shape instead of the data's")
     show.add_argument("--classes", type=int, metavar="N", help="with --stats: this many classes instead of the data's")
+    add_plugin_argument(show)
     show.set_defaults(func=cmd_show)
 
     ev = _model_command(sub, "eval", "evaluate a trained model or ensemble (run folder or checkpoint)")
@@ -351,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--out", default="augment-grid.png", help="PNG file to write (default: augment-grid.png)")
     aug.add_argument("--n", type=int, default=16, help="how many images (default: 16)")
     aug.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws")
+    add_plugin_argument(aug)
     aug.set_defaults(func=cmd_augment)
 
     docs = sub.add_parser("docs", help="print the recipe reference generated from the code")
@@ -366,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("registry", nargs="?", help="only this registry (activations, models, ...)")
     lst.add_argument("--json", action="store_true", help="print JSON")
+    add_plugin_argument(lst)
     lst.set_defaults(func=cmd_list)
     return parser
 
@@ -434,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(ns, "plugin", None):
+            from zoo.core import discovery
+
+            # before the command reads a recipe: its components (or a resumed run's) may come from these
+            discovery.load_local(ns.plugin, kind="--plugin")
         return ns.func(ns)
     except BrokenPipeError:
         # whoever read the output stopped reading (`zoo list | head -1`): not an error to report. Python

@@ -16,8 +16,33 @@ def _names(name: str) -> tuple[str, str]:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*([-_.][A-Za-z0-9]+)*", name):
         raise ZooError(f"new-plugin: {name!r} is not a package name (letters, digits, '-', '_', '.')")
     module = re.sub(r"[-_.]+", "_", name).lower()
+    taken = _importable_as(module)
+    if taken:
+        raise ZooError(
+            f"new-plugin: {name!r} would be imported as '{module}', which is already {taken}: the two would "
+            "shadow each other; choose another name"
+        )
     prefix = module.removeprefix("zoo_") or module
     return module, prefix
+
+
+def _importable_as(module: str) -> str | None:
+    """What ``module`` already names where Python looks for imports (zoo, the standard library, an
+    installed package, a folder on the path), or None when the name is free."""
+    import importlib.util
+    import sys
+
+    if module == "zoo":
+        return "zoo itself"
+    if module in sys.stdlib_module_names or module in sys.builtin_module_names:
+        return "a module of Python's standard library"
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    return f"an importable module ({spec.origin or ', '.join(spec.submodule_search_locations or [])})"
 
 
 def _recipe(kinds: list[str], prefix: str) -> str:

@@ -20,7 +20,7 @@ def plugin_rows() -> list[dict]:
                 components.setdefault(reg.name, []).append(entry.name)
                 problems += [f"{reg.name} '{entry.name}': {p}" for p in entry.problems]
                 if reg.display_name(entry) != entry.name:
-                    clashes.append(f"{reg.name} '{entry.name}' (use {entry.qualified_name})")
+                    clashes.append(f"{reg.name} '{entry.name}' (use {reg.display_name(entry)})")
         origin = record.origin
         rows.append(
             {

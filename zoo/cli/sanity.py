@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli.args import add_plugin_argument
+
 
 def cmd_sanity(ns: argparse.Namespace) -> int:
     from zoo.cli.args import split_recipe
@@ -35,4 +37,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of the overfit check (default: 0.1)")
     p.add_argument("--examples", type=int, default=20, help="training examples to memorize (default: 20)")
     p.add_argument("--json", action="store_true", help="print a JSON report as the last line")
+    add_plugin_argument(p)
     p.set_defaults(func=cmd_sanity)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from zoo.cli.args import add_plugin_argument
+
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
     import yaml
@@ -60,4 +62,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--wandb", action="store_true",
                    help="only print the equivalent W&B sweep definition (stage 1; no wandb needed, nothing runs)")
     p.add_argument("--wandb-out", metavar="FILE", help="with --wandb: write the definition to FILE")
+    add_plugin_argument(p)
     p.set_defaults(func=cmd_sweep)

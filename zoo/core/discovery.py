@@ -8,6 +8,8 @@ what it had registered is dropped, and a one-line PluginWarning says so; a recip
 name nobody registered is told about the failure. ``ZOO_DISABLE_PLUGINS=a,b`` (package or
 entry-point names; ``zoo --disable-plugins a,b`` sets it) skips plugins before they are imported.
 A plugin a recipe or the command line names is asked for explicitly, so its failure is an error.
+Whatever a plugin's import changes of torch's process-wide settings is put back (zoo.core.torch_state),
+with a warning naming the plugin.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, p
 from pathlib import Path
 
 from zoo.core import registry as registry_module
+from zoo.core import torch_state
 from zoo.core.errors import PluginError, PluginWarning, ZooError
 from zoo.core.registry import REGISTRIES, Origin, current_source, normalize_package
 
@@ -96,6 +99,7 @@ def _run_import(origin: Origin, load) -> None:
     SystemExit counts as a failure too: a plugin that calls sys.exit must not end zoo (with status 0).
     """
     token = current_source.set(origin)
+    before = torch_state.snapshot()
     try:
         load()
     except (KeyboardInterrupt, GeneratorExit):
@@ -106,6 +110,22 @@ def _run_import(origin: Origin, load) -> None:
         raise PluginError(_import_failure(origin.plugin, exc)) from exc
     finally:
         current_source.reset(token)
+        _put_back_torch(origin, before)
+
+
+def _put_back_torch(origin: Origin, before: dict) -> None:
+    """Undo what importing the plugin changed of torch's process-wide settings, and say so naming it."""
+    changed, stuck = torch_state.restore(before)
+    if not changed:
+        return
+    kept = f"; torch would not let {', '.join(stuck)} go back" if stuck else ""
+    warnings.warn(
+        f"plugin {origin.plugin} changed torch's {', '.join(changed)} when imported, which would change "
+        f"every run; zoo put {'them' if len(changed) > 1 else 'it'} back{kept} (set such things inside a "
+        "component, or in a recipe: trainer.precision, trainer.deterministic)",
+        PluginWarning,
+        stacklevel=4,
+    )
 
 
 def _entry_point_origin(ep: EntryPoint) -> Origin:
@@ -248,6 +268,16 @@ def load_local(names: list[str], base_dir: Path | None = None, kind: str = "reci
             for reg in REGISTRIES.values():
                 reg.drop(origin.plugin)
             raise
+
+
+def loaded_by_name() -> list[str]:
+    """The plugin files and modules this process imported by name (a recipe's plugins, --plugin), for the
+    processes it starts (ensemble members) to import the same."""
+    return [
+        r.origin.file or r.origin.module
+        for r in _state["records"]
+        if r.entry_point is None and r.status == "loaded" and (r.origin.file or r.origin.module)
+    ]
 
 
 def installed_version(package: str) -> str | None:

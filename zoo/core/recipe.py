@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -636,32 +636,41 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
     return parsed
 
 
-def _resolve_components(parsed: Recipe, where: str) -> None:
+def _resolve_components(parsed: Recipe, where: str, skippable: Callable[[str], bool] | None = None) -> None:
     """Validate every component spec in place (defaults filled in) and record where each came from.
 
-    A component whose plugin is missing is reported with what the recipe's own ``provenance`` says
-    supplied it (a run folder's recipe, a checkpoint's), so the message can say what to install.
+    A bare name several plugins hold means what the recipe's own ``provenance`` recorded (a run folder's
+    recipe, a checkpoint's), else zoo's own component. A component whose plugin is missing is reported
+    with what that provenance says supplied it, so the message can say what to install. ``skippable``:
+    keys the command does not need (see ``from_dict``), kept as recorded when their plugin is gone.
     """
     from zoo.core.errors import UnknownComponent
-    from zoo.core.registry import REGISTRIES
+    from zoo.core.registry import REGISTRIES, using_provenance
 
     recorded = dict(parsed.provenance)
     fresh: dict[str, dict[str, Any]] = {}
     try:
-        for section, registry in COMPONENT_SECTIONS.items():
-            setattr(parsed, section, REGISTRIES[registry].validate(getattr(parsed, section), section, fresh))
-        parsed.augment = [
-            REGISTRIES["augmentations"].validate(spec, f"augment[{i}]", fresh) for i, spec in enumerate(parsed.augment)
-        ]
-        parsed.monitors = [
-            REGISTRIES["monitors"].validate(spec, f"monitors[{i}]", fresh) for i, spec in enumerate(parsed.monitors)
-        ]
+        with using_provenance(recorded):
+            for section, registry in COMPONENT_SECTIONS.items():
+                spec = REGISTRIES[registry].validate(getattr(parsed, section), section, fresh, skippable)
+                setattr(parsed, section, spec)
+            parsed.augment = [
+                REGISTRIES["augmentations"].validate(spec, f"augment[{i}]", fresh, skippable)
+                for i, spec in enumerate(parsed.augment)
+            ]
+            parsed.monitors = [
+                REGISTRIES["monitors"].validate(spec, f"monitors[{i}]", fresh, skippable)
+                for i, spec in enumerate(parsed.monitors)
+            ]
     except UnknownComponent as exc:
         missing = _missing_plugin(exc, recorded, where)
         raise missing or type(exc)(f"{where}: {exc}") from None
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     _warn_changed(recorded, fresh, where)
+    if skippable is not None:
+        # what was not resolved (its plugin is gone) keeps the record of where it came from
+        fresh = {**{k: v for k, v in recorded.items() if skippable(k) and k not in fresh}, **fresh}
     parsed.provenance = fresh
 
 
@@ -715,12 +724,19 @@ def _warn_changed(recorded: dict[str, dict[str, Any]], fresh: dict[str, dict[str
             )
 
 
-def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: Iterable[str] | None = None) -> Recipe:
+def from_dict(
+    data: Mapping[str, Any],
+    where: str = "recipe",
+    trusted_plugins: Iterable[str] | None = None,
+    needs: Iterable[str] | None = None,
+) -> Recipe:
     """Validate an already resolved recipe (a run directory's recipe.yaml, a checkpoint's hyperparameters).
 
     ``trusted_plugins``: for a recipe that came inside a file (a checkpoint), the plugins the user named
     on the command line; the recipe's own ``plugins`` are imported only if listed there, so a downloaded
     checkpoint cannot make zoo run code. None: the recipe is the user's own and its plugins load.
+    ``needs``: the recipe keys the caller will build (EVALUATION_NEEDS for an evaluation); components
+    elsewhere whose plugin is gone are kept as written instead of refused. None: every component.
     A component whose plugin is not installed is reported with the package and version that made it.
     """
     check_values(data, where)
@@ -740,5 +756,19 @@ def from_dict(data: Mapping[str, Any], where: str = "recipe", trusted_plugins: I
                 )
 
     discovery.load_local(parsed.plugins)
-    _resolve_components(parsed, where)
+    _resolve_components(parsed, where, None if needs is None else _skippable(tuple(needs)))
     return parsed
+
+
+# What evaluating or predicting with a trained model builds: the network (not its initializer: the weights
+# come from the checkpoint) and the data. Its optimizer, schedule, augmentations and monitors are not needed.
+EVALUATION_NEEDS = ("model", "data")
+NOT_NEEDED_INSIDE = ("init",)
+
+
+def _skippable(needs: tuple[str, ...]) -> Callable[[str], bool]:
+    def skippable(key: str) -> bool:
+        section, _, rest = key.partition(".")
+        return section not in needs or rest.split(".")[0] in NOT_NEEDED_INSIDE
+
+    return skippable

@@ -11,13 +11,16 @@ parameters (``{name: leaky_relu, negative_slope: 0.1}``). Parameters are validat
 pydantic against the factory's signature, so a typo or a wrong type fails before anything runs.
 
 Every entry knows its :class:`Origin`: the plugin that registered it and the package and version behind
-that plugin. Two packages registering one name is an error for that name only; ``package:name`` picks
-one. A factory whose signature breaks its registry's contract (zoo.core.contracts) is kept, listed with
-its problem, and refused when a recipe asks for it; what a factory returns is checked when it is built.
+that plugin. A name held by several plugins is a warning when the second registers it; a bare name then
+means what a run recorded it to be (its ``provenance``), else zoo's own component, and is an error only
+when neither settles it (two third-party packages); ``package:name`` picks one. A factory whose
+signature breaks its registry's contract (zoo.core.contracts) is kept, listed with its problem, and
+refused when a recipe asks for it; what a factory returns is checked when it is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import re
@@ -65,11 +68,12 @@ class Origin:
 
     @property
     def qualifier(self) -> str:
-        """What goes before the colon of a qualified name (``zoo-extras:small_cnn``)."""
+        """What goes before the colon of a qualified name: the package (``zoo-extras:small_cnn``), a plugin
+        file's name (``my_acts.py:squareplus``: never the same as a package's), or the module."""
         if self.package:
             return self.package
         if self.file:
-            return Path(self.file).stem
+            return Path(self.file).name
         return self.plugin.split(" ")[0]
 
     def describe(self) -> str:
@@ -103,6 +107,40 @@ current_source: contextvars.ContextVar[Origin | str | None] = contextvars.Contex
 # Run before every lookup, so a registry is complete when first read. zoo.core.catalog installs plugin
 # discovery here: the registry itself knows nothing of plugins, which import it.
 before_lookup: list[Callable[[], None]] = []
+
+# The provenance a recipe recorded ({recipe key: {"name", "package" | "file" | "module", ...}}), set while
+# that recipe is resolved: a bare name several plugins hold means the recorded one.
+recorded_provenance: contextvars.ContextVar[Mapping[str, Mapping[str, Any]]] = contextvars.ContextVar(
+    "zoo_recorded_provenance", default={}
+)
+
+
+@contextlib.contextmanager
+def using_provenance(recorded: Mapping[str, Mapping[str, Any]] | None):
+    """Resolve bare names the way ``recorded`` (a recipe's ``provenance``) says, inside the block."""
+    token = recorded_provenance.set(dict(recorded or {}))
+    try:
+        yield
+    finally:
+        recorded_provenance.reset(token)
+
+
+ZOO_PACKAGE = "zoo"
+
+
+def _is_zoo(origin: Origin) -> bool:
+    return origin.package is not None and normalize_package(origin.package) == ZOO_PACKAGE
+
+
+def _recorded_as(origin: Origin, record: Mapping[str, Any]) -> bool:
+    """True when ``origin`` is the plugin a provenance ``record`` names."""
+    if record.get("package"):
+        wanted = normalize_package(record["package"])
+        return origin.package is not None and normalize_package(origin.package) == wanted
+    if record.get("file"):
+        return origin.file == record["file"]
+    return origin.package is None and origin.file is None and origin.module == record.get("module")
+
 
 # Asked when a name is unknown, for a note to add (a plugin that failed to load or was disabled):
 # (registry name, component name, package or None) -> text or "". zoo.core.discovery installs one.
@@ -355,6 +393,8 @@ class Registry:
                     f"{self.name} '{key}' is registered twice by {origin.plugin}, for two different factories"
                 )
         held.append(entry)
+        if len(held) > 1:
+            warnings.warn(_clash_note(self.name, held), PluginWarning, stacklevel=2)
         return obj
 
     def attribute(self, module: str, origin: Origin) -> None:
@@ -391,7 +431,12 @@ class Registry:
         package, _, bare = name.rpartition(":")
         held = entries.get(bare, [])
         if package:
-            chosen = [e for e in held if normalize_package(e.origin.qualifier) == normalize_package(package)]
+            wanted = normalize_package(package)
+            chosen = [e for e in held if normalize_package(e.origin.qualifier) == wanted]
+            # a plugin file also answers to its name without .py, where no package or module has that name
+            chosen = chosen or [
+                e for e in held if e.origin.file and normalize_package(Path(e.origin.file).stem) == wanted
+            ]
             if chosen:
                 return chosen[0]
             others = f"; '{bare}' comes from {', '.join(e.origin.qualifier for e in held)}" if held else ""
@@ -400,6 +445,9 @@ class Registry:
                 f"{self._hints(bare, package)}",
                 self.name, bare,
             )
+        chosen = _bare_choice(held, recorded_provenance.get().get(where or "")) if len(held) > 1 else None
+        if chosen is not None:
+            return chosen
         if len(held) > 1:
             choices = " or ".join(e.qualified_name for e in held)
             raise RegistryError(
@@ -432,15 +480,16 @@ class Registry:
         return sum(len(held) for held in self._loaded().values())
 
     def names(self) -> list[str]:
-        """The names a recipe can use: plain names, and ``package:name`` where two plugins hold a name."""
+        """The names a recipe can use: plain names, and ``package:name`` where a plain name does not reach."""
         entries = self._loaded()
-        return sorted(
-            name for key, held in entries.items() for name in ([key] if len(held) == 1 else [e.qualified_name for e in held])
-        )
+        return sorted(self.display_name(e) for held in entries.values() for e in held)
 
     def display_name(self, entry: Entry) -> str:
-        """The name to show for ``entry``: qualified when another plugin holds the same name."""
-        return entry.qualified_name if len(self._entries.get(entry.name, ())) > 1 else entry.name
+        """The name to show for ``entry``: bare when a recipe writing it gets this entry, else qualified."""
+        held = self._entries.get(entry.name, ())
+        if len(held) <= 1 or _bare_choice(held, None) is entry:
+            return entry.name
+        return entry.qualified_name
 
     # --- validating and building -------------------------------------------------------------
     def _check(self, spec: Spec, where: str) -> tuple[Entry, pydantic.BaseModel]:
@@ -458,23 +507,40 @@ class Registry:
         return entry, values
 
     def validate(
-        self, spec: Spec, where: str | None = None, provenance: dict[str, Any] | None = None
+        self,
+        spec: Spec,
+        where: str | None = None,
+        provenance: dict[str, Any] | None = None,
+        skippable: Callable[[str], bool] | None = None,
     ) -> dict[str, Any]:
         """The spec as a mapping with every default filled in, nested specs included.
 
         ``provenance``: when given, filled with where each component (this one and nested ones) came
         from, by recipe key: ``{"model": {"name": "mlp", "package": "zoo", "version": "0.1.0"}, ...}``.
+        A bare name that several plugins hold, resolved by the recorded provenance (``using_provenance``)
+        to another plugin's entry than the bare name alone reaches, is written qualified, so building it
+        later gets the same component. ``skippable(key)``: True for keys a command does not need (an
+        evaluation needs no optimizer); a component there whose plugin is gone is kept as written.
         """
         where = where or self.name
-        entry, values = self._check(spec, where)
+        try:
+            entry, values = self._check(spec, where)
+        except UnknownComponent:
+            if skippable is None or not skippable(where):
+                raise
+            return {"name": spec} if isinstance(spec, str) else dict(spec)
         name, _ = split_spec(spec, where)
+        held = self._entries.get(entry.name, ())
+        if ":" not in name and len(held) > 1 and _bare_choice(held, None) is not entry:
+            name = entry.qualified_name
         out: dict[str, Any] = {"name": name, **values.model_dump(mode="json")}
         if provenance is not None:
             provenance[where] = {"name": entry.name, "registry": self.name, **entry.origin.record()}
         for p in entry.params:
             nested = _nested_registry(p.annotation)
             if nested and out.get(p.name) is not None:
-                out[p.name] = REGISTRIES[nested].validate(out[p.name], f"{where}.{p.name}", provenance)
+                inner = f"{where}.{p.name}"
+                out[p.name] = REGISTRIES[nested].validate(out[p.name], inner, provenance, skippable)
         return out
 
     def build(self, spec: Spec, where: str | None = None, **context: Any) -> Any:
@@ -485,23 +551,67 @@ class Registry:
         package and ``where``.
         """
         where = where or self.name
-        entry, values = self._check(spec, where)
+        try:
+            entry, values = self._check(spec, where)
+        except ZooError as exc:
+            exc.zoo_where = where
+            raise
         kwargs = {k: getattr(values, k) for k in type(values).model_fields}
         kwargs.update(values.model_extra or {})
         try:
             result = entry.obj(**context, **kwargs)
-        except ZooError:
-            raise
+        except ZooError as exc:
+            if getattr(exc, "zoo_where", None):  # a component it builds in turn, which named its own key
+                raise
+            raise _located(type(exc), where, f"{where}: {entry.title}: {exc}") from exc
         except Exception as exc:
-            raise ComponentError(
-                f"{where}: {entry.title} failed to build: {type(exc).__name__}: {exc}{raised_at(exc)}"
-            ) from exc
+            message = f"{where}: {entry.title} failed to build: {type(exc).__name__}: {exc}{raised_at(exc)}"
+            raise _located(ComponentError, where, message) from exc
         problem = self.contract(result) if self.contract is not None else None
         if problem:
-            raise ComponentError(f"{where}: {entry.title} {problem}")
+            raise _located(ComponentError, where, f"{where}: {entry.title} {problem}")
         return result
 
 
+
+
+def _located(kind: type[ZooError], where: str, message: str) -> ZooError:
+    """A ``kind`` of error (a plugin's own ZooError subclass where it takes a message) saying ``message``,
+    marked as naming its recipe key, so that the components around it pass it on unchanged."""
+    try:
+        located = kind(message)
+    except TypeError:  # a subclass whose constructor wants more than a message
+        located = RegistryError(message)
+    located.zoo_where = where
+    return located
+
+
+def _bare_choice(held: Sequence[Entry], record: Mapping[str, Any] | None) -> Entry | None:
+    """The entry a bare name means among several: the one ``record`` (recorded provenance) names, else
+    zoo's own (a plugin never takes over zoo's names), else None: ambiguous."""
+    if record and record.get("name") == held[0].name:
+        recorded = [e for e in held if _recorded_as(e.origin, record)]
+        if len(recorded) == 1:
+            return recorded[0]
+    own = [e for e in held if _is_zoo(e.origin)]
+    return own[0] if len(own) == 1 else None
+
+
+def _clash_note(registry: str, held: Sequence[Entry]) -> str:
+    """The load-time warning for a name several plugins registered: what a bare name now means."""
+    name = held[0].name
+    own = _bare_choice(held, None)
+    if own is not None:
+        others = " and ".join(e.origin.plugin for e in held if e is not own)
+        return (
+            f"{others} registers {registry} '{name}', a name zoo ships: recipes that write '{name}' keep "
+            f"zoo's; write {' or '.join(e.qualified_name for e in held if e is not own)} for the plugin's"
+        )
+    return (
+        f"{registry} '{name}' is registered by {len(held)} plugins "
+        f"({'; '.join(e.origin.plugin for e in held)}); a recipe writing '{name}' must pick one: "
+        f"{' or '.join(e.qualified_name for e in held)}"
+    )
 
 
 def _same_definition(a: Any, b: Any) -> bool:

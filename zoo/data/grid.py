@@ -1,4 +1,9 @@
-"""A picture of what the model sees: training images before and after the recipe's augmentations."""
+"""A picture of what the model sees: training samples before and after the recipe's augmentations.
+
+Images are drawn as images. Any other sample (a feature vector, a sequence) is drawn as a strip of
+cells, one per value, on one gray scale shared by the whole picture, so a mixed sample is seen to lie
+between its two sources.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,16 @@ def _label(y: torch.Tensor, classes: list[str]) -> str:
     return parts[0].split(" ")[0] if len(parts) == 1 and top.values[0] > 0.995 else "\n".join(parts)
 
 
+def _picture(sample: torch.Tensor, image: bool):
+    """What imshow draws for one sample: an (H, W) or (H, W, 3) image, or the values as rows of cells."""
+    if image:
+        picture = sample.clamp(0, 1).permute(1, 2, 0).numpy()
+        return picture[..., 0] if picture.shape[-1] == 1 else picture
+    return sample.reshape(-1, sample.shape[-1]).numpy() if sample.ndim > 1 else sample.reshape(1, -1).numpy()
+
+
 def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 0) -> Path:
-    """Write a PNG: ``n`` training images (upper rows) and the same images augmented (lower rows)."""
+    """Write a PNG: ``n`` training samples (upper rows) and the same samples augmented (lower rows)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display is needed or assumed
@@ -39,13 +52,16 @@ def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 
     for ax in axes.flat:
         ax.axis("off")
     names = [str(c) for c in dm.classes]
+    images = x.ndim == 4 and x.shape[1] in (1, 3)
+    both = torch.cat([x.flatten(), augmented.flatten()])
+    low, high = (0.0, 1.0) if images else (float(both.min()), float(both.max()))
     for i in range(n):
         r, c = divmod(i, cols)
-        for row, images, label in ((r, x, names[int(y[i])]), (rows + r, augmented, _label(targets[i], names))):
-            img = images[i].clamp(0, 1).permute(1, 2, 0).numpy()
+        for row, batch, label in ((r, x, names[int(y[i])]), (rows + r, augmented, _label(targets[i], names))):
+            picture = _picture(batch[i], images)
             ax = axes[row][c]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=low, vmax=high,
+                      interpolation="nearest", aspect="equal" if images else "auto")
             ax.set_title(label, fontsize=7)
     steps = ", ".join(a["name"] for a in recipe.augment) or "no augmentation"
     fig.suptitle(f"{recipe.name}: originals (top) and after {steps} (bottom)", fontsize=9)

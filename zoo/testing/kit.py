@@ -55,6 +55,7 @@ class CheckResult:
     check: str
     status: str
     detail: str = ""
+    blocked: bool = False  # skipped because a check it needs did not pass (that one says what is wrong)
 
     @property
     def failed(self) -> bool:
@@ -90,20 +91,32 @@ def run_checks(registry: str, name: str, params: Mapping[str, Any] | None = None
     results: dict[str, CheckResult] = {}
     for check in CHECKS:
         blocker = _blocker(check, results)
-        results[check] = _run_one(case, check) if blocker is None else CheckResult(case, check, "skip", blocker)
+        if blocker is None:
+            results[check] = _run_one(case, check)
+        else:
+            results[check] = CheckResult(case, check, "skip", blocker, blocked=True)
     return list(results.values())
 
 
-# What each check needs to have passed first.
-_NEEDS = {"output": ("builds",), **{c: ("builds", "output") for c in ("deterministic", "device_dtype", "checkpoint", "train_step")}}
+# What each check needs to have passed first. zoo refuses to build a component whose signature breaks
+# its registry's contract, so nothing builds without that.
+_NEEDS = {
+    "builds": ("signature",),
+    "output": ("builds",),
+    **{c: ("builds", "output") for c in ("deterministic", "device_dtype", "checkpoint", "train_step")},
+}
 
 
 def _blocker(check: str, done: dict[str, CheckResult]) -> str | None:
     """Why ``check`` is skipped ("did not build"), or None to run it."""
     for need in _NEEDS.get(check, ()):
         if done[need].status != "pass":
-            return "did not build" if need == "builds" else f"its {need} check did not pass"
+            return _why_blocked(need)
     return None
+
+
+def _why_blocked(need: str) -> str:
+    return "did not build" if need == "builds" else f"its {need} check did not pass"
 
 
 def check_component(registry: str, name: str, **params: Any) -> list[CheckResult]:
@@ -174,7 +187,7 @@ def parametrize_with_checks(package: str | list[Case]):
             for need in _NEEDS.get(check, ()):
                 first = _run_one(case, need)
                 if first.status != "pass":
-                    reason = "did not build" if need == "builds" else f"its {need} check did not pass"
+                    reason = _why_blocked(need)
                     pytest.skip(f"{reason}: {first.detail}")
             result = _run_one(case, check)
             if result.status in ("skip", "n/a"):

@@ -40,6 +40,22 @@ class Classifier(L.LightningModule):
     The resolved recipe is the module's only hyperparameter, so a checkpoint rebuilds itself from it.
     """
 
+    @classmethod
+    def for_inference(
+        cls, recipe: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, where: str,
+        trusted_plugins: list[str],
+    ) -> Classifier:
+        """A trained model's network rebuilt from its saved recipe, for evaluation and prediction.
+
+        Only what inference builds is resolved (the network and the data: zoo.core.recipe.EVALUATION_NEEDS),
+        so a model whose optimizer, augmentation or initializer came from a package since uninstalled still
+        evaluates; its augmentations, which act on training batches only, are left out.
+        """
+        from zoo.core.recipe import EVALUATION_NEEDS, from_dict
+
+        resolved = from_dict(recipe, where, trusted_plugins=trusted_plugins, needs=EVALUATION_NEEDS).to_dict()
+        return cls({**resolved, "augment": []}, input_shape, num_classes)
+
     def __init__(self, recipe: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -129,10 +129,9 @@ class Ensemble(nn.Module):
             raise ZooError(f"{path}: not a zoo ensemble file")
         members = []
         for entry in payload["members"]:
-            from zoo.core.recipe import from_dict
-
-            from_dict(entry["recipe"], str(path), trusted_plugins=list(trusted_plugins))
-            member = Classifier(entry["recipe"], tuple(entry["input_shape"]), entry["num_classes"])
+            shape, classes = tuple(entry["input_shape"]), entry["num_classes"]
+            trusted = list(trusted_plugins)
+            member = Classifier.for_inference(entry["recipe"], shape, classes, str(path), trusted)
             member.load_state_dict(entry["state_dict"])
             members.append(member.eval())
         return cls(members, payload["combine"]).eval()

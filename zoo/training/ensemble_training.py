@@ -116,16 +116,22 @@ def train_ensemble(recipe: Recipe, path: Path, progress: bool | None = None) -> 
     return _summary(recipe, Ensemble.from_checkpoints(checkpoints, ens.combine), infos, path)
 
 
-def _fit_member(recipe_data: dict[str, Any], source: str | None, folder: str, bootstrap: int | None, device: int | None) -> str:
-    """One member in a fresh worker process; returns its best checkpoint."""
+def _fit_member(
+    recipe_data: dict[str, Any], source: str | None, folder: str, bootstrap: int | None, device: int | None,
+    plugins: list[str],
+) -> str:
+    """One member in a fresh worker process, with the plugins the parent imported by name (``--plugin``
+    files included); returns its best checkpoint."""
     import os
 
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)  # read when CUDA starts, which has not happened yet
+    from zoo.core import discovery
     from zoo.core.recipe import from_dict
     from zoo.training.fit import _quiet_lightning
 
     _quiet_lightning()
+    discovery.load_local(plugins, kind="--plugin")
     member = from_dict(recipe_data, str(folder))
     member.source = source
     return fit_one(member, Path(folder), False, bootstrap_seed=bootstrap).best_checkpoint
@@ -138,6 +144,9 @@ def _fit_in_parallel(jobs: list[tuple[Recipe, Path, int | None]], workers: int) 
 
     import torch
 
+    from zoo.core import discovery
+
+    plugins = discovery.loaded_by_name()
     gpus = torch.cuda.device_count()
     if gpus:
         workers = min(workers, gpus)
@@ -147,7 +156,9 @@ def _fit_in_parallel(jobs: list[tuple[Recipe, Path, int | None]], workers: int) 
         wave = jobs[start : start + workers]
         with ProcessPoolExecutor(max_workers=len(wave), mp_context=context) as pool:
             futures = [
-                pool.submit(_fit_member, m.to_dict(), m.source, str(folder), b, slot if gpus else None)
+                pool.submit(
+                    _fit_member, m.to_dict(), m.source, str(folder), b, slot if gpus else None, plugins
+                )
                 for slot, (m, folder, b) in enumerate(wave)
             ]
             checkpoints += [f.result() for f in futures]

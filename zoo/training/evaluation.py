@@ -98,11 +98,9 @@ def load_model(path: str | Path, plugins: Iterable[str] = ()) -> Classifier | En
         return Ensemble.load(file, trusted_plugins=plugins)
     if not (isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload):
         raise ZooError(f"{file}: not a zoo checkpoint (no state_dict and hyper_parameters)")
-    from zoo.core.recipe import from_dict
-
     hp = payload["hyper_parameters"]
-    from_dict(hp["recipe"], str(file), trusted_plugins=list(plugins))
-    model = Classifier(hp["recipe"], tuple(hp["input_shape"]), hp["num_classes"])
+    shape, classes = tuple(hp["input_shape"]), hp["num_classes"]
+    model = Classifier.for_inference(hp["recipe"], shape, classes, str(file), plugins)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:  # names and shapes that another model (or a hand-edited recipe) wrote

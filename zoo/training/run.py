@@ -223,6 +223,8 @@ def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = ""
         if key not in before:
             continue
         old, new = before[key], now.get(key, "(removed)")
+        if key == "name" and isinstance(old, str) and ":" not in old and str(new).endswith(f":{old}"):
+            continue  # the same component, qualified because another plugin now holds its name too
         if isinstance(old, dict) and isinstance(new, dict):
             changes += recipe_changes(old, new, f"{where}.")
         elif old != new:
