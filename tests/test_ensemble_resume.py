@@ -74,13 +74,14 @@ def _step(ckpt: Path) -> int:
     return torch.load(ckpt, weights_only=True)["global_step"]
 
 
-def test_sigterm_in_the_second_member_then_resume_ends_as_the_uninterrupted_ensemble(
-    tmp_path, monkeypatch, capsys, uninterrupted
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_in_the_second_member_then_resume_ends_as_the_uninterrupted_ensemble(
+    signum, tmp_path, monkeypatch, capsys, uninterrupted
 ):
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        with_callback(patch, SignalInMember("m1", step=14))
-        assert main(["train", *SMALL, "--run-dir", str(run)]) == 143
+        with_callback(patch, SignalInMember("m1", step=14, signum=signum))
+        assert main(["train", *SMALL, "--run-dir", str(run)]) == 128 + signum
     err = capsys.readouterr().err
     assert f"wrote {run / 'members' / 'm1' / 'checkpoints' / 'last.ckpt'}" in err, err
     assert f"continue with: zoo train --resume {run}" in err and "Traceback" not in err
