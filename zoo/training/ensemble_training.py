@@ -216,14 +216,19 @@ def _share_stop_request(value: Any) -> None:
 
 class _StopWhenAsked(L.Callback):
     """In a member's worker process: a signal the ensemble's process got stops this member at the end of its
-    step too, as its own signal would (a signal sent to both is acted on once)."""
+    step too, as its own signal would (a signal sent to both is acted on once). So does the end of the
+    ensemble's process (kill -9): the member, orphaned, would otherwise train on outside the folder's lock."""
 
     def __init__(self, request: Any, watch: SignalStop) -> None:
         self.request, self.watch = request, watch
+        self.parent = os.getppid()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.request.value and self.watch.received is None:
-            self.watch.received = self.request.value
+        if self.watch.received is None:
+            if self.request.value:
+                self.watch.received = self.request.value
+            elif os.getppid() != self.parent:
+                self.watch.received = signal.SIGTERM
 
 
 def _fit_member(recipe_data: dict[str, Any], source: str | None, folder: str, bootstrap: int | None,
@@ -240,12 +245,15 @@ def _fit_member(recipe_data: dict[str, Any], source: str | None, folder: str, bo
     member = from_dict(recipe_data, str(folder))
     member.source = source
     signals = SignalStop().install()
+    watch = _StopWhenAsked(_stop_request, signals)
     try:
-        MemberJob(member, Path(folder), bootstrap).run(False, signals, [_StopWhenAsked(_stop_request, signals)])
+        MemberJob(member, Path(folder), bootstrap).run(False, signals, [watch])
     except Interrupted as stop:
         return stop.signum  # its checkpoint is written; an Interrupted does not survive the trip back
     finally:
         signals.restore()
+        if os.getppid() != watch.parent:
+            os._exit(1)  # nobody is left to take the result: the pool's worker would wait for work forever
     return None
 
 
