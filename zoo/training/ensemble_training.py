@@ -142,11 +142,11 @@ def train_ensemble(
         MemberJob(member, path / "members" / f"m{i}", 10_000 + member.seed if ens.bootstrap else None)
         for i, member in enumerate(member_recipes(recipe, path.name))
     ]
-    earlier = sum(job.seconds_before() for job in jobs)
-    pending = [job for job in jobs if not finished(job.folder)]
     for job in jobs:
         if finished(job.folder):  # kept as it is: it must be a member of this recipe
             refuse_edited_recipe(safe_load(job.best_checkpoint()), job.recipe, path, FOLDER_NAMED)
+    earlier = sum(job.seconds_before() for job in jobs)
+    pending = [job for job in jobs if not finished(job.folder)]
     if ens.parallel > 1:
         _fit_in_parallel(pending, ens.parallel, signals)
     else:
