@@ -385,7 +385,9 @@ def test_list_imports_a_plugin_file_and_a_file_and_a_package_of_one_name_stay_ap
 
 
 def test_parallel_ensemble_members_import_the_parents_plugin_files(tmp_path, install):
-    from zoo.training.ensemble_training import _fit_member
+    import multiprocessing
+
+    from zoo.training.ensemble_training import _fit_member, _share_stop_request
 
     plugin = tmp_path / "member_act.py"
     plugin.write_text(textwrap.dedent(FILE_PLUGIN).replace('"sq"', '"member_act"'))
@@ -395,9 +397,10 @@ def test_parallel_ensemble_members_import_the_parents_plugin_files(tmp_path, ins
                                                  "model.width=8"]).to_dict()
     install()  # a fresh worker process: the file is not imported there
     assert "member_act" not in zoo.activations
-    (tmp_path / "m0").mkdir()
-    best = _fit_member(recipe, None, str(tmp_path / "m0"), None, None, [str(plugin)])
-    assert Path(best).is_file() and "member_act" in zoo.activations
+    _share_stop_request(multiprocessing.Value("i", 0))  # as the pool's initializer does in a worker
+    member = tmp_path / "members" / "m0"
+    assert _fit_member(recipe, None, str(member), None, None, [str(plugin)]) is None  # finished, not stopped
+    assert (member / "metrics.json").is_file() and "member_act" in zoo.activations
 
 
 @pytest.mark.parametrize("shape", [[12], [2, 6]])

@@ -15,8 +15,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from run_stops import one_torch_thread
+from run_stops import with_callback as _with_callback
 
-import zoo.training.fit as training
 from zoo.cli.main import main
 from zoo.core.io import atomic_torch_save
 from zoo.training.checkpoints import Interrupted
@@ -31,17 +32,8 @@ SMALL = ["trainer.max_epochs=3", "data.batch_size=128", "model.width=64", "logge
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    # in-process runs and the subprocesses must sum in the same order to give identical figures,
-    # whatever thread count earlier tests left behind
-    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if omp is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = omp
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +55,6 @@ class CrashAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise SystemExit("simulated kill")
-
-
-def _with_callback(monkeypatch, callback) -> None:
-    make = training.make_trainer
-
-    def patched(*args, **kwargs):
-        kwargs["extra_callbacks"] = [*(kwargs.get("extra_callbacks") or []), callback]
-        return make(*args, **kwargs)
-
-    monkeypatch.setattr(training, "make_trainer", patched)
 
 
 @pytest.mark.parametrize("step", [14, 20, 27])  # mid-epoch 2, its last step, mid-epoch 3

@@ -360,7 +360,9 @@ def fit_one(
     callbacks: Iterable[Any] = (),
     ckpt_path: Path | None = None,
     wandb_resume_id: str | None = None,
+    signals: Any | None = None,
 ) -> RunResult:
-    """Train one model into the existing folder ``path`` (from ``ckpt_path`` when resuming) and evaluate it."""
-    prepared = prepare_fit(recipe, path, progress, bootstrap_seed=bootstrap_seed, callbacks=callbacks)
+    """Train one model into the existing folder ``path`` (from ``ckpt_path`` when resuming) and evaluate it;
+    ``signals``: the run owner's installed :class:`zoo.training.checkpoints.SignalStop`, if any."""
+    prepared = prepare_fit(recipe, path, progress, bootstrap_seed=bootstrap_seed, callbacks=callbacks, signals=signals)
     return run_fit(prepared, path, ckpt_path=ckpt_path, wandb_resume_id=wandb_resume_id)

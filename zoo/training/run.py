@@ -6,7 +6,7 @@ the run folder claimed (locked, created, an overwritten run set aside: zoo.train
 W&B logger created (zoo.training.fit.run_fit). A failure before the run can be resumed removes the folder
 again and puts back the run it replaced. A resumed run goes on from its folder's
 ``checkpoints/last.ckpt`` with the folder's own recipe, which must be the one its checkpoint was trained
-with.
+with; an ensemble goes on member by member (zoo.training.ensemble_training.train_ensemble).
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ def train(
     signals.install()
     try:
         folder = RunFolder.claim(path, overwrite)
-        folder.can_resume = prepared is not None
         with _owning(folder):
             write_recipe(resolved, path)
             # Lightning starts the other DDP ranks by running this same command again; they read this to join in
@@ -89,7 +88,7 @@ def train(
             else:
                 from zoo.training.ensemble_training import train_ensemble
 
-                result = train_ensemble(resolved, path, progress)
+                result = train_ensemble(resolved, path, progress, signals=signals)
             _report(result, path, start)
     finally:
         signals.restore()
@@ -104,9 +103,14 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
     signals = SignalStop()
     folder = RunFolder.reopen(path)  # refused while another process runs it
     with _owning(folder):
+        resolved = load_unfinished(path)
+        if resolved.ensemble is not None:
+            result = _resume_ensemble(resolved, path, progress, signals)
+            _report(result, path, start, earlier=result.seconds)
+            return result
         resolved, ckpt, step, earlier = resume_point(path)
         prepared = prepare_fit(resolved, path, progress, signals=signals)
-        wandb_id = _prepare_resume(path, step)
+        wandb_id = prepare_resume(path, step)
         os.environ[RUN_DIR_ENV] = str(path)
         signals.install()
         try:
@@ -115,6 +119,19 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
             signals.restore()
         _report(result, path, start, earlier)
     return result
+
+
+def _resume_ensemble(resolved: Recipe, path: Path, progress: bool | None, signals: SignalStop) -> RunResult:
+    """An ensemble goes on member by member (see zoo.training.ensemble_training); the result's ``seconds``
+    are what its earlier sittings took."""
+    from zoo.training.ensemble_training import train_ensemble
+
+    os.environ[RUN_DIR_ENV] = str(path)
+    signals.install()
+    try:
+        return train_ensemble(resolved, path, progress, signals=signals, resume=True)
+    finally:
+        signals.restore()
 
 
 def _as_worker(resolved: Recipe, path: Path, progress: bool | None, ckpt: Path | None) -> RunResult:
@@ -183,36 +200,59 @@ class _DropReplacedRun(L.Callback):
         self._check(trainer)
 
 
+def load_unfinished(path: Path) -> Recipe:
+    """The recipe of a run folder that has not finished; a clear error for a finished one."""
+    if (path / "metrics.json").is_file():
+        raise ZooError(f"--resume {path}: that run finished (see its metrics.json); there is nothing to resume")
+    return load(path / "recipe.yaml")
+
+
 def resume_point(path: Path) -> tuple[Recipe, Path, int, float]:
     """The recipe, checkpoint and step a stopped run folder goes on from, and the seconds its sittings took
     to that checkpoint; a clear error when it cannot."""
+    resolved = load_unfinished(path)
+    if resolved.ensemble is not None:
+        raise ZooError(f"--resume {path}: an ensemble goes on member by member, not from one checkpoint")
+    ckpt, step, seconds = checkpoint_to_resume(path, resolved)
+    return resolved, ckpt, step, seconds
+
+
+def checkpoint_to_resume(
+    path: Path, resolved: Recipe, run: Path | None = None, ignored: tuple[str, ...] = ()
+) -> tuple[Path, int, float]:
+    """The ``last.ckpt`` of the run in ``path``, checked to have been trained with ``resolved``; its step and
+    the seconds its sittings took to it. ``run``: the folder whose recipe.yaml ``resolved`` comes from (an
+    ensemble's, for a member); ``ignored``: recipe keys that may differ (see :func:`refuse_edited_recipe`)."""
     from zoo.training.evaluation import safe_load
 
-    if (path / "metrics.json").is_file():
-        raise ZooError(f"--resume {path}: that run finished (see its metrics.json); there is nothing to resume")
     ckpt = path / "checkpoints" / LAST_CHECKPOINT
     if not ckpt.is_file():
         raise ZooError(
             f"--resume {path}: no checkpoints/{LAST_CHECKPOINT} (the run stopped before its first checkpoint); "
             f"start it again with: zoo train {path / 'recipe.yaml'} --run-dir {path} --overwrite"
         )
-    resolved = load(path / "recipe.yaml")
-    if resolved.ensemble is not None:
-        raise ZooError(f"--resume {path}: resuming an ensemble is not supported; train it again")
     state = safe_load(ckpt)
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
         raise ZooError(f"{ckpt}: not a zoo training checkpoint (no global_step)")
+    refuse_edited_recipe(state, resolved, run or path, ignored)
+    return ckpt, state["global_step"], seconds_so_far(state)
+
+
+def refuse_edited_recipe(state: dict[str, Any], resolved: Recipe, run: Path, ignored: tuple[str, ...] = ()) -> None:
+    """A clear error when checkpoint ``state`` was trained with another recipe than ``resolved``, which
+    comes from ``run``'s recipe.yaml; keys in ``ignored`` (an ensemble's W&B names, which follow its
+    folder's name) may differ."""
     trained = (state.get("hyper_parameters") or {}).get("recipe")
-    if isinstance(trained, dict):
-        changed = recipe_changes(trained, resolved.to_dict())
-        if changed:
-            raise ZooError(
-                f"--resume {path}: recipe.yaml is not the recipe its checkpoint was trained with "
-                f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); a resumed run goes on "
-                f"with its own recipe: undo the edit, or train the edited recipe as a new run: "
-                f"zoo train {path / 'recipe.yaml'} --run-dir NEW_FOLDER"
-            )
-    return resolved, ckpt, state["global_step"], seconds_so_far(state)
+    if not isinstance(trained, dict):
+        return
+    changed = [c for c in recipe_changes(trained, resolved.to_dict()) if c.split(":", 1)[0] not in ignored]
+    if changed:
+        raise ZooError(
+            f"--resume {run}: recipe.yaml is not the recipe its checkpoint was trained with "
+            f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); a resumed run goes on "
+            f"with its own recipe: undo the edit, or train the edited recipe as a new run: "
+            f"zoo train {run / 'recipe.yaml'} --run-dir NEW_FOLDER"
+        )
 
 
 def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
@@ -232,7 +272,7 @@ def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = ""
     return changes
 
 
-def _prepare_resume(path: Path, step: int) -> str | None:
+def prepare_resume(path: Path, step: int) -> str | None:
     """Trim the metrics a stopped run logged after its checkpoint (the replay logs them again); its W&B id."""
     from zoo.monitoring.wandb_logging import read_run_id
     from zoo.training.checkpoints import trim_metrics_csv

@@ -244,7 +244,6 @@ class RunFolder:
     created: Path | None = None  # the folder did not exist before: the topmost folder this run made
     aside: Path | None = None  # the run --overwrite replaced, kept until the new one can be resumed
     fresh: bool = True  # a new run (False: a resumed one, whose files are never removed)
-    can_resume: bool = True  # False for ensembles: they never go on with --resume
 
     @classmethod
     def claim(cls, path: Path, overwrite: bool) -> RunFolder:
@@ -269,7 +268,11 @@ class RunFolder:
             folder.recover()
             check_target(path, overwrite, locked=True)  # again: another run may have written here meanwhile
             if run_files(path):
+                replaced = contents(path)
                 folder.aside = folder._set_aside()
+                if replaced:  # a run stopped before its first checkpoint loses nothing worth naming
+                    print(f"zoo: --overwrite {path}: replacing the run it held ({replaced}); deleted once the new "
+                          "run has a checkpoint or finishes, put back if it fails before", file=sys.stderr)
             folder._write_marker()
         except BaseException:
             folder.abandon()
@@ -374,7 +377,7 @@ class RunFolder:
     def end(self, ok: bool) -> bool:
         """The run is over: keep it (finished, or resumable) or :meth:`abandon` it, releasing the lock either
         way. Whether the run was kept."""
-        if ok or not self.fresh or (self.can_resume and resumable(self.path)):
+        if ok or not self.fresh or resumable(self.path):
             self.settle()
             self.lock.release()
             return True
@@ -383,8 +386,43 @@ class RunFolder:
 
 
 def resumable(path: Path) -> bool:
-    """Whether the run in ``path`` can go on with --resume (a single model's last checkpoint is there)."""
-    return (path / "checkpoints" / "last.ckpt").is_file() and not (path / "members").exists()
+    """Whether the run in ``path`` can go on with --resume: its last checkpoint is there (a single model's, a
+    snapshot ensemble's), or an ensemble member has finished or has a last checkpoint of its own."""
+    return (path / "checkpoints" / "last.ckpt").is_file() or any(
+        finished(member) or (member / "checkpoints" / "last.ckpt").is_file() for member in member_folders(path)
+    )
+
+
+def finished(path: Path) -> bool:
+    """Whether the run (or ensemble member) in ``path`` finished: its metrics.json is written last."""
+    return (path / "metrics.json").is_file()
+
+
+def member_folders(path: Path) -> list[Path]:
+    """An ensemble's member folders, ``members/m<i>``, in member order."""
+    found = [p for p in (path / "members").glob("m*") if p.is_dir() and p.name[1:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[1:]))
+
+
+def contents(path: Path) -> str:
+    """What a run folder holds that only training again would bring back, in words ('' when nothing)."""
+    held = []
+    if finished(path):
+        held.append("a finished run (metrics.json)")
+    if (path / "checkpoints").is_dir():
+        held += [f"checkpoints/{p.name}" for p in sorted((path / "checkpoints").glob("*.ckpt"))]
+    snapshots = sorted((path / "snapshots").glob("*.ckpt"))
+    if snapshots:
+        held.append(f"{len(snapshots)} snapshot{'s' if len(snapshots) > 1 else ''}")
+    members = member_folders(path)
+    done = [m.name for m in members if finished(m)]
+    begun = [m.name for m in members if not finished(m) and (m / "checkpoints" / "last.ckpt").is_file()]
+    if done:
+        held.append(f"finished member{'s' if len(done) > 1 else ''} {', '.join(done)}")
+    if begun:
+        held.append(f"the checkpoint{'s' if len(begun) > 1 else ''} of member{'s' if len(begun) > 1 else ''} "
+                    f"{', '.join(begun)}")
+    return "; ".join(held)
 
 
 def remove_stale_temp_files(path: Path) -> list[Path]:
