@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli.args import add_plugin_option
+
 
 def cmd_lr_find(ns: argparse.Namespace) -> int:
-    from zoo.cli.args import split_recipe
+    from zoo.cli.args import load_plugins_passed, split_recipe
     from zoo.core.errors import ZooError
     from zoo.core.recipe import find
     from zoo.tools.lr_find import lr_find, lr_recipe_path, plot, write_recipe
 
+    load_plugins_passed(ns)
     recipe, overrides = split_recipe(ns.args)
     if ns.write and lr_recipe_path(find(recipe)).exists() and not ns.overwrite:  # said before the sweep runs
         raise ZooError(f"{lr_recipe_path(find(recipe))} exists already; pass --overwrite to replace it")
@@ -55,4 +58,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--write", action="store_true", help="write <name>.lr.yaml with the suggested optimizer.lr")
     p.add_argument("--overwrite", action="store_true", help="let --write replace an existing <name>.lr.yaml")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    add_plugin_option(p)
     p.set_defaults(func=cmd_lr_find)

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo.cli.args import split_recipe
+from zoo.cli.args import add_plugin_option, load_plugins_passed, split_recipe
 from zoo.core.errors import ZooError, brief, clip
 
 EXIT_USAGE = 2
@@ -28,14 +28,12 @@ COMMAND_MODULES = [
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from zoo.core import discovery
     from zoo.training.checkpoints import Interrupted
     from zoo.training.fit import process_rank
     from zoo.training.run import train
 
     recipe, overrides = split_recipe(ns.args)
-    # before the recipe is read, so that its components (or a resumed run's) can come from these
-    discovery.load_local(ns.plugin, kind="--plugin")
+    load_plugins_passed(ns)
     try:
         result = train(recipe, overrides, run_dir=ns.run_dir, overwrite=ns.overwrite, resume=ns.resume)
     except Interrupted as stop:
@@ -185,6 +183,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 def cmd_show(ns: argparse.Namespace) -> int:
     from zoo.core.recipe import load
 
+    load_plugins_passed(ns)
     recipe, overrides = split_recipe(ns.args)
     resolved = load(recipe, overrides)
     if ns.stats:
@@ -256,6 +255,7 @@ def cmd_augment(ns: argparse.Namespace) -> int:
     from zoo.core.recipe import load
     from zoo.data.grid import augmentation_grid
 
+    load_plugins_passed(ns)
     recipe, overrides = split_recipe(ns.args)
     path = augmentation_grid(load(recipe, overrides), ns.out, n=ns.n, seed=ns.seed)
     print(f"wrote {path}")
@@ -292,11 +292,7 @@ def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="data.key=value", help="change the data (e.g. data.split_seed=1)"
     )
     cmd.add_argument("--split", default="test", choices=["train", "val", "test"])
-    cmd.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="import this plugin (a module or .py file); a plugin the checkpoint's recipe names is imported "
-        "only when named here (a checkpoint alone never runs code)",
-    )
+    add_plugin_option(cmd, "(a module or .py file)")
     return cmd
 
 
@@ -320,10 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint (no RECIPE then)"
     )
-    train.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-        help="import this plugin first (e.g. a module a resumed run's components came from)",
-    )
+    add_plugin_option(train, "first (e.g. the one a resumed run's components came from)")
     train.set_defaults(func=cmd_train)
 
     show = sub.add_parser("show", help="print the fully resolved recipe")
@@ -335,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--input-shape", metavar="CxHxW", help="with --stats: this input shape instead of the data's")
     show.add_argument("--classes", type=int, metavar="N", help="with --stats: this many classes instead of the data's")
+    add_plugin_option(show)
     show.set_defaults(func=cmd_show)
 
     ev = _model_command(sub, "eval", "evaluate a trained model or ensemble (run folder or checkpoint)")
@@ -351,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--out", default="augment-grid.png", help="PNG file to write (default: augment-grid.png)")
     aug.add_argument("--n", type=int, default=16, help="how many images (default: 16)")
     aug.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws")
+    add_plugin_option(aug)
     aug.set_defaults(func=cmd_augment)
 
     docs = sub.add_parser("docs", help="print the recipe reference generated from the code")

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from zoo.cli.args import add_plugin_option
 from zoo.core.errors import ZooError
 
 
@@ -18,7 +19,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
         return _wandb(ns)
     from zoo.reporting.html_report import write_report
 
-    out = write_report(ns.run_dirs, ns.out or "report.html", confusion=not ns.no_confusion)
+    out = write_report(ns.run_dirs, ns.out or "report.html", confusion=not ns.no_confusion, plugins=ns.plugin)
     print(f"wrote {out}")
     return 0
 
@@ -77,6 +78,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--no-confusion", action="store_true", help="skip loading each model to draw its confusion matrix"
     )
+    add_plugin_option(p, "to load the models for the confusion matrices")
     p.add_argument("--wandb", action="store_true", help="a W&B Report instead of HTML (needs zoo[reports])")
     p.add_argument("--publish", metavar="SPEC", help="save a report spec written by --wandb --out on W&B")
     p.add_argument("--title", help="the W&B Report's title (default: zoo: and the run folders' names)")

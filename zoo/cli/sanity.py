@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli.args import add_plugin_option
+
 
 def cmd_sanity(ns: argparse.Namespace) -> int:
-    from zoo.cli.args import split_recipe
+    from zoo.cli.args import load_plugins_passed, split_recipe
     from zoo.tools.sanity import format_table, run
 
+    load_plugins_passed(ns)
     recipe, overrides = split_recipe(ns.args)
     results = run(recipe, overrides, steps=ns.steps, lr=ns.lr, examples=ns.examples)
     print(format_table(results))
@@ -35,4 +38,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of the overfit check (default: 0.1)")
     p.add_argument("--examples", type=int, default=20, help="training examples to memorize (default: 20)")
     p.add_argument("--json", action="store_true", help="print a JSON report as the last line")
+    add_plugin_option(p)
     p.set_defaults(func=cmd_sanity)

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from zoo.core.errors import ZooError
-from zoo.core.recipe import Recipe
+from zoo.core.recipe import RUN_MARKER, Recipe
 
 RUNS_DIR = Path("runs")
 RUN_DIR_ENV = "ZOO_RUN_DIR"
-MARKER = ".zoo-run"
+MARKER = RUN_MARKER
 LOCK_FILE = ".zoo-lock"
 RECIPE_HEADER = "# resolved from "
 # written by zoo itself, not by the run: a folder holding only these has no run in it yet
