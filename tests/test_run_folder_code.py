@@ -61,6 +61,7 @@ COMMANDS = {
     "augment": ["augment", "run/recipe.yaml", "--out", "grid.png"],
     "sanity": ["sanity", "run/recipe.yaml"],
     "lr-find": ["lr-find", "run/recipe.yaml", "--steps", "3"],
+    "sweep": ["sweep", "sweep.yaml", "--sweep-dir", "sweep"],
 }
 
 
@@ -86,7 +87,7 @@ def test_no_command_imports_a_plugin_a_run_folder_names(planted, command, monkey
     elif command != "report --wandb":  # that one stops earlier: the run has no W&B run
         assert code == 2, err
         assert f"pass --plugin {plugin}" in err and "Traceback" not in err
-    assert not (root / "again").exists()
+    assert not (root / "again").exists() and not (root / "sweep").exists()
 
 
 def test_the_planted_plugin_runs_when_the_user_passes_it(planted, monkeypatch):

@@ -71,28 +71,30 @@ def run_files(path: Path) -> list[Path]:
         return []
 
 
-def _os_error(path: Path, exc: OSError) -> ZooError:
-    return ZooError(f"--run-dir {path}: cannot write there: {exc.strerror or exc}")
+def _os_error(path: Path, exc: OSError, option: str = "--run-dir") -> ZooError:
+    return ZooError(f"{option} {path}: cannot write there: {exc.strerror or exc}")
 
 
-def check_target(path: Path, overwrite: bool, locked: bool = False) -> None:
+def check_target(path: Path, overwrite: bool, locked: bool = False, option: str = "--run-dir",
+                 resume: str = "--resume") -> None:
     """Refuse a --run-dir that zoo may not write into, before anything is built or written (and again once
-    ``locked``: then this process holds the folder's lock)."""
+    ``locked``: then this process holds the folder's lock). ``option`` and ``resume``: how the command
+    names the folder and continues it (a sweep's folder follows the same rules)."""
     if path.exists() and not path.is_dir():
-        raise ZooError(f"--run-dir {path}: a file is in the way (not a directory); name another folder")
+        raise ZooError(f"{option} {path}: a file is in the way (not a directory); name another folder")
     if not run_files(path):
         return
     if not is_run_folder(path):
         raise ZooError(
-            f"--run-dir {path}: not a zoo run folder, and not empty; zoo writes runs only into an empty folder "
+            f"{option} {path}: not a zoo run folder, and not empty; zoo writes runs only into an empty folder "
             "or replaces (--overwrite) a run folder: name another folder"
         )
     holder = None if locked else RunLock.holder(path)
     if holder is not None:
-        raise ZooError(f"run directory {path} is in use by {holder}; wait for that run to end, or stop it first")
+        raise ZooError(f"{option} {path} is in use by {holder}; wait for that run to end, or stop it first")
     if not overwrite:
         raise ZooError(
-            f"run directory {path} already exists; continue it with --resume {path}, or replace it with --overwrite"
+            f"{option} {path} already exists; continue it with {resume} {path}, or replace it with --overwrite"
         )
 
 
@@ -247,8 +249,9 @@ class RunFolder:
     can_resume: bool = True  # False for ensembles: they never go on with --resume
 
     @classmethod
-    def claim(cls, path: Path, overwrite: bool) -> RunFolder:
-        """Lock ``path`` for a new run, creating it, or replacing the run in it when ``overwrite``."""
+    def claim(cls, path: Path, overwrite: bool, option: str = "--run-dir", resume: str = "--resume") -> RunFolder:
+        """Lock ``path`` for a new run, creating it, or replacing the run in it when ``overwrite``
+        (``option``, ``resume``: see :func:`check_target`)."""
         top = None
         if not path.is_dir():
             top = path
@@ -257,7 +260,7 @@ class RunFolder:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _os_error(path, exc) from None
+            raise _os_error(path, exc, option) from None
         try:
             lock = RunLock.acquire(path)
         except BaseException:
@@ -267,7 +270,7 @@ class RunFolder:
         folder = cls(path, lock, created=top)
         try:
             folder.recover()
-            check_target(path, overwrite, locked=True)  # again: another run may have written here meanwhile
+            check_target(path, overwrite, locked=True, option=option, resume=resume)  # another may have written here meanwhile
             if run_files(path):
                 folder.aside = folder._set_aside()
             folder._write_marker()
