@@ -25,7 +25,8 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def _wandb(ns: argparse.Namespace) -> int:
-    from zoo.monitoring.wandb_logging import api_key_configured, sync_command
+    from zoo.monitoring.wandb_logging import sync_command
+    from zoo.monitoring.wandb_target import api_key_configured
     from zoo.reporting.wandb_report import build_spec, publish, write_spec
 
     spec = build_spec(ns.run_dirs, title=ns.title, project=ns.project, entity=ns.entity)

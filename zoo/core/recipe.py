@@ -190,9 +190,12 @@ class WandbSection(_Section):
     """Weights & Biases: one run per job (rank 0 only), offline unless an API key is configured."""
 
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
-        "auto", description="auto: online when an API key is configured, otherwise offline."
+        "auto",
+        description="auto: WANDB_MODE if set, else online when an API key is configured and offline otherwise; "
+        "WANDB_MODE=offline or disabled (or WANDB_DISABLED=true) turns any mode down, and online without an "
+        "API key, or with a server that does not answer within WANDB_INIT_TIMEOUT seconds (15), logs offline.",
     )
-    project: str = Field("zoo", description="W&B project.")
+    project: str | None = Field(None, description="W&B project; None: WANDB_PROJECT, else zoo.")
     entity: str | None = Field(None, description="W&B entity (user or team); None: the account's default.")
     group: str | None = Field(
         None, description="Group runs together; None: an ensemble or a sweep groups its runs by its folder's name."
