@@ -30,6 +30,23 @@ def _plant(run: Path, plugin: Path) -> None:
         torch.save(state, ckpt)
 
 
+def _hand_over_a_sweep(folder: Path, plugin: Path, sweep: str) -> None:
+    """A stopped sweep's folder whose record names a sweep file, whose recipe lists the plugin."""
+    from zoo.core.io import write_json
+    from zoo.tools.sweep import load_sweep
+    from zoo.tools.sweep_folder import RECORD, described
+    from zoo.training.run_folder import MARKER
+
+    elsewhere = folder.parent / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "recipe.yaml").write_text(f"base: {zoo.__path__[0]}/../recipes/mlp-digits.yaml\nplugins: [{plugin}]\n")
+    (elsewhere / "sweep.yaml").write_text(f"base: recipe.yaml\n{sweep}")
+    folder.mkdir()
+    (folder / MARKER).write_text("{}")
+    spec = load_sweep(elsewhere / "sweep.yaml")
+    write_json(folder / RECORD, {"sweep_file": str(elsewhere / "sweep.yaml"), "sweep": described(spec), "trials": {}})
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """(root, finished run, stopped run, plugin file, marker): both runs name the plugin; nothing ran it yet."""
@@ -42,9 +59,9 @@ def planted(tmp_path_factory):
     _plant(root / "run", plugin)
     shutil.copytree(root / "run", root / "stopped")
     (root / "stopped" / "metrics.json").unlink()  # as a run killed after its checkpoint leaves it
-    (root / "sweep.yaml").write_text(
-        "base: run/recipe.yaml\ntrials: 1\nepochs_per_stage: 1\nparameters:\n  optimizer.lr: {values: [0.01]}\n"
-    )
+    sweep = "trials: 1\nepochs_per_stage: 1\nparameters:\n  optimizer.lr: {values: [0.01]}\n"
+    (root / "sweep.yaml").write_text(f"base: run/recipe.yaml\n{sweep}")
+    _hand_over_a_sweep(root / "handed", plugin, sweep)
     assert not marker.exists()
     return root, plugin, marker
 
@@ -62,6 +79,7 @@ COMMANDS = {
     "sanity": ["sanity", "run/recipe.yaml"],
     "lr-find": ["lr-find", "run/recipe.yaml", "--steps", "3"],
     "sweep": ["sweep", "sweep.yaml", "--sweep-dir", "sweep"],
+    "sweep --resume": ["sweep", "--resume", "handed"],
 }
 
 
@@ -88,6 +106,7 @@ def test_no_command_imports_a_plugin_a_run_folder_names(planted, command, monkey
         assert code == 2, err
         assert f"pass --plugin {plugin}" in err and "Traceback" not in err
     assert not (root / "again").exists() and not (root / "sweep").exists()
+    assert sorted(p.name for p in (root / "handed").iterdir()) == [".zoo-run", "sweep.json"]
 
 
 def test_the_planted_plugin_runs_when_the_user_passes_it(planted, monkeypatch):

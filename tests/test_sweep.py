@@ -212,7 +212,7 @@ def test_a_sweep_folder_follows_the_rules_of_a_run_folder(tmp_path, monkeypatch,
     assert main(["sweep", str(path), "--sweep-dir", "done"]) == 0
     assert (tmp_path / "done" / MARKER).is_file() and not (tmp_path / "done" / ".zoo-lock").exists()
     assert main(["sweep", str(path), "--sweep-dir", "done"]) == 2
-    assert "--sweep-dir done already exists; continue it with zoo sweep --resume done, or replace it with --overwrite" in (
+    assert "sweep folder done already exists; continue it with zoo sweep --resume done, or replace it with --overwrite" in (
         capsys.readouterr().err)
     lock = RunLock.acquire(tmp_path / "done")  # as a sweep still running holds it
     try:
@@ -274,7 +274,8 @@ def test_a_signal_stops_a_sweep_like_a_run_and_resume_runs_only_what_is_left(tmp
     proc = subprocess.run([sys.executable, "-m", "zoo", "sweep", "sweep.yaml", "--sweep-dir", "sw"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
     assert proc.returncode == 143, proc.stderr
-    assert "zoo: stopped by SIGTERM at epoch 1, step 5\nzoo: continue with: zoo sweep --resume sw" in proc.stderr
+    assert f"zoo: stopped by SIGTERM at epoch 1, step 5\nzoo: continue with: zoo sweep --resume sw --plugin {faults}\n" in (
+        proc.stderr)
     assert "Traceback" not in proc.stderr
     sw = tmp_path / "sw"
     assert (sw / "s1-t01" / "metrics.json").is_file() and (sw / "s1-t02" / "checkpoints" / "last.ckpt").is_file()
@@ -285,7 +286,7 @@ def test_a_signal_stops_a_sweep_like_a_run_and_resume_runs_only_what_is_left(tmp
     old = Path.cwd()
     os.chdir(tmp_path)
     try:
-        assert main(["sweep", "--resume", "sw", "--json"]) == 0
+        assert main(["sweep", "--resume", "sw", "--plugin", str(faults)]) == 0
     finally:
         os.chdir(old)
     assert sorted(p.name for p in sw.glob("s*-t*")) == ["s1-t01", "s1-t02"]

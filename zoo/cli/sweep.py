@@ -48,7 +48,11 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
             result = run_sweep(spec, sweep_dir=ns.sweep_dir, overwrite=ns.overwrite, log=log)
     except Interrupted as stop:
         if stop.resumable:
-            print(f"zoo: {stop}\nzoo: continue with: zoo sweep --resume {stop.run_dir}", file=sys.stderr)
+            from zoo.training.run_folder import plugin_flags
+
+            trial = next(iter(sorted(stop.run_dir.glob("s*-t*/recipe.yaml"))), stop.run_dir / "recipe.yaml")
+            print(f"zoo: {stop}\nzoo: continue with: zoo sweep --resume {stop.run_dir}{plugin_flags(trial)}",
+                  file=sys.stderr)
         else:
             print(f"zoo: {stop}; no trial had finished or written a checkpoint, so nothing was kept",
                   file=sys.stderr)

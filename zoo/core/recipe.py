@@ -576,12 +576,19 @@ def _check_trainer_extras(section: TrainerSection, where: str) -> None:
             )
 
 
-def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
-    """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong."""
+def load(recipe: str | Path | None = None, overrides: Iterable[str] = (), named_by_run_folder: bool = False) -> Recipe:
+    """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong.
+
+    ``named_by_run_folder``: the recipe's path came from a run folder (a stopped sweep's record), so
+    none of its plugins is the user's own (see :func:`_refuse_code_from_runs`)."""
     path = find(recipe)
     named: dict[bool, set[str]] = {}
     data = _with_overrides(merge(DEFAULT_SECTIONS, _resolve_bases(path, named=named)), overrides)
-    _refuse_code_from_runs(data.get("plugins"), named.get(True, set()) - named.get(False, set()), path)
+    if named_by_run_folder:
+        untrusted, why = set().union(*named.values()), "a run folder names this recipe, which lists"
+    else:
+        untrusted, why = named.get(True, set()) - named.get(False, set()), "this recipe was written by a run and names"
+    _refuse_code_from_runs(data.get("plugins"), untrusted, path, why)
     parsed = _validate(data, str(path), path.parent)
     if parsed.name is None:
         parsed.name = path.stem
@@ -589,7 +596,7 @@ def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Rec
     return parsed
 
 
-def _refuse_code_from_runs(plugins: Any, named_by_runs: set[str], path: Path) -> None:
+def _refuse_code_from_runs(plugins: Any, named_by_runs: set[str], path: Path, why: str) -> None:
     """A plugin that only recipes written by runs name is imported only when the user passed it (``--plugin``)
     or their own recipe imported it, as for a checkpoint (:func:`from_dict`): a run folder from someone
     else must not run their code."""
@@ -598,8 +605,8 @@ def _refuse_code_from_runs(plugins: Any, named_by_runs: set[str], path: Path) ->
     for name in plugins if isinstance(plugins, list) else []:
         if name in named_by_runs and not discovery.imported(name, path.parent):
             raise RecipeError(
-                f"{path}: plugins: this recipe was written by a run and names the plugin {name}, and zoo does not "
-                f"run code a run folder names; if you trust it, pass --plugin {name}"
+                f"{path}: plugins: {why} the plugin {name}, and zoo does not run code a run folder names; "
+                f"if you trust it, pass --plugin {name}"
             )
 
 

@@ -246,13 +246,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
     )
 
 
-def check_before_trials(spec: SweepSpec) -> None:
+def check_before_trials(spec: SweepSpec, resumed: bool = False) -> None:
     """Refuse now what would otherwise stop the sweep at its first trial or later: the base recipe with the
-    sweep's overrides, and a metric no trial reports."""
+    sweep's overrides, and a metric no trial reports. ``resumed``: the sweep file is the one a stopped
+    sweep's folder records, not one the user named, so its plugins need --plugin."""
     from zoo.core.errors import did_you_mean
     from zoo.core.recipe import load
 
-    recipe = load(spec.base, spec.overrides)
+    recipe = load(spec.base, spec.overrides, named_by_run_folder=resumed)
     reported = ENSEMBLE_METRICS if recipe.ensemble is not None else RUN_METRICS
     if spec.metric not in reported:
         raise ZooError(
@@ -401,7 +402,7 @@ def resume_sweep(
     start = time.perf_counter()
     path = Path(sweep_dir)
     spec = spec or stopped_sweep(path)
-    check_before_trials(spec)
+    check_before_trials(spec, resumed=True)
     folder = sweep_folder.reopen(path)
     try:
         done = sweep_folder.read_record(path)["trials"]  # again, under the lock

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.core.errors import ZooError
 from zoo.core.io import write_json
-from zoo.training.run_folder import RUNS_DIR, RunFolder, check_target, new_run_path
+from zoo.training.run_folder import RUNS_DIR, RunFolder, Wording, check_target, new_run_path
 
 if TYPE_CHECKING:
     from zoo.tools.sweep import SweepSpec
 
 RECORD = "sweep.json"
-OPTION = "--sweep-dir"
-RESUME = "zoo sweep --resume"
+WORDS = Wording(option="--sweep-dir", resume="zoo sweep --resume", name="sweep folder")
 
 
 def described(spec: SweepSpec) -> dict[str, Any]:
@@ -36,8 +35,8 @@ def claim(spec: SweepSpec, sweep_dir: str | Path | None, overwrite: bool) -> Run
     """A new sweep's folder, locked (``sweep_dir``, or a fresh one under runs/<name>/), with its record."""
     path = Path(sweep_dir) if sweep_dir is not None else new_run_path(spec.name, RUNS_DIR / spec.name)
     if sweep_dir is not None:
-        check_target(path, overwrite, option=OPTION, resume=RESUME)
-    folder = RunFolder.claim(path, overwrite, option=OPTION, resume=RESUME)
+        check_target(path, overwrite, words=WORDS)
+    folder = RunFolder.claim(path, overwrite, words=WORDS)
     folder.can_resume = False  # what keeps a stopped sweep is its trials (see :func:`keep_if_started`)
     try:
         write_json(path / RECORD, {"sweep_file": str(Path(spec.path).resolve()), "sweep": described(spec),

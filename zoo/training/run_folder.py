@@ -71,15 +71,27 @@ def run_files(path: Path) -> list[Path]:
         return []
 
 
-def _os_error(path: Path, exc: OSError, option: str = "--run-dir") -> ZooError:
-    return ZooError(f"{option} {path}: cannot write there: {exc.strerror or exc}")
+@dataclass(frozen=True)
+class Wording:
+    """How a command's messages name its folder: the option that names it, the command that continues it,
+    and what it is. A sweep's folder (zoo.tools.sweep_folder) follows a run folder's rules in its own words."""
+
+    option: str = "--run-dir"
+    resume: str = "--resume"
+    name: str = "run directory"
 
 
-def check_target(path: Path, overwrite: bool, locked: bool = False, option: str = "--run-dir",
-                 resume: str = "--resume") -> None:
+RUN = Wording()
+
+
+def _os_error(path: Path, exc: OSError, words: Wording = RUN) -> ZooError:
+    return ZooError(f"{words.option} {path}: cannot write there: {exc.strerror or exc}")
+
+
+def check_target(path: Path, overwrite: bool, locked: bool = False, words: Wording = RUN) -> None:
     """Refuse a --run-dir that zoo may not write into, before anything is built or written (and again once
-    ``locked``: then this process holds the folder's lock). ``option`` and ``resume``: how the command
-    names the folder and continues it (a sweep's folder follows the same rules)."""
+    ``locked``: then this process holds the folder's lock)."""
+    option = words.option
     if path.exists() and not path.is_dir():
         raise ZooError(f"{option} {path}: a file is in the way (not a directory); name another folder")
     if not run_files(path):
@@ -91,10 +103,10 @@ def check_target(path: Path, overwrite: bool, locked: bool = False, option: str 
         )
     holder = None if locked else RunLock.holder(path)
     if holder is not None:
-        raise ZooError(f"{option} {path} is in use by {holder}; wait for that run to end, or stop it first")
+        raise ZooError(f"{words.name} {path} is in use by {holder}; wait for that run to end, or stop it first")
     if not overwrite:
         raise ZooError(
-            f"{option} {path} already exists; continue it with {resume} {path}, or replace it with --overwrite"
+            f"{words.name} {path} already exists; continue it with {words.resume} {path}, or replace it with --overwrite"
         )
 
 
@@ -249,9 +261,8 @@ class RunFolder:
     can_resume: bool = True  # False for ensembles: they never go on with --resume
 
     @classmethod
-    def claim(cls, path: Path, overwrite: bool, option: str = "--run-dir", resume: str = "--resume") -> RunFolder:
-        """Lock ``path`` for a new run, creating it, or replacing the run in it when ``overwrite``
-        (``option``, ``resume``: see :func:`check_target`)."""
+    def claim(cls, path: Path, overwrite: bool, words: Wording = RUN) -> RunFolder:
+        """Lock ``path`` for a new run, creating it, or replacing the run in it when ``overwrite``."""
         top = None
         if not path.is_dir():
             top = path
@@ -260,7 +271,7 @@ class RunFolder:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _os_error(path, exc, option) from None
+            raise _os_error(path, exc, words) from None
         try:
             lock = RunLock.acquire(path)
         except BaseException:
@@ -270,7 +281,7 @@ class RunFolder:
         folder = cls(path, lock, created=top)
         try:
             folder.recover()
-            check_target(path, overwrite, locked=True, option=option, resume=resume)  # another may have written here meanwhile
+            check_target(path, overwrite, locked=True, words=words)  # again: another run may have written here meanwhile
             if run_files(path):
                 folder.aside = folder._set_aside()
             folder._write_marker()
@@ -383,6 +394,27 @@ class RunFolder:
             return True
         self.abandon()
         return False
+
+
+def plugin_flags(recipe_file: Path) -> str:
+    """`` --plugin P`` for each plugin a run's recipe.yaml lists: what resuming it takes, since a resumed run
+    imports them only when asked to (zoo.core.recipe.load)."""
+    import shlex
+
+    from zoo.core.recipe import load_yaml
+
+    try:
+        plugins = (load_yaml(recipe_file.read_text(encoding="utf-8")) or {}).get("plugins") or []
+    except Exception:  # noqa: BLE001 - a hint in a message: an unreadable recipe just gives none
+        return ""
+    return "".join(f" --plugin {shlex.quote(p)}" for p in plugins if isinstance(p, str))
+
+
+def resume_command(path: Path) -> str:
+    """The command that continues the stopped run in ``path``."""
+    import shlex
+
+    return f"zoo train --resume {shlex.quote(str(path))}{plugin_flags(Path(path) / 'recipe.yaml')}"
 
 
 def resumable(path: Path) -> bool:
