@@ -47,15 +47,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         else:
             result = run_sweep(spec, sweep_dir=ns.sweep_dir, overwrite=ns.overwrite, log=log)
     except Interrupted as stop:
-        if stop.resumable:
-            from zoo.training.run_folder import plugin_flags
-
-            trial = next(iter(sorted(stop.run_dir.glob("s*-t*/recipe.yaml"))), stop.run_dir / "recipe.yaml")
-            print(f"zoo: {stop}\nzoo: continue with: zoo sweep --resume {stop.run_dir}{plugin_flags(trial)}",
-                  file=sys.stderr)
-        else:
-            print(f"zoo: {stop}; no trial had finished or written a checkpoint, so nothing was kept",
-                  file=sys.stderr)
+        print(_stopped_message(stop), file=sys.stderr)
         return stop.exit_code
     print(format_table(result, spec))
     for i, ranges in enumerate(result.ranges, 1):
@@ -70,6 +62,17 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(result.to_dict()))
     return 0
+
+
+def _stopped_message(stop) -> str:
+    """What a signal did to a sweep, and the command that goes on with it (with the plugins its trials' recipes
+    list: a resumed sweep imports them only when named)."""
+    from zoo.training.run_folder import plugin_flags
+
+    if not stop.resumable:
+        return f"zoo: {stop}; no trial had finished or written a checkpoint, so nothing was kept"
+    trial = next(iter(sorted(stop.run_dir.glob("s*-t*/recipe.yaml"))), stop.run_dir / "recipe.yaml")
+    return f"zoo: {stop}\nzoo: continue with: zoo sweep --resume {stop.run_dir}{plugin_flags(trial)}"
 
 
 def add_parser(subparsers) -> None:
