@@ -334,7 +334,7 @@ def case_lock(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict:
         lock = json.loads((stale / ".zoo-lock").read_text())
         checks["stale_lock_left"] = lock["pid"] == killed.pid
         (workdir / "killed.hold").unlink()
-        code, _, stderr = zoo(["train", "--resume", str(stale)], expect=(0, 2))
+        code, _, stderr = zoo(["train", "--resume", str(stale), "--plugin", str(workdir / "hold.py")], expect=(0, 2))
         checks["stale_lock_taken_over"] = code == 0 and (stale / "metrics.json").is_file()
     else:
         checks["stale_lock_left"] = checks["stale_lock_taken_over"] = False

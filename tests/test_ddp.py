@@ -128,7 +128,8 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(tm
         f"  - {{name: signal_at_step, step: 3, rank: 1, signal_name: SIGTERM, marker: {tmp_path / 'to-rank-1'}}}\n"
         f"  - {{name: signal_at_step, step: 23, rank: 0, signal_name: SIGTERM, marker: {tmp_path / 'to-rank-0'}}}\n"
     )
-    attempts = [("train", str(tmp_path / "r.yaml"), *DDP_RUN, "--run-dir", str(run)), ("train", "--resume", str(run))]
+    resume = ("train", "--resume", str(run), "--plugin", str(FAULTS))  # its recipe names the plugin
+    attempts = [("train", str(tmp_path / "r.yaml"), *DDP_RUN, "--run-dir", str(run)), resume]
     # the ranks agree on stopping every 10 steps: a signal after step 3 stops both after step 10 (mid-epoch)
     for args, marker, stopped_at in zip(attempts, ("to-rank-1", "to-rank-0"), (10, 30)):
         out = zoo(*args, cwd=tmp_path, timeout=300)
@@ -143,6 +144,6 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(tm
         while _alive_with(str(run)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _alive_with(str(run))  # no rank left behind
-    done = zoo("train", "--resume", str(run), "--json", cwd=tmp_path, timeout=300)
+    done = zoo(*resume, "--json", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["metrics"] == reference

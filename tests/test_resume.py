@@ -19,6 +19,7 @@ from run_stops import one_torch_thread
 from run_stops import with_callback as _with_callback
 
 from zoo.cli.main import main
+from zoo.core import discovery
 from zoo.core.io import atomic_torch_save
 from zoo.training.checkpoints import Interrupted
 from zoo.training.run import train
@@ -87,10 +88,11 @@ def test_sigterm_writes_a_checkpoint_mid_epoch_and_resume_is_exact(step, tmp_pat
     )
     assert done.returncode == 128 + 15, done.stderr
     assert "stopped by SIGTERM at epoch" in done.stderr
-    assert f"continue with: zoo train --resume {run}" in done.stderr
+    assert f"continue with: zoo train --resume {run} --plugin {FAULTS}" in done.stderr
     assert "Traceback" not in done.stderr
     # the step it stopped at is in the checkpoint: the current step finished, nothing was lost
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    discovery.load_local([str(FAULTS)], kind="--plugin")  # what --plugin does: the run's recipe names it
     resumed = train(resume=run, progress=False)
     assert resumed.metrics == uninterrupted
 
@@ -107,7 +109,8 @@ def test_sigkill_then_cli_resume(tmp_path, uninterrupted):
     killed = subprocess.run([*cmd, str(recipe), *SMALL, "--run-dir", str(run)], capture_output=True, text=True,
                             timeout=300, cwd=tmp_path, env=env)
     assert killed.returncode == -9
-    resumed = subprocess.run([*cmd, "--resume", str(run), "--json"], capture_output=True, text=True, timeout=300,
+    resumed = subprocess.run([*cmd, "--resume", str(run), "--plugin", str(FAULTS), "--json"], capture_output=True,
+                             text=True, timeout=300,
                              cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["metrics"] == uninterrupted
@@ -289,7 +292,8 @@ def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync,
     assert killed.returncode == -9
     first = read_run_file(run_file(offline_run_dirs(run)[0]))
     assert first.history == []  # the kill lost every row
-    resumed = subprocess.run([*cmd, "--resume", str(run)], capture_output=True, text=True, timeout=300,
+    resumed = subprocess.run([*cmd, "--resume", str(run), "--plugin", str(FAULTS)], capture_output=True, text=True,
+                             timeout=300,
                              cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert f"1 W&B run in 2 sittings logged offline; upload it with: wandb sync {run / 'wandb'}" in resumed.stderr

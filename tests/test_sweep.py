@@ -183,3 +183,115 @@ def test_cli_sweep(tmp_path):
                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert wb.returncode == 0, wb.stderr
     assert yaml.safe_load(wb.stdout)["parameters"]["optimizer.lr"]["distribution"] == "log_uniform_values"
+
+
+def _tiny_grid(tmp_path, file="sweep.yaml", **extra):
+    """A one-stage grid of two real trials, a second or so each."""
+    data = {"base": os.path.relpath(BASE, tmp_path), "method": "grid", "grid_points": 2, "epochs_per_stage": 1,
+            "overrides": TINY, "parameters": {"optimizer.lr": {"log_uniform": [1e-3, 1e-2]}}, **extra}
+    path = tmp_path / file
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_sweep_folder_follows_the_rules_of_a_run_folder(tmp_path, monkeypatch, capsys):
+    """A user's folder (their own results.csv) is refused untouched; an existing sweep is continued or
+    replaced only when asked; a sweep refused at its first trial leaves no folder behind."""
+    from zoo.cli.main import main
+    from zoo.training.run_folder import MARKER, RunLock
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my own numbers\n")
+    path = _tiny_grid(tmp_path, grid_points=1)  # one trial
+    assert main(["sweep", str(path), "--sweep-dir", "mine"]) == 2
+    assert "--sweep-dir mine: not a zoo run folder, and not empty" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["results.csv"] and (mine / "results.csv").read_text() == "my own numbers\n"
+
+    assert main(["sweep", str(path), "--sweep-dir", "done"]) == 0
+    assert (tmp_path / "done" / MARKER).is_file() and not (tmp_path / "done" / ".zoo-lock").exists()
+    assert main(["sweep", str(path), "--sweep-dir", "done"]) == 2
+    assert "sweep folder done already exists; continue it with zoo sweep --resume done, or replace it with --overwrite" in (
+        capsys.readouterr().err)
+    lock = RunLock.acquire(tmp_path / "done")  # as a sweep still running holds it
+    try:
+        assert main(["sweep", "--resume", "done"]) == 2
+        assert f"is in use by zoo (pid {os.getpid()}" in capsys.readouterr().err
+    finally:
+        lock.release()
+    assert main(["sweep", str(path), "--sweep-dir", "done", "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "done").glob("s*-t*")) == ["s1-t01"]
+
+    bad = _tiny_grid(tmp_path, "bad.yaml", name="bad", parameters={"model.activation": {"values": ["rleu"]}})
+    assert main(["sweep", str(bad)]) == 2
+    assert "unknown activations 'rleu'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # neither runs/bad/<sweep> nor runs/bad
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    ({"epochs_per_stage": 0}, "epochs_per_stage: expected positive whole numbers"),
+    ({"epochs_per_stage": 1.5}, "epochs_per_stage: expected positive whole numbers"),
+    ({"metric": "val_accuracy"}, "metric: 'val_accuracy' is not a metric a trial reports (did you mean: val_acc"),
+])
+def test_sweep_mistakes_are_refused_before_any_trial(tmp_path, monkeypatch, capsys, extra, problem):
+    from zoo.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(_tiny_grid(tmp_path, **extra))]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "stage 1" not in err  # no trial began
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_edge_warning_is_printed_once(tmp_path, monkeypatch, capsys):
+    from zoo.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    # the larger rate wins two epochs of this tiny model: the best value sits at the upper edge
+    assert main(["sweep", str(_tiny_grid(tmp_path, parameters={"optimizer.lr": {"log_uniform": [1e-4, 1e-2]}})),
+                 "--sweep-dir", "sw"]) == 0
+    out, err = capsys.readouterr()
+    assert (out + err).count("lies at the upper edge of the searched range") == 1
+
+
+def test_a_signal_stops_a_sweep_like_a_run_and_resume_runs_only_what_is_left(tmp_path):
+    """SIGTERM during the second of two trials: exit 143 with that trial checkpointed; --resume keeps the
+    first trial as it was, resumes the second from its checkpoint (its figures are then those of an
+    uninterrupted run: the first trial's, the same recipe but for the monitor that sent the signal), and
+    runs no third."""
+    from zoo.cli.main import main
+
+    faults = ROOT / "tests" / "plugins" / "faults.py"
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "base": str(BASE), "plugins": [str(faults)], "model": {"width": 16},
+        "trainer": {"limit_train_batches": 3, "max_epochs": 4}, "performance": {"steps_per_execution": 1}}))
+    fired = tmp_path / "signalled"
+    signal_once = {"name": "signal_at_step", "step": 5, "marker": str(fired), "signal_name": "SIGTERM"}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": "base.yaml", "method": "grid", "parameters": {"monitors": {"values": [[], [signal_once]]}}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "zoo", "sweep", "sweep.yaml", "--sweep-dir", "sw"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    assert proc.returncode == 143, proc.stderr
+    assert f"zoo: stopped by SIGTERM at epoch 1, step 5\nzoo: continue with: zoo sweep --resume sw --plugin {faults}\n" in (
+        proc.stderr)
+    assert "Traceback" not in proc.stderr
+    sw = tmp_path / "sw"
+    assert (sw / "s1-t01" / "metrics.json").is_file() and (sw / "s1-t02" / "checkpoints" / "last.ckpt").is_file()
+    assert not (sw / "s1-t02" / "metrics.json").exists() and not (sw / ".zoo-lock").exists()
+    first = (sw / "s1-t01" / "metrics.json").stat().st_mtime_ns
+    started = (sw / "s1-t02" / "recipe.yaml").stat().st_mtime_ns
+
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(["sweep", "--resume", "sw", "--plugin", str(faults)]) == 0
+    finally:
+        os.chdir(old)
+    assert sorted(p.name for p in sw.glob("s*-t*")) == ["s1-t01", "s1-t02"]
+    assert (sw / "s1-t01" / "metrics.json").stat().st_mtime_ns == first  # kept, not trained again
+    assert (sw / "s1-t02" / "recipe.yaml").stat().st_mtime_ns == started  # resumed in its folder, not replaced
+    rows = json.loads((sw / "results.json").read_text())["rows"]
+    assert len(rows) == 2 and rows[0]["val_acc"] == rows[1]["val_acc"]
+    assert json.loads((sw / "s1-t02" / "metrics.json").read_text())["val_acc"] == rows[0]["val_acc"]

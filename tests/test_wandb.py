@@ -263,3 +263,78 @@ def test_ensemble_logs_a_run_of_its_own_next_to_members_named_by_its_folder(
     uploaded = {f.stem.removeprefix("run-") for f in would_sync(run_dir / "wandb")}
     assert uploaded == {s[0].run_id for s in runs.values()}
 
+
+
+@pytest.fixture
+def api_key(tmp_path, monkeypatch):
+    """An API key configured, and a W&B server that refuses every connection (a bound port nobody listens
+    on): whatever tries to go online fails at once, here, instead of reaching the internet."""
+    import socket
+
+    from zoo.monitoring import wandb_target
+
+    monkeypatch.setattr(wandb_target, "_said", set())  # each test sees its own warnings
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    for name in ("WANDB_PROJECT", "WANDB_DISABLED", "WANDB_ENTITY", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
+    yield
+    closed.close()
+
+
+def test_wandb_environment_variables_are_obeyed(tmp_path, monkeypatch, capsys, api_key):
+    """WANDB_MODE=offline keeps a run offline with an API key configured, WANDB_PROJECT names its project,
+    WANDB_MODE=disabled and WANDB_DISABLED=true turn W&B off; a recipe's own project and mode win over the
+    environment except where the environment turns W&B down."""
+    from zoo.monitoring.wandb_logging import read_run_id, wandb_logger
+    from zoo.monitoring.wandb_target import project, resolve_mode
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    logger = wandb_logger(load(None, []), tmp_path)
+    assert logger.mode == "offline"
+    logger.start()
+    logger.finish()
+    run = read_offline_run(tmp_path)
+    assert run.project == "from-env" and run.run_id == read_run_id(tmp_path)
+    assert "warning" not in capsys.readouterr().err  # nothing tried to go online
+    assert project("mine") == "mine" and project(None) == "from-env"
+    assert resolve_mode("online") == "offline"
+    for name, value in (("WANDB_MODE", "disabled"), ("WANDB_DISABLED", "true")):
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+        monkeypatch.setenv(name, value)
+        assert wandb_logger(load(None, ["logger.wandb.mode=online"]), tmp_path / name) is None
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert resolve_mode("auto") == "online" and resolve_mode("offline") == "offline"
+    monkeypatch.delenv("WANDB_API_KEY")
+    assert resolve_mode("auto") == "offline"  # online asked for, no key: offline, and said once
+    assert resolve_mode("auto") == "offline"
+    err = capsys.readouterr().err
+    assert err.count("zoo: warning: WANDB_MODE=online, but no W&B API key is configured") == 1
+
+
+def test_an_unreachable_server_means_offline_within_seconds(tmp_path, monkeypatch, capsys, api_key):
+    """Online asked for, the server refusing: the run starts offline after WANDB_INIT_TIMEOUT (2 s here), with
+    one warning line, and leaves nothing of the failed attempt for wandb sync to upload."""
+    from zoo.monitoring.wandb_logging import read_run_id, wandb_logger
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    logger = wandb_logger(load(None, []), tmp_path)
+    assert logger.mode == "online"
+    start = time.perf_counter()
+    logger.start()
+    waited = time.perf_counter() - start
+    assert logger.mode == "offline" and waited < 12, waited
+    err = capsys.readouterr().err
+    assert err.count("zoo: warning:") == 1
+    assert "the W&B server did not answer within 2 s" in err and f"wandb sync {tmp_path / 'wandb'}" in err
+    logger.finish()
+    assert read_offline_run(tmp_path).run_id == read_run_id(tmp_path)
+    assert not list((tmp_path / "wandb").glob("run-*"))  # only the offline run

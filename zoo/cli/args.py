@@ -15,7 +15,9 @@ def split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def add_plugin_argument(
-    parser, help_text: str = "import this plugin (a module or .py file) before anything else"
+    parser,
+    help_text: str = "import this plugin (a module or .py file) before anything else; a plugin a run folder's "
+    "recipe or a checkpoint names is imported only when named here (reading a run folder never runs its code)",
 ) -> None:
     """``--plugin MODULE_OR_FILE`` (repeatable), the same on every command that resolves components;
     zoo.cli.main imports what it names before the command runs."""

@@ -13,7 +13,6 @@ def cmd_lr_find(ns: argparse.Namespace) -> int:
     from zoo.core.errors import ZooError
     from zoo.core.recipe import find
     from zoo.tools.lr_find import lr_find, lr_recipe_path, plot, write_recipe
-
     recipe, overrides = split_recipe(ns.args)
     if ns.write and lr_recipe_path(find(recipe)).exists() and not ns.overwrite:  # said before the sweep runs
         raise ZooError(f"{lr_recipe_path(find(recipe))} exists already; pass --overwrite to replace it")

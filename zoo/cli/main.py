@@ -28,7 +28,6 @@ COMMAND_MODULES = [
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from zoo.core import discovery
     from zoo.training.checkpoints import Interrupted
     from zoo.training.fit import process_rank
     from zoo.training.run import train
@@ -67,12 +66,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 def _interrupted_message(stop) -> str:
     """What a signal did to a run, and how it goes on."""
+    from zoo.training.run_folder import resume_command
+
     run_dir = stop.run_dir or (stop.checkpoint.parent.parent if stop.checkpoint is not None else None)
     wrote = f"; wrote {stop.checkpoint}" if stop.checkpoint is not None else ""
     if run_dir is None:
         return f"zoo: {stop}; nothing was written"
     if stop.resumable:
-        return f"zoo: {stop}{wrote}\nzoo: continue with: zoo train --resume {run_dir}"
+        return f"zoo: {stop}{wrote}\nzoo: continue with: {resume_command(run_dir)}"
     return f"zoo: {stop} (the run had no checkpoint to resume from): {run_dir} is as it was before the run"
 
 
@@ -182,7 +183,6 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
 def cmd_show(ns: argparse.Namespace) -> int:
     from zoo.core.recipe import load
-
     recipe, overrides = split_recipe(ns.args)
     resolved = load(recipe, overrides)
     if ns.stats:
@@ -253,7 +253,6 @@ def cmd_list(ns: argparse.Namespace) -> int:
 def cmd_augment(ns: argparse.Namespace) -> int:
     from zoo.core.recipe import load
     from zoo.data.grid import augmentation_grid
-
     recipe, overrides = split_recipe(ns.args)
     path = augmentation_grid(load(recipe, overrides), ns.out, n=ns.n, seed=ns.seed)
     print(f"wrote {path}")
@@ -465,7 +464,9 @@ def _unexpected(exc: Exception) -> str:
     line = f"{type(exc).__name__}: {clip(text, 500)}"
     run_dir = getattr(exc, "zoo_run_dir", None)
     if run_dir is not None and getattr(exc, "zoo_resumable", False):
-        line += f"; the run stopped and can go on from its last checkpoint: zoo train --resume {run_dir}"
+        from zoo.training.run_folder import resume_command
+
+        line += f"; the run stopped and can go on from its last checkpoint: {resume_command(run_dir)}"
     elif run_dir is not None:
         line += f" (nothing was kept in {run_dir})"
     return line + "; --debug shows the traceback"

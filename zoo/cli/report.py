@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from zoo.cli.args import add_plugin_argument
 from zoo.core.errors import ZooError
 
 
@@ -18,13 +19,14 @@ def cmd_report(ns: argparse.Namespace) -> int:
         return _wandb(ns)
     from zoo.reporting.html_report import write_report
 
-    out = write_report(ns.run_dirs, ns.out or "report.html", confusion=not ns.no_confusion)
+    out = write_report(ns.run_dirs, ns.out or "report.html", confusion=not ns.no_confusion, plugins=ns.plugin)
     print(f"wrote {out}")
     return 0
 
 
 def _wandb(ns: argparse.Namespace) -> int:
-    from zoo.monitoring.wandb_logging import api_key_configured, sync_command
+    from zoo.monitoring.wandb_logging import sync_command
+    from zoo.monitoring.wandb_target import api_key_configured
     from zoo.reporting.wandb_report import build_spec, publish, write_spec
 
     spec = build_spec(ns.run_dirs, title=ns.title, project=ns.project, entity=ns.entity)
@@ -76,6 +78,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--no-confusion", action="store_true", help="skip loading each model to draw its confusion matrix"
+    )
+    add_plugin_argument(
+        p, "import this plugin to load the models for the confusion matrices; a plugin a run folder names is "
+        "imported only when named here (reading a run folder never runs its code)"
     )
     p.add_argument("--wandb", action="store_true", help="a W&B Report instead of HTML (needs zoo[reports])")
     p.add_argument("--publish", metavar="SPEC", help="save a report spec written by --wandb --out on W&B")

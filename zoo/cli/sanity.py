@@ -22,7 +22,6 @@ def cmd_sanity(ns: argparse.Namespace) -> int:
         print(json.dumps({"passed": not failed, "checks": [r.to_dict() for r in results]}))
     return 1 if failed else 0
 
-
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "sanity",

@@ -7,14 +7,22 @@ import json
 import sys
 
 from zoo.cli.args import add_plugin_argument
+from zoo.core.errors import ZooError
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
     import yaml
 
-    from zoo.tools.sweep import format_table, load_sweep, run_sweep, wandb_definition
+    from zoo.tools.sweep import format_table, load_sweep, resume_sweep, run_sweep, stopped_sweep, wandb_definition
+    from zoo.training.checkpoints import Interrupted
 
-    spec = load_sweep(ns.sweep)
+    if ns.resume is not None:
+        if ns.sweep or ns.sweep_dir or ns.overwrite or ns.wandb:
+            raise ZooError("zoo sweep --resume DIR takes the sweep folder alone: it records its sweep file "
+                           "(drop SWEEP.yaml, --sweep-dir, --overwrite and --wandb)")
+    elif ns.sweep is None:
+        raise ZooError("zoo sweep: name the sweep file (or --resume a stopped sweep's folder)")
+    spec = stopped_sweep(ns.resume) if ns.resume is not None else load_sweep(ns.sweep)
     if ns.wandb:
         text = "# W&B sweep definition of stage 1 (W&B has no coarse-to-fine stages); run it with:\n"
         text += "#   wandb sweep <this file>, then wandb agent <sweep id>\n"
@@ -28,7 +36,18 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         else:
             print(text, end="")
         return 0
-    result = run_sweep(spec, sweep_dir=ns.sweep_dir, log=lambda s: print(s, file=sys.stderr, flush=True))
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        if ns.resume is not None:
+            result = resume_sweep(ns.resume, spec=spec, log=log)
+        else:
+            result = run_sweep(spec, sweep_dir=ns.sweep_dir, overwrite=ns.overwrite, log=log)
+    except Interrupted as stop:
+        print(_stopped_message(stop), file=sys.stderr)
+        return stop.exit_code
     print(format_table(result, spec))
     for i, ranges in enumerate(result.ranges, 1):
         print(f"stage {i} ranges: " + "; ".join(f"{k} {v}" for k, v in ranges.items()))
@@ -38,11 +57,21 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         print(f"best: {shown}  {spec.metric}={result.best[spec.metric]:.4f}  ({result.best['run_dir']})")
     for note in result.warnings:
         print(f"zoo: warning: {note}", file=sys.stderr)
-        print(f"warning: {note}")
     print(f"results: {result.sweep_dir}/results.csv, results.json  ({result.seconds:.1f} s)")
     if ns.json:
         print(json.dumps(result.to_dict()))
     return 0
+
+
+def _stopped_message(stop) -> str:
+    """What a signal did to a sweep, and the command that goes on with it (with the plugins its trials' recipes
+    list: a resumed sweep imports them only when named)."""
+    from zoo.training.run_folder import plugin_flags
+
+    if not stop.resumable:
+        return f"zoo: {stop}; no trial had finished or written a checkpoint, so nothing was kept"
+    trial = next(iter(sorted(stop.run_dir.glob("s*-t*/recipe.yaml"))), stop.run_dir / "recipe.yaml")
+    return f"zoo: {stop}\nzoo: continue with: zoo sweep --resume {stop.run_dir}{plugin_flags(trial)}"
 
 
 def add_parser(subparsers) -> None:
@@ -54,10 +83,14 @@ def add_parser(subparsers) -> None:
         "root of its extent around the best trial so far and trains longer. Every trial is a zoo train run "
         "with the divergence monitor on (loss above 3x its initial value stops it: status 'diverged'). "
         "Prints the table sorted by the metric, writes results.csv/results.json into the sweep folder "
-        "(runs/<name>/...), and warns when a best value sits at the edge of its range.",
+        "(runs/<name>/...), and warns when a best value sits at the edge of its range. Ctrl-C or SIGTERM "
+        "stops it as it stops zoo train; --resume goes on with the trials not finished.",
     )
-    p.add_argument("sweep", metavar="SWEEP.yaml")
+    p.add_argument("sweep", metavar="SWEEP.yaml", nargs="?")
     p.add_argument("--sweep-dir", help="write the trials here instead of a new folder under runs/<name>/")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --sweep-dir")
+    p.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="go on with a stopped sweep: its finished trials are kept (no SWEEP.yaml then)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--wandb", action="store_true",
                    help="only print the equivalent W&B sweep definition (stage 1; no wandb needed, nothing runs)")

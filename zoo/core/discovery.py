@@ -226,16 +226,34 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _is_file(name: str) -> bool:
+    return name.endswith(".py") or "/" in name
+
+
+def _file_module(path: Path) -> str:
+    """The module name a plugin file is imported under (one per resolved path)."""
+    return f"zoo_local_plugin_{path.stem}_{abs(hash(str(path))):x}"
+
+
+def imported(name: str, base_dir: Path | None = None) -> bool:
+    """Whether the plugin ``name`` (a module, or a ``.py`` file relative to ``base_dir``) is imported
+    already, so that loading it again runs nothing."""
+    if not _is_file(name):
+        return name in sys.modules
+    path = (Path(name) if base_dir is None else base_dir / name).resolve()
+    return _file_module(path) in sys.modules
+
+
 def load_local(names: list[str], base_dir: Path | None = None, kind: str = "recipe plugin") -> None:
     """Import plugins a recipe (or ``--plugin``) names: module names, or ``.py`` files relative to ``base_dir``."""
     load_plugins()
     for name in names:
-        if name.endswith(".py") or "/" in name:
+        if _is_file(name):
             path = Path(name) if base_dir is None else (base_dir / name)
             path = path.resolve()
             if not path.is_file():
                 raise PluginError(f"plugin file {name} not found (looked at {path})")
-            module_name = f"zoo_local_plugin_{path.stem}_{abs(hash(str(path))):x}"
+            module_name = _file_module(path)
             if module_name in sys.modules:
                 continue
 

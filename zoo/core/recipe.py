@@ -31,6 +31,7 @@ from zoo.core.registry import Seed
 DEFAULT_RECIPE = "mlp-digits"
 # the working folder's recipes/, then the ones shipped beside the zoo package (zoo/core/recipe.py -> recipes/)
 RECIPE_DIRS = (Path.cwd() / "recipes", Path(__file__).resolve().parents[2] / "recipes")
+RUN_MARKER = ".zoo-run"  # the file that makes a folder a run folder (zoo.training.run_folder)
 
 # A recipe is a few hundred values at most; these bounds stop alias bombs and runaway nesting early.
 MAX_VALUES = 10_000  # scalars, lists and mappings of a file (or an override) with every alias written out
@@ -189,9 +190,12 @@ class WandbSection(_Section):
     """Weights & Biases: one run per job (rank 0 only), offline unless an API key is configured."""
 
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
-        "auto", description="auto: online when an API key is configured, otherwise offline."
+        "auto",
+        description="auto: WANDB_MODE if set, else online when an API key is configured and offline otherwise; "
+        "WANDB_MODE=offline or disabled (or WANDB_DISABLED=true) turns any mode down, and online without an "
+        "API key, or with a server that does not answer within WANDB_INIT_TIMEOUT seconds (15), logs offline.",
     )
-    project: str = Field("zoo", description="W&B project.")
+    project: str | None = Field(None, description="W&B project; None: WANDB_PROJECT, else zoo.")
     entity: str | None = Field(None, description="W&B entity (user or team); None: the account's default.")
     group: str | None = Field(
         None, description="Group runs together; None: an ensemble or a sweep groups its runs by its folder's name."
@@ -443,7 +447,15 @@ def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def written_by_run(path: Path, data: Mapping[str, Any]) -> bool:
+    """Whether a recipe file is one a run wrote (its ``provenance``, or the run folder's marker beside it):
+    what it names came with a run folder, not from the user."""
+    return "provenance" in data or (path.parent / RUN_MARKER).is_file()
+
+
+def _resolve_bases(path: Path, seen: tuple[Path, ...] = (), named: dict[bool, set[str]] | None = None) -> dict[str, Any]:
+    """The recipe at ``path`` merged over its bases; ``named`` collects the plugins each file names, under
+    whether a run wrote that file."""
     path = path.resolve()
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
@@ -463,13 +475,15 @@ def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         base_path = path.parent / base
         if not base_path.is_file():
             raise RecipeError(f"{path}: base: recipe {base} not found (looked at {base_path})")
-        merged = merge(merged, _resolve_bases(base_path, (*seen, path)))
+        merged = merge(merged, _resolve_bases(base_path, (*seen, path), named))
     # Plugin files are named relative to the recipe that lists them; pin them before merging.
     if isinstance(data.get("plugins"), list):
         data["plugins"] = [
             str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") else p
             for p in data["plugins"]
         ]
+        if named is not None:
+            named.setdefault(written_by_run(path, data), set()).update(p for p in data["plugins"] if isinstance(p, str))
     return merge(merged, data)
 
 
@@ -562,15 +576,38 @@ def _check_trainer_extras(section: TrainerSection, where: str) -> None:
             )
 
 
-def load(recipe: str | Path | None = None, overrides: Iterable[str] = ()) -> Recipe:
-    """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong."""
+def load(recipe: str | Path | None = None, overrides: Iterable[str] = (), named_by_run_folder: bool = False) -> Recipe:
+    """Resolve a recipe file plus overrides into a validated Recipe, or raise a ZooError saying what is wrong.
+
+    ``named_by_run_folder``: the recipe's path came from a run folder (a stopped sweep's record), so
+    none of its plugins is the user's own (see :func:`_refuse_code_from_runs`)."""
     path = find(recipe)
-    data = merge(DEFAULT_SECTIONS, _resolve_bases(path))
-    parsed = _validate(_with_overrides(data, overrides), str(path), path.parent)
+    named: dict[bool, set[str]] = {}
+    data = _with_overrides(merge(DEFAULT_SECTIONS, _resolve_bases(path, named=named)), overrides)
+    if named_by_run_folder:
+        untrusted, why = set().union(*named.values()), "a run folder names this recipe, which lists"
+    else:
+        untrusted, why = named.get(True, set()) - named.get(False, set()), "this recipe was written by a run and names"
+    _refuse_code_from_runs(data.get("plugins"), untrusted, path, why)
+    parsed = _validate(data, str(path), path.parent)
     if parsed.name is None:
         parsed.name = path.stem
     parsed.source = str(path)
     return parsed
+
+
+def _refuse_code_from_runs(plugins: Any, named_by_runs: set[str], path: Path, why: str) -> None:
+    """A plugin that only recipes written by runs name is imported only when the user passed it (``--plugin``)
+    or their own recipe imported it, as for a checkpoint (:func:`from_dict`): a run folder from someone
+    else must not run their code."""
+    from zoo.core import discovery
+
+    for name in plugins if isinstance(plugins, list) else []:
+        if name in named_by_runs and not discovery.imported(name, path.parent):
+            raise RecipeError(
+                f"{path}: plugins: {why} the plugin {name}, and zoo does not run code a run folder names; "
+                f"if you trust it, pass --plugin {name}"
+            )
 
 
 def derive(recipe: Recipe, overrides: Iterable[str], **changes: Any) -> Recipe:

@@ -17,11 +17,11 @@ from zoo.core.recipe import Recipe
 from zoo.monitoring.wandb_logging import (
     RUN_ID_FILE,
     evaluation_media,
-    resolve_mode,
     staged_in,
     wandb_home,
     wandb_settings,
 )
+from zoo.monitoring.wandb_target import init_or_offline, project, resolve_mode
 
 MEMBER_COLUMNS = ["member", "seed", "wandb_run_id", "test_acc", "val_acc"]
 
@@ -46,17 +46,20 @@ def log_ensemble(
     from zoo.monitoring.wandb_offline import run_file, wait_until_written
 
     run_dir = Path(run_dir).resolve()
-    run = wandb.init(
-        dir=str(wandb_home(run_dir)),
-        project=section.project,
-        entity=section.entity,
-        group=section.group or run_dir.name,
-        job_type="ensemble",
-        name=section.name or run_dir.name,
-        tags=list(section.tags) or None,
-        config={**recipe.to_dict(), "run": {"members": len(members), "combine": recipe.ensemble.combine}},
-        settings=wandb_settings(mode),
-    )
+    def init(mode: str):
+        return wandb.init(
+            dir=str(wandb_home(run_dir)),
+            project=project(section.project),
+            entity=section.entity,
+            group=section.group or run_dir.name,
+            job_type="ensemble",
+            name=section.name or run_dir.name,
+            tags=list(section.tags) or None,
+            config={**recipe.to_dict(), "run": {"members": len(members), "combine": recipe.ensemble.combine}},
+            settings=wandb_settings(mode),
+        )
+
+    run, mode = init_or_offline(init, mode, wandb_home(run_dir) / "wandb")
     exit_code = 1
     try:
         (run_dir / RUN_ID_FILE).write_text(run.id + "\n")

@@ -1,8 +1,8 @@
 """Weights & Biases for a run: the Lightning logger (rank 0 only) and a callback for the extras.
 
-``wandb_logger(recipe, run_dir)`` reads the recipe's ``logger.wandb`` section. Mode ``auto`` is online
-when an API key is configured (``WANDB_API_KEY``, or a netrc login for the W&B host; checked locally,
-without network) and offline otherwise; ``disabled`` gives no logger at all. The run's files go to
+``wandb_logger(recipe, run_dir)`` reads the recipe's ``logger.wandb`` section with W&B's environment
+variables (zoo.monitoring.wandb_target: the mode, the project, offline when the server does not answer);
+``disabled`` gives no logger at all. The run's files go to
 ``run_dir/wandb/`` (an ensemble member's to its ensemble's, so one ``wandb sync`` uploads them together),
 its config is the whole resolved recipe (nested, so W&B shows its sections) plus a ``run`` section (world
 size, parameter count), and its id is written to ``run_dir/wandb_run_id.txt`` so a resumed job continues
@@ -27,7 +27,6 @@ here relies on that and adds nothing that runs on other ranks; ``WandbExtras`` c
 from __future__ import annotations
 
 import csv
-import netrc
 import os
 import shlex
 import sys
@@ -35,7 +34,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
@@ -44,37 +42,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from zoo.core.recipe import Recipe
 from zoo.monitoring.wandb_offline import STEP, Held, held_by_sittings
+from zoo.monitoring.wandb_target import init_or_offline, init_timeout, project, resolve_mode
 
 RUN_ID_FILE = "wandb_run_id.txt"
-DEFAULT_HOST = "https://api.wandb.ai"
 METRICS_CSV = Path("logs") / "metrics.csv"  # the run folder's own log (zoo.training.checkpoints.RunCSVLogger)
-
-
-def api_key_configured() -> bool:
-    """Whether W&B has credentials here: WANDB_API_KEY, or a netrc entry for its host. No network."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)).hostname or "api.wandb.ai"
-    candidates = [os.environ.get("NETRC")] if os.environ.get("NETRC") else []
-    candidates += [str(Path.home() / ".netrc"), str(Path.home() / "_netrc")]
-    for file in candidates:
-        if file and Path(file).is_file():
-            try:
-                auth = netrc.netrc(file).authenticators(host)
-            except (netrc.NetrcParseError, OSError):
-                continue
-            if auth and auth[2]:
-                return True
-    return False
-
-
-def resolve_mode(mode: str) -> str:
-    """online, offline or disabled; ``auto`` is online only with an API key. WANDB_MODE=disabled wins."""
-    if os.environ.get("WANDB_MODE") in ("disabled", "off"):
-        return "disabled"
-    if mode == "auto":
-        return "online" if api_key_configured() else "offline"
-    return mode
 
 
 def read_run_id(run_dir: str | Path) -> str | None:
@@ -145,7 +116,7 @@ def wandb_settings(mode: str):
         # system metrics (CPU, memory, disk, network, GPUs) and the environment record stay on, offline too:
         # turning them off (x_disable_machine_info) saved no measurable start-up time
         save_code=False,
-        init_timeout=120,
+        init_timeout=init_timeout(),
     )
 
 
@@ -182,11 +153,17 @@ class ZooWandbLogger(WandbLogger):
     def experiment(self):
         if not self.started:
             return DummyExperiment()  # Lightning asks for it while setting up, before any check has passed
-        created = self._experiment is None
-        run = super().experiment  # rank_zero_experiment: a dummy, and no wandb.init, off rank 0
-        if created and self._experiment is not None and rank_zero_only.rank == 0:
+        if self._experiment is not None:
+            return super().experiment
+        # rank_zero_experiment: a dummy, and no wandb.init, off rank 0
+        run, self.mode = init_or_offline(self._init, self.mode, wandb_home(self.run_dir) / "wandb")
+        if self._experiment is not None and rank_zero_only.rank == 0:
             self._continue(run)
         return run
+
+    def _init(self, mode: str):
+        self._wandb_init["settings"] = wandb_settings(mode)
+        return super().experiment
 
     def _continue(self, run) -> None:
         """Record the run's id, then carry on from what the run's earlier sittings hold and fill in what
@@ -290,7 +267,7 @@ def wandb_logger(recipe: Recipe, run_dir: str | Path, resume_id: str | None = No
         log_model=section.log_model,
         name=section.name or run_dir.name,
         save_dir=str(wandb_home(run_dir)),
-        project=section.project,
+        project=project(section.project),
         entity=section.entity,
         group=section.group,
         tags=list(section.tags) or None,

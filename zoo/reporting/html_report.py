@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,14 +139,17 @@ def load_run(path: str | Path) -> RunInfo:
     return info
 
 
-def add_confusion(info: RunInfo) -> None:
-    """The confusion matrix of the run's model (or ensemble) on its test split."""
+def add_confusion(info: RunInfo, plugins: Iterable[str] = ()) -> None:
+    """The confusion matrix of the run's model (or ensemble) on its test split.
+
+    ``plugins``: the ones the user passed (``--plugin``); one the run's recipe names is imported only if
+    listed there, as for ``zoo eval``: a run folder handed over is data, and reading it runs no code."""
     import torch
 
     from zoo.training.evaluation import load_model, predictions, split_of
 
     try:
-        model = load_model(info.path, info.recipe.get("plugins", []))  # the user's own run folder
+        model = load_model(info.path, plugins)
         dm, part = split_of(info.recipe["data"], "test")
     except (ZooError, KeyError) as exc:
         info.confusion_note = f"no confusion matrix: {exc}"
@@ -306,12 +310,14 @@ def _metrics_table(runs: list[RunInfo]) -> str:
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
 
 
-def build_report(run_dirs: list[str | Path], confusion: bool = True, title: str = "zoo runs") -> str:
-    """The report's HTML for these run folders."""
+def build_report(
+    run_dirs: list[str | Path], confusion: bool = True, title: str = "zoo runs", plugins: Iterable[str] = ()
+) -> str:
+    """The report's HTML for these run folders (``plugins``: see :func:`add_confusion`)."""
     runs = [load_run(p) for p in run_dirs]
     if confusion:
         for run in runs:
-            add_confusion(run)
+            add_confusion(run, plugins)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
@@ -350,7 +356,9 @@ def build_report(run_dirs: list[str | Path], confusion: bool = True, title: str 
     return "\n".join(parts)
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path = "report.html", confusion: bool = True) -> Path:
+def write_report(
+    run_dirs: list[str | Path], out: str | Path = "report.html", confusion: bool = True, plugins: Iterable[str] = ()
+) -> Path:
     out = Path(out)
-    out.write_text(build_report(run_dirs, confusion=confusion), encoding="utf-8")
+    out.write_text(build_report(run_dirs, confusion=confusion, plugins=plugins), encoding="utf-8")
     return out

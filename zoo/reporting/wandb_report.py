@@ -22,6 +22,7 @@ from typing import Any
 
 from zoo.core.errors import ZooError
 from zoo.monitoring.wandb_logging import read_run_id
+from zoo.monitoring.wandb_target import project as wandb_project
 from zoo.monitoring.wandb_offline import STEP
 from zoo.reporting.html_report import RunInfo, is_learning_rate, load_run
 
@@ -73,7 +74,7 @@ def collect(path: str | Path) -> Folder:
     """A finished run folder's metrics, recipe and W&B runs (its own; an ensemble's members too)."""
     info = load_run(path)
     wandb = (info.recipe.get("logger") or {}).get("wandb") or {}
-    entity, project = wandb.get("entity") or "", wandb.get("project") or "zoo"
+    entity, project = wandb.get("entity") or "", wandb_project(wandb.get("project"))
     own = read_run_id(info.path)
     if own is None:
         raise ZooError(
@@ -332,7 +333,7 @@ def report_grids(model) -> list[dict[str, Any]]:
 
 def publish(model, entity: str | None = None) -> str:
     """Save a report on the W&B server; its URL. The runsets' projects are looked up there now."""
-    from zoo.monitoring.wandb_logging import api_key_configured
+    from zoo.monitoring.wandb_target import api_key_configured
 
     wr = _reports_module()
     if not api_key_configured():

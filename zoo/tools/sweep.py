@@ -10,7 +10,7 @@ A sweep file (YAML)::
     metric: val_acc                 # a key of the run's metrics (val_acc, test_acc, val_loss, ...)
     goal: maximize                  # maximize (default) | minimize
     stages: 2
-    epochs_per_stage: [2, 5]        # trainer.max_epochs of each stage
+    epochs_per_stage: [2, 5]        # trainer.max_epochs of each stage (null: the recipe's own)
     stage_overrides: [[], []]       # optional extra key=value overrides per stage
     overrides: [model.width=64]     # optional overrides for every trial
     seed: 0                         # recipe seed of every trial (the same for all: a fair comparison)
@@ -28,6 +28,12 @@ Coarse to fine: after each stage, every numeric range shrinks to the square root
 (half the width in log space for log_uniform, half the width for uniform), centred on the best
 trial's value and clipped to the original range; choices stay as they are. The next stage runs
 with its own (usually more) epochs.
+
+The sweep folder follows a run folder's rules (zoo.tools.sweep_folder): locked while the sweep runs, an
+existing one refused unless resumed (``--resume``) or replaced (``--overwrite``), and nothing left behind
+when the sweep is refused before a trial ran. A signal stops the sweep as it stops ``zoo train`` (the
+trial in progress writes its checkpoint); ``zoo sweep --resume DIR`` keeps the finished trials, resumes
+the stopped one and runs the rest.
 
 Every trial is a normal ``zoo.train`` run in its own folder under the sweep folder, with the
 ``divergence`` monitor switched on (appended to the recipe's monitors): a trial whose training loss
@@ -55,6 +61,10 @@ from zoo.core.errors import ZooError
 from zoo.core.recipe import folder_name_problem, load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
+# What a trial reports (zoo.training.fit.run_fit: each split's loss and accuracy; an ensemble's summary,
+# zoo.training.ensemble_training), so that a misspelt metric is refused before any trial runs
+RUN_METRICS = ("val_acc", "val_loss", "test_acc", "test_loss")
+ENSEMBLE_METRICS = ("val_acc", "test_acc", "test_nll", "mean_member_test_acc")
 EDGE = 0.1  # fraction of the (log) range that counts as "at the edge"
 
 
@@ -205,6 +215,12 @@ def load_sweep(path: str | Path) -> SweepSpec:
     trials = _per_stage(data, "trials_per_stage", stages, data.get("trials", 10), where)
     if method == "random" and not all(isinstance(t, int) and t >= 1 for t in trials):
         raise ZooError(f"{where}: trials: expected positive integers, got {trials!r}")
+    epochs = _per_stage(data, "epochs_per_stage", stages, None, where)
+    if not all(e is None or (isinstance(e, int) and not isinstance(e, bool) and e >= 1) for e in epochs):
+        raise ZooError(
+            f"{where}: epochs_per_stage: expected positive whole numbers (or null: the recipe's own "
+            f"trainer.max_epochs), got {data.get('epochs_per_stage')!r}"
+        )
     stage_overrides = data.get("stage_overrides", [[] for _ in range(stages)])
     if not (isinstance(stage_overrides, list) and len(stage_overrides) == stages):
         raise ZooError(f"{where}: stage_overrides: expected {stages} lists of key=value overrides")
@@ -222,12 +238,28 @@ def load_sweep(path: str | Path) -> SweepSpec:
         goal=goal,
         stages=stages,
         trials_per_stage=trials,
-        epochs_per_stage=_per_stage(data, "epochs_per_stage", stages, None, where),
+        epochs_per_stage=epochs,
         stage_overrides=[list(s or []) for s in stage_overrides],
         overrides=list(data.get("overrides") or []),
         grid_points=int(data.get("grid_points", 3)),
         seed=int(data.get("seed", 0)),
     )
+
+
+def check_before_trials(spec: SweepSpec, resumed: bool = False) -> None:
+    """Refuse now what would otherwise stop the sweep at its first trial or later: the base recipe with the
+    sweep's overrides, and a metric no trial reports. ``resumed``: the sweep file is the one a stopped
+    sweep's folder records, not one the user named, so its plugins need --plugin."""
+    from zoo.core.errors import did_you_mean
+    from zoo.core.recipe import load
+
+    recipe = load(spec.base, spec.overrides, named_by_run_folder=resumed)
+    reported = ENSEMBLE_METRICS if recipe.ensemble is not None else RUN_METRICS
+    if spec.metric not in reported:
+        raise ZooError(
+            f"{spec.path}: metric: {spec.metric!r} is not a metric a trial reports"
+            f"{did_you_mean(spec.metric, reported)}; trials report {', '.join(reported)}"
+        )
 
 
 def stage_points(spec: SweepSpec, params: list[Param], stage: int, rng) -> list[dict[str, Any]]:
@@ -279,17 +311,24 @@ def best_trial(rows: list[dict[str, Any]], metric: str, goal: str) -> dict[str, 
 
 
 def run_trial(recipe_path: Path, overrides: list[str], run_dir: Path) -> tuple[dict[str, float], str, float]:
-    """Train one trial with the divergence guard on; (metrics, status, seconds)."""
+    """Train one trial with the divergence guard on; (metrics, status, seconds). A trial a signal stopped
+    after its first checkpoint goes on from there (its folder's recipe is the one it started with)."""
     from zoo.core.recipe import derive, load
     from zoo.monitoring.monitors import DivergenceWarning
     from zoo.training.run import train
+    from zoo.training.run_folder import resumable
 
-    recipe = load(recipe_path, overrides)
-    if not any(m.get("name") == "divergence" for m in recipe.monitors):
-        recipe = derive(recipe, [], monitors=[*recipe.monitors, {"name": "divergence"}])
+    stopped = resumable(run_dir) and not (run_dir / "metrics.json").exists()
+    if not stopped:
+        recipe = load(recipe_path, overrides)
+        if not any(m.get("name") == "divergence" for m in recipe.monitors):
+            recipe = derive(recipe, [], monitors=[*recipe.monitors, {"name": "divergence"}])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DivergenceWarning)
-        result = train(recipe, run_dir=run_dir, overwrite=True, progress=False)
+        if stopped:
+            result = train(resume=run_dir, progress=False)
+        else:
+            result = train(recipe, run_dir=run_dir, overwrite=True, progress=False)
     diverged = any(issubclass(w.category, DivergenceWarning) for w in caught)
     for w in caught:  # pass the others on
         if not issubclass(w.category, DivergenceWarning):
@@ -316,27 +355,95 @@ class SweepResult:
         return asdict(self)
 
 
+TrialFn = Callable[[Path, list[str], Path], tuple[dict[str, float], str, float]]
+
+
 def run_sweep(
     spec: SweepSpec | str | Path,
     *,
     sweep_dir: str | Path | None = None,
-    trial_fn: Callable[[Path, list[str], Path], tuple[dict[str, float], str, float]] | None = None,
+    overwrite: bool = False,
+    trial_fn: TrialFn | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> SweepResult:
-    """Run every stage of a sweep; write results.csv and results.json into the sweep folder."""
-    import numpy as np
+    """Run every stage of a sweep; write results.csv and results.json into the sweep folder.
 
-    from zoo.training.run_folder import RUNS_DIR, new_run_dir
+    The sweep is checked (its base recipe, its metric) before its folder is claimed; ``overwrite``
+    replaces a sweep folder that exists, as ``zoo train --overwrite`` replaces a run folder."""
+    from zoo.tools import sweep_folder
 
     start = time.perf_counter()
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
-    trial_fn = trial_fn or run_trial
-    if sweep_dir is None:
-        folder = new_run_dir(spec.name, RUNS_DIR / spec.name)
-    else:
-        folder = Path(sweep_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+    check_before_trials(spec)
+    folder = sweep_folder.claim(spec, sweep_dir, overwrite)
+    return _run_in(folder, spec, {}, trial_fn or run_trial, log, start)
+
+
+def stopped_sweep(sweep_dir: str | Path) -> SweepSpec:
+    """The sweep a stopped sweep's folder ran, read again from its file, which must not have changed."""
+    from zoo.tools import sweep_folder
+
+    path = Path(sweep_dir)
+    record = sweep_folder.read_record(path)
+    spec = load_sweep(record["sweep_file"])
+    sweep_folder.check_same(path, record, spec)
+    return spec
+
+
+def resume_sweep(
+    sweep_dir: str | Path, *, spec: SweepSpec | None = None, trial_fn: TrialFn | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> SweepResult:
+    """Go on with a stopped sweep in its folder: its recorded trials are kept, the rest run (see
+    zoo.tools.sweep_folder). ``spec``: what :func:`stopped_sweep` returned for it, if called already."""
+    from zoo.tools import sweep_folder
+
+    start = time.perf_counter()
+    path = Path(sweep_dir)
+    spec = spec or stopped_sweep(path)
+    check_before_trials(spec, resumed=True)
+    folder = sweep_folder.reopen(path)
+    try:
+        done = sweep_folder.read_record(path)["trials"]  # again, under the lock
+    except BaseException:
+        folder.end(ok=False)
+        raise
+    return _run_in(folder, spec, done, trial_fn or run_trial, log, start)
+
+
+def _run_in(folder, spec: SweepSpec, done: dict[str, dict[str, Any]], trial_fn: TrialFn,
+            log: Callable[[str], None], start: float) -> SweepResult:
+    """The sweep in its claimed folder, with signals handled as ``zoo train`` handles them: one that
+    arrives between trials stops the sweep at once, one during a trial after that trial's checkpoint."""
+    from zoo.tools import sweep_folder
+    from zoo.training.checkpoints import Interrupted, SignalStop
+
+    signals = SignalStop()
+    signals.when = "between trials"
+    signals.install()
+    try:
+        try:
+            result = _stages(folder.path, spec, done, trial_fn, log, start)
+        except BaseException as exc:
+            sweep_folder.keep_if_started(folder)
+            kept = folder.end(ok=False)
+            if isinstance(exc, Interrupted):
+                exc.run_dir, exc.resumable = folder.path, kept
+            raise
+        folder.end(ok=True)
+    finally:
+        signals.restore()
+    return result
+
+
+def _stages(folder: Path, spec: SweepSpec, done: dict[str, dict[str, Any]], trial_fn: TrialFn,
+            log: Callable[[str], None], start: float) -> SweepResult:
+    """Every stage's trials, each recorded as it finishes; those in ``done`` are kept, not run again."""
+    import numpy as np
+
+    from zoo.tools.sweep_folder import record_trial
+
     rng = np.random.default_rng(spec.seed)
     original = list(spec.params)
     params = list(spec.params)
@@ -351,6 +458,14 @@ def run_sweep(
             + ", ".join(f"{p.key} {p.describe()}" for p in params))
         stage_rows = []
         for trial, values in enumerate(points, 1):
+            run_dir = folder / f"s{stage + 1}-t{trial:02d}"
+            shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            if run_dir.name in done:
+                row = done[run_dir.name]
+                log(f"  s{stage + 1} t{trial:02d}  {shown}  {spec.metric}={row[spec.metric]:.4f}  {row['status']} "
+                    "(finished before)")
+                stage_rows.append(row)
+                continue
             # trials are W&B runs of one group, named after the sweep folder, unless the sweep says otherwise
             group = [] if any(o.startswith("logger.wandb.group=") for o in spec.overrides) else [
                 f"logger.wandb.group={folder.name}"]
@@ -358,7 +473,6 @@ def run_sweep(
             if epochs:
                 overrides.append(f"trainer.max_epochs={int(epochs)}")
             overrides += [override_text(k, v) for k, v in values.items()]
-            run_dir = folder / f"s{stage + 1}-t{trial:02d}"
             metrics, status, seconds = trial_fn(spec.base, overrides, run_dir)
             if spec.metric not in metrics:
                 raise ZooError(f"metric {spec.metric!r} not among the run's metrics: {', '.join(sorted(metrics))}")
@@ -366,8 +480,8 @@ def run_sweep(
                    "status": status, "seconds": seconds, "run_dir": str(run_dir)}
             if spec.metric != "val_acc" and "val_acc" in metrics:
                 row["val_acc"] = float(metrics["val_acc"])
+            record_trial(folder, run_dir.name, row)
             stage_rows.append(row)
-            shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
             log(f"  s{stage + 1} t{trial:02d}  {shown}  {spec.metric}={row[spec.metric]:.4f}  {status}")
         rows += stage_rows
         best = best_trial(stage_rows, spec.metric, spec.goal)
@@ -391,11 +505,16 @@ def columns(spec: SweepSpec) -> list[str]:
 
 
 def write_results(result: SweepResult, spec: SweepSpec, folder: Path) -> None:
-    with open(folder / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns(spec), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(result.rows)
-    (folder / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    import io
+
+    from zoo.core.io import atomic_write_text
+
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns(spec), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result.rows)
+    atomic_write_text(folder / "results.csv", table.getvalue())
+    atomic_write_text(folder / "results.json", json.dumps(result.to_dict(), indent=2) + "\n")
 
 
 def format_table(result: SweepResult, spec: SweepSpec) -> str:

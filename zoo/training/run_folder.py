@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from zoo.core.errors import ZooError
-from zoo.core.recipe import Recipe
+from zoo.core.recipe import RUN_MARKER, Recipe
 
 RUNS_DIR = Path("runs")
 RUN_DIR_ENV = "ZOO_RUN_DIR"
-MARKER = ".zoo-run"
+MARKER = RUN_MARKER
 LOCK_FILE = ".zoo-lock"
 RECIPE_HEADER = "# resolved from "
 # written by zoo itself, not by the run: a folder holding only these has no run in it yet
@@ -71,28 +71,42 @@ def run_files(path: Path) -> list[Path]:
         return []
 
 
-def _os_error(path: Path, exc: OSError) -> ZooError:
-    return ZooError(f"--run-dir {path}: cannot write there: {exc.strerror or exc}")
+@dataclass(frozen=True)
+class Wording:
+    """How a command's messages name its folder: the option that names it, the command that continues it,
+    and what it is. A sweep's folder (zoo.tools.sweep_folder) follows a run folder's rules in its own words."""
+
+    option: str = "--run-dir"
+    resume: str = "--resume"
+    name: str = "run directory"
 
 
-def check_target(path: Path, overwrite: bool, locked: bool = False) -> None:
+RUN = Wording()
+
+
+def _os_error(path: Path, exc: OSError, words: Wording = RUN) -> ZooError:
+    return ZooError(f"{words.option} {path}: cannot write there: {exc.strerror or exc}")
+
+
+def check_target(path: Path, overwrite: bool, locked: bool = False, words: Wording = RUN) -> None:
     """Refuse a --run-dir that zoo may not write into, before anything is built or written (and again once
     ``locked``: then this process holds the folder's lock)."""
+    option = words.option
     if path.exists() and not path.is_dir():
-        raise ZooError(f"--run-dir {path}: a file is in the way (not a directory); name another folder")
+        raise ZooError(f"{option} {path}: a file is in the way (not a directory); name another folder")
     if not run_files(path):
         return
     if not is_run_folder(path):
         raise ZooError(
-            f"--run-dir {path}: not a zoo run folder, and not empty; zoo writes runs only into an empty folder "
+            f"{option} {path}: not a zoo run folder, and not empty; zoo writes runs only into an empty folder "
             "or replaces (--overwrite) a run folder: name another folder"
         )
     holder = None if locked else RunLock.holder(path)
     if holder is not None:
-        raise ZooError(f"run directory {path} is in use by {holder}; wait for that run to end, or stop it first")
+        raise ZooError(f"{words.name} {path} is in use by {holder}; wait for that run to end, or stop it first")
     if not overwrite:
         raise ZooError(
-            f"run directory {path} already exists; continue it with --resume {path}, or replace it with --overwrite"
+            f"{words.name} {path} already exists; continue it with {words.resume} {path}, or replace it with --overwrite"
         )
 
 
@@ -246,7 +260,7 @@ class RunFolder:
     fresh: bool = True  # a new run (False: a resumed one, whose files are never removed)
 
     @classmethod
-    def claim(cls, path: Path, overwrite: bool) -> RunFolder:
+    def claim(cls, path: Path, overwrite: bool, words: Wording = RUN) -> RunFolder:
         """Lock ``path`` for a new run, creating it, or replacing the run in it when ``overwrite``."""
         top = None
         if not path.is_dir():
@@ -256,7 +270,7 @@ class RunFolder:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _os_error(path, exc) from None
+            raise _os_error(path, exc, words) from None
         try:
             lock = RunLock.acquire(path)
         except BaseException:
@@ -266,7 +280,7 @@ class RunFolder:
         folder = cls(path, lock, created=top)
         try:
             folder.recover()
-            check_target(path, overwrite, locked=True)  # again: another run may have written here meanwhile
+            check_target(path, overwrite, locked=True, words=words)  # again: another run may have written here meanwhile
             if run_files(path):
                 replaced = contents(path)
                 folder.aside = folder._set_aside()
@@ -383,6 +397,27 @@ class RunFolder:
             return True
         self.abandon()
         return False
+
+
+def plugin_flags(recipe_file: Path) -> str:
+    """`` --plugin P`` for each plugin a run's recipe.yaml lists: what resuming it takes, since a resumed run
+    imports them only when asked to (zoo.core.recipe.load)."""
+    import shlex
+
+    from zoo.core.recipe import load_yaml
+
+    try:
+        plugins = (load_yaml(recipe_file.read_text(encoding="utf-8")) or {}).get("plugins") or []
+    except Exception:  # noqa: BLE001 - a hint in a message: an unreadable recipe just gives none
+        return ""
+    return "".join(f" --plugin {shlex.quote(p)}" for p in plugins if isinstance(p, str))
+
+
+def resume_command(path: Path) -> str:
+    """The command that continues the stopped run in ``path``."""
+    import shlex
+
+    return f"zoo train --resume {shlex.quote(str(path))}{plugin_flags(Path(path) / 'recipe.yaml')}"
 
 
 def resumable(path: Path) -> bool:

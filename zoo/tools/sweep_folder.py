@@ -1,0 +1,87 @@
+"""A sweep's folder: claimed, locked and removed by the rules of a run folder (zoo.training.run_folder),
+plus ``sweep.json``, the record that lets a stopped sweep go on.
+
+The record holds the sweep as it was read (every key, the base recipe's resolved path) and each finished
+trial's row. ``zoo sweep --resume DIR`` reads the sweep file again from where it was, refuses it if it
+changed, keeps the recorded trials, resumes a trial a signal stopped from its checkpoint, and runs the
+rest: the same trials, since a sweep's draws follow from its seed and the earlier stages' rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.core.errors import ZooError
+from zoo.core.io import write_json
+from zoo.training.run_folder import RUNS_DIR, RunFolder, Wording, check_target, new_run_path
+
+if TYPE_CHECKING:
+    from zoo.tools.sweep import SweepSpec
+
+RECORD = "sweep.json"
+WORDS = Wording(option="--sweep-dir", resume="zoo sweep --resume", name="sweep folder")
+
+
+def described(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep as JSON values, independent of the folder it was started from."""
+    data = {**asdict(spec), "path": None, "base": str(Path(spec.base).resolve())}
+    return json.loads(json.dumps(data))
+
+
+def claim(spec: SweepSpec, sweep_dir: str | Path | None, overwrite: bool) -> RunFolder:
+    """A new sweep's folder, locked (``sweep_dir``, or a fresh one under runs/<name>/), with its record."""
+    path = Path(sweep_dir) if sweep_dir is not None else new_run_path(spec.name, RUNS_DIR / spec.name)
+    if sweep_dir is not None:
+        check_target(path, overwrite, words=WORDS)
+    folder = RunFolder.claim(path, overwrite, words=WORDS)
+    folder.can_resume = False  # what keeps a stopped sweep is its trials (see :func:`keep_if_started`)
+    try:
+        write_json(path / RECORD, {"sweep_file": str(Path(spec.path).resolve()), "sweep": described(spec),
+                                   "trials": {}})
+    except BaseException:
+        folder.abandon()
+        raise
+    return folder
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((path / RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get("trials"), dict) and record.get("sweep_file")):
+        raise ZooError(f"--resume {path}: not a sweep folder (no readable {RECORD} in it)")
+    return record
+
+
+def check_same(path: Path, record: dict[str, Any], spec: SweepSpec) -> None:
+    """Refuse to go on with a sweep file that no longer says what the stopped sweep ran."""
+    before, now = record.get("sweep"), described(spec)
+    if before != now:
+        changed = sorted(k for k in set(before or {}) | set(now) if (before or {}).get(k) != now.get(k))
+        raise ZooError(
+            f"--resume {path}: {record['sweep_file']} changed since the sweep started ({', '.join(changed)}); "
+            f"undo the edit, or start the edited sweep in a new folder"
+        )
+
+
+def reopen(path: Path) -> RunFolder:
+    """A stopped sweep's folder, locked again (refused while another process runs it)."""
+    return RunFolder.reopen(path)
+
+
+def record_trial(path: Path, key: str, row: dict[str, Any]) -> None:
+    record = read_record(path)
+    record["trials"][key] = row
+    write_json(path / RECORD, record)
+
+
+def keep_if_started(folder: RunFolder) -> None:
+    """A sweep that fails or is stopped keeps its folder once a trial finished or can be resumed, so it can go
+    on; before that the folder goes, as a refused run's does."""
+    started = bool(read_record(folder.path)["trials"]) or any(p.is_dir() for p in folder.path.glob("s*-t*"))
+    if started:
+        folder.fresh = False
