@@ -119,3 +119,17 @@ def test_resolved_recipe_round_trips(tmp_path):
     r = load("mlp-digits")
     again = write(tmp_path / "again.yaml", r.to_yaml())
     assert load(again).to_dict() == r.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("trainer.max_steps=0", r"trainer\.max_steps: 0 steps would leave the network untrained"),
+        ("trainer.max_steps=-2", r"trainer\.max_steps: .*greater than or equal to -1"),
+        ("trainer.limit_train_batches=0", r"trainer\.limit_train_batches: 0 batches would leave the network untrained"),
+        ("trainer.limit_train_batches=0.0", r"trainer\.limit_train_batches: 0 batches"),
+    ],
+)
+def test_settings_that_train_nothing_are_refused(override, pattern):
+    with pytest.raises(RecipeError, match=pattern):
+        load("mlp-digits", [override])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from zoo.core.io import json_text
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
@@ -39,7 +40,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         print(f"warning: {note}")
     print(f"results: {result.sweep_dir}/results.csv, results.json  ({result.seconds:.1f} s)")
     if ns.json:
-        print(json.dumps(result.to_dict()))
+        print(json_text(result.to_dict()))
     return 0
 
 

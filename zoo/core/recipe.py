@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from zoo.core.errors import RecipeError, ZooError, brief, did_you_mean
+from zoo.core.io import MAX_TEXT_BYTES, read_text
 from zoo.core.registry import Seed
 
 DEFAULT_RECIPE = "mlp-digits"
@@ -57,7 +58,9 @@ class TrainerSection(_Section):
     model_config = ConfigDict(extra="allow")
 
     max_epochs: int = Field(20, ge=1, description="Epochs to train.")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: no limit).")
+    max_steps: int = Field(
+        -1, ge=-1, description="Stop after this many optimizer steps (-1: no limit; 0 is refused)."
+    )
     accelerator: str = Field("auto", description="cpu, gpu, mps, or auto.")
     devices: int | str | list[int] = Field("auto", description="Number of devices, their indices, or auto.")
     num_nodes: int = Field(1, ge=1, description="Machines taking part in a DDP run.")
@@ -73,6 +76,15 @@ class TrainerSection(_Section):
     check_val_every_n_epoch: int = Field(1, ge=1, description="Validate every this many epochs.")
     log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
     enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError(
+                "0 steps would leave the network untrained; give a positive number, or -1 for no limit"
+            )
+        return value
 
 
 class RegularizationSection(_Section):
@@ -399,22 +411,24 @@ def find(recipe: str | Path | None) -> Path:
     raise RecipeError(f"recipe {name} not found{did_you_mean(path.stem, known)}; shipped recipes: {', '.join(known)}")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "recipe") -> tuple[str, Any]:
+    """A YAML file's text and value, read within the bounds above (and zoo.core.io's on files); a RecipeError
+    naming the file, the line and the problem otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
-        ) from None
+        text = read_text(path, MAX_TEXT_BYTES, what)
+    except ZooError as exc:
+        raise RecipeError(str(exc)) from None
     try:
-        data = load_yaml(text)
+        return text, load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError(f"{where}: not valid YAML: {problem}") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    _, data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -553,7 +567,11 @@ def _check_trainer_extras(section: TrainerSection, where: str) -> None:
     from lightning.pytorch import Trainer
 
     accepted = set(inspect.signature(Trainer).parameters)
-    for key in extras:
+    for key, value in extras.items():
+        if key == "limit_train_batches" and not isinstance(value, bool) and value == 0:
+            raise RecipeError(
+                f"{where}: trainer.limit_train_batches: 0 batches would leave the network untrained, got {brief(value)}"
+            )
         if key in TRAINER_SET_BY_ZOO:
             raise RecipeError(f"{where}: trainer.{key}: {TRAINER_SET_BY_ZOO[key]}")
         if key not in accepted:
