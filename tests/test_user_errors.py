@@ -827,9 +827,12 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(capsys, workspace)
 @pytest.mark.parametrize(
     "body, args, fragments",
     [
+        ("optimizer:\n  name: sgd\n  lr: 0.1\n  lr: 0.2\n", [], ["r.yaml:5:3: not valid YAML: duplicate key 'lr' (first at line 4)"]),
+        ("", ["trainer.max_epochs=true"], ["trainer.max_epochs: Input should be a valid integer, got True"]),
+        ("", ["model.width=64.0"], ["model.width: Input should be a valid integer, got 64.0"]),
         ("", ["trainer.max_steps=0"], ["trainer.max_steps: 0 steps would leave the network untrained"]),
     ],
-    ids=["zero-steps"],
+    ids=["duplicate-key", "bool-for-int", "float-for-int", "zero-steps"],
 )
 def test_recipe_values_that_were_taken_silently(capsys, workspace, body, args, fragments):
     recipe = _recipe(workspace, "r.yaml", body)

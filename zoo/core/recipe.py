@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -49,7 +50,8 @@ TRAINER_SET_BY_ZOO = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: pydantic would otherwise take `max_epochs: true` as 1, `shuffle: 1` as true and `"3"` as 3
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrainerSection(_Section):
@@ -321,7 +323,8 @@ def folder_name_problem(name: str) -> str | None:
 
 
 class YAMLLimitError(yaml.MarkedYAMLError):
-    """A YAML document past the bounds a recipe may have (see MAX_VALUES, MAX_NESTING)."""
+    """A YAML document zoo refuses though PyYAML would read it: past the bounds a recipe may have (see
+    MAX_VALUES, MAX_NESTING), or holding one key twice in a mapping."""
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -346,6 +349,34 @@ class _BoundedLoader(yaml.SafeLoader):
         if node is not None:
             _check_expansion(node)
         return node
+
+    def construct_mapping(self, node, deep=False):
+        # PyYAML keeps the last of two equal keys without a word: `lr: 0.1` twice would be a silent choice.
+        # Keys merged in with `<<:` may be overridden; that is what merging is for.
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so with its own message
+                continue
+            if earlier is not key_node:
+                raise YAMLLimitError(
+                    problem=f"duplicate key {brief(key)} (first at line {earlier.start_mark.line + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; YAML 1.2 and people read it as a number.
+# Strict validation no longer turns such strings into numbers, so the loader reads them as numbers itself.
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
