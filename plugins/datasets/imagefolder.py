@@ -24,7 +24,7 @@ from typing_extensions import Annotated
 
 from zoo import Seed, datasets
 from zoo.core.errors import ZooError
-from zoo.core.io import MAX_IMAGE_BYTES, read_bytes
+from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[int, Field(ge=1)]
@@ -265,11 +265,11 @@ def _read_cache(path: Path, key: str, counts: dict[str, int], channels: int, siz
     """The cached images per part if ``path`` holds a complete cache for ``key``, else None."""
     import torch
 
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # truncated, corrupt, or not a torch file at all
+        blob = torch_load(path, "decode cache")
+    except Exception:  # truncated, corrupt, not a torch file at all, or not a regular file
         return None
     if not isinstance(blob, dict) or blob.get("format") != CACHE_FORMAT or blob.get("key") != key:
         return None
