@@ -789,6 +789,12 @@ def _fifo(path: Path) -> Path:
     return path
 
 
+def _stopped_run_with_a_pipe_for_its_recipe(workspace: Path) -> None:
+    (workspace / "run" / "checkpoints").mkdir(parents=True)
+    (workspace / "run" / "checkpoints" / "last.ckpt").write_bytes(b"never read: the recipe comes first")
+    _fifo(workspace / "run" / "recipe.yaml")
+
+
 @pytest.mark.parametrize(
     "make, args, fragment",
     [
@@ -796,12 +802,17 @@ def _fifo(path: Path) -> Path:
         (lambda w: (w / "x.npy").symlink_to("/dev/zero"), ["predict", "{ckpt}", "--input", "x.npy"],
          "x.npy: not a regular file"),
         (lambda w: _fifo(w / "s.yaml"), ["sweep", "s.yaml"], "s.yaml: not a regular file"),
+        (lambda w: _fifo(w / "r.yaml"), ["train", "r.yaml"], "r.yaml: not a regular file"),
+        (lambda w: [(w / "r.yaml").write_text("base: b.yaml\n"), _fifo(w / "b.yaml")], ["train", "r.yaml"],
+         "b.yaml: not a regular file"),
+        (_stopped_run_with_a_pipe_for_its_recipe, ["train", "--resume", "run"], "run/recipe.yaml: not a regular file"),
         (lambda w: (w / "r.yaml").write_text(f"base: {RECIPE}\n#" + "x" * (5 * 2**20) + "\n"), ["train", "r.yaml"],
          "r.yaml: 5.0 MiB, more than a recipe may be (4.0 MiB)"),
         (lambda w: (w / "run").mkdir() or _fifo(w / "run" / "metrics.json"), ["report", "run", "--no-confusion"],
          "run/metrics.json: not a regular file"),
     ],
-    ids=["pipe-input", "dev-zero-input", "pipe-sweep", "huge-recipe", "pipe-in-a-run-folder"],
+    ids=["pipe-input", "dev-zero-input", "pipe-sweep", "pipe-recipe", "pipe-base", "pipe-resumed-recipe", "huge-recipe",
+         "pipe-in-a-run-folder"],
 )
 def test_pipes_devices_and_huge_files_are_refused_at_once(capsys, workspace, make, args, fragment):
     ckpt = str(_small_checkpoint(workspace)) if "{ckpt}" in args else ""

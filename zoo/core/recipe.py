@@ -432,7 +432,7 @@ def find(recipe: str | Path | None) -> Path:
     """A recipe's path: an existing file, or a name from a ``recipes/`` folder (``resnet-digits``)."""
     name = str(recipe) if recipe is not None else DEFAULT_RECIPE
     path = Path(name)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a pipe or a device is refused by name when read, not "not found"
         return path
     for folder in RECIPE_DIRS:
         for candidate in (folder / name, folder / f"{name}.yaml"):
@@ -506,7 +506,7 @@ def _resolve_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for base in bases:
         base_path = path.parent / base
-        if not base_path.is_file():
+        if not base_path.exists() or base_path.is_dir():
             raise RecipeError(f"{path}: base: recipe {base} not found (looked at {base_path})")
         merged = merge(merged, _resolve_bases(base_path, (*seen, path)))
     # Plugin files are named relative to the recipe that lists them; pin them before merging.
