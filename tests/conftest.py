@@ -83,3 +83,19 @@ def _wandb_whole_and_once(run_dir: Path, wandb_dir: Path | None = None) -> None:
 @pytest.fixture
 def wandb_whole_and_once():
     return _wandb_whole_and_once
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """A disk that is full: making a written file durable (os.fsync, where delayed allocation reports a
+    full disk) fails with ENOSPC. Folders still sync, as they do on a full disk."""
+    import errno
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.path.isfile(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)

@@ -119,3 +119,70 @@ def test_resolved_recipe_round_trips(tmp_path):
     r = load("mlp-digits")
     again = write(tmp_path / "again.yaml", r.to_yaml())
     assert load(again).to_dict() == r.to_dict()
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("model: mlp\ndata: digits\noptimizer:\n  name: sgd\n  lr: 0.1\n  lr: 0.2\n",
+         r"r\.yaml:6:3: not valid YAML: duplicate key 'lr' \(first at line 5\)"),
+        ("model: mlp\ndata: digits\nseed: 1\nseed: 2\n", r"r\.yaml:4:1: not valid YAML: duplicate key 'seed' \(first at line 3\)"),
+        ("model: {name: mlp, width: 8, width: 9}\ndata: digits\n", r"r\.yaml:1:30: not valid YAML: duplicate key 'width'"),
+    ],
+    ids=["nested", "top-level", "flow-mapping"],
+)
+def test_a_key_given_twice_is_refused_with_file_line_and_key(tmp_path, text, pattern):
+    with pytest.raises(RecipeError, match=pattern):
+        load(write(tmp_path / "r.yaml", text))
+
+
+def test_keys_merged_in_by_an_alias_may_be_overridden(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "model: mlp\ndata: digits\nx-opt: &opt {name: sgd, lr: 0.1}\n"
+                   "optimizer:\n  <<: *opt\n  lr: 0.3\n")
+    with pytest.raises(RecipeError, match="unknown key 'x-opt'"):  # the merge itself is fine; the key is not
+        load(recipe)
+    recipe.write_text("model: mlp\ndata: digits\noptimizer:\n  <<: {name: sgd, lr: 0.1}\n  lr: 0.3\n")
+    assert load(recipe).optimizer["lr"] == 0.3
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("trainer.max_epochs=true", r"trainer\.max_epochs: .*valid integer, got True"),
+        ("trainer.max_epochs=2.0", r"trainer\.max_epochs: .*valid integer, got 2\.0"),
+        ("seed='3'", r"seed: .*valid integer, got '3'"),
+        ("tta.flip=1", r"tta\.flip: .*valid boolean, got 1"),
+        ("regularization.l2=false", r"regularization\.l2: .*valid number, got False"),
+        ("checkpoint.on_signal='yes'", r"checkpoint\.on_signal: .*valid boolean, got 'yes'"),
+        ("model.width=true", r"model\.width: .*valid integer, got True"),
+        ("model.dropout=true", r"model\.dropout: .*valid number, got True"),
+        ("data.batch_size=64.0", r"data\.batch_size: .*valid integer, got 64\.0"),
+        ("optimizer.lr='0.1'", r"optimizer\.lr: .*valid number, got '0\.1'"),
+        ("augment=[{name: crop, padding: true}]", r"augment\[0\]\.padding: .*valid integer, got True"),
+    ],
+)
+def test_no_silent_coercion_of_booleans_numbers_and_strings(override, pattern):
+    with pytest.raises(ZooError, match=pattern):
+        load("mlp-digits", [override])
+
+
+def test_an_int_still_stands_for_a_float_and_tuples_take_lists():
+    r = load("mlp-digits", ["regularization.l2=1", "optimizer.lr=1", "augment=[{name: affine, scale: [1, 2]}]"])
+    assert r.regularization.l2 == 1.0 and r.optimizer["lr"] == 1
+    assert r.augment[0]["scale"] == [1.0, 2.0]
+    # YAML 1.1 reads 1e-3 (no dot) as a string, which strict validation would refuse: it is read as a number
+    assert load("mlp-digits", ["optimizer.lr=1e-3", "regularization.l2=2E+1"]).optimizer["lr"] == 0.001
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("trainer.max_steps=0", r"trainer\.max_steps: 0 steps would leave the network untrained"),
+        ("trainer.max_steps=-2", r"trainer\.max_steps: .*greater than or equal to -1"),
+        ("trainer.limit_train_batches=0", r"trainer\.limit_train_batches: 0 batches would leave the network untrained"),
+        ("trainer.limit_train_batches=0.0", r"trainer\.limit_train_batches: 0 batches"),
+    ],
+)
+def test_settings_that_train_nothing_are_refused(override, pattern):
+    with pytest.raises(RecipeError, match=pattern):
+        load("mlp-digits", [override])

@@ -79,3 +79,48 @@ def test_an_ensemble_is_drawn_with_its_members_and_the_learning_rate_per_step(tw
     assert all(0 < v <= 0.002 for _, points, _ in rates for v in points.values())
     assert rates[0][1] == read_rates(single / "logs" / "metrics.csv")["train/lr/pg1"]
 
+
+
+CSV_HEADER = "epoch,step,train/acc,train/loss_epoch,train/lr/pg1,val/acc,val/loss\n"
+
+
+def _logged_run(folder: Path) -> Path:
+    """A finished run folder as zoo writes it, with its files written out by hand."""
+    (folder / "logs").mkdir(parents=True)
+    (folder / "metrics.json").write_text('{"test_acc": 0.5, "val_acc": 0.5, "metrics": {}, "members": null}\n')
+    (folder / "recipe.yaml").write_text("# resolved from recipes/mlp-digits.yaml\nmodel: {name: mlp}\n")
+    (folder / "logs" / "metrics.csv").write_text(
+        CSV_HEADER + ",0,,,0.002,,\n0,9,0.3,2.1,,0.4,1.9\n1,19,0.6,1.5,,0.5,1.4\n"
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    "file, damage, message",
+    [
+        ("metrics.json", lambda t: t[:20], "metrics.json: not valid JSON (Unterminated string starting at: line 1, "
+         "column 19): the file is cut short or damaged"),
+        ("metrics.json", lambda t: "[1, 2]\n", "metrics.json: expected a JSON object of a run's results, got list"),
+        ("logs/metrics.csv", lambda t: t[:-12], "metrics.csv: line 4 has 4 values for the 7 columns of the header: "
+         "the file is cut short or damaged"),
+        ("logs/metrics.csv", lambda t: t.replace("0.4", "0.\x004"), "metrics.csv: line 3, column val/acc: '0.\\x004' "
+         "is not a number: the file is damaged"),
+        ("logs/metrics.csv", lambda t: t.replace("1.9", "1.9,7"), "metrics.csv: line 3 has 8 values for the 7"),
+        ("logs/metrics.csv", lambda t: "\x89PNG garbage\n", "metrics.csv: not a metrics log: its first line has no "
+         "'step' column"),
+        ("recipe.yaml", lambda t: t + "model: [\n", "recipe.yaml:4:1: not valid YAML"),
+    ],
+    ids=["json-cut", "json-list", "csv-cut", "csv-garbled", "csv-extra-value", "csv-not-csv", "yaml-garbled"],
+)
+def test_damaged_logs_are_named_with_what_is_wrong(tmp_path, capsys, file, damage, message):
+    from zoo.cli.main import main
+
+    run = _logged_run(tmp_path / "run")
+    assert main(["report", str(run), "--no-confusion", "--out", str(tmp_path / "ok.html")]) == 0
+    path = run / file
+    path.write_text(damage(path.read_text()))
+    capsys.readouterr()
+    assert main(["report", str(run), "--no-confusion", "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zoo: error: {path.parent}/") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r.html").exists()

@@ -14,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,7 @@ from zoo.core.errors import RegistryError
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = str(REPO / "recipes" / "mlp-digits.yaml")
 QUICK = ["trainer.max_epochs=1", "model.width=8"]
+REAL_FIT = pl.Trainer.fit  # saved before the workspace fixture replaces it
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -759,3 +761,148 @@ def test_image_folder_reads_linked_files_and_class_folders(workspace):
     (root / "ant" / "more" / "again").unlink()
     dm = zoo.datasets.build({"name": "imagefolder", "root": str(root), "cache": False})
     assert len(dm.train) + len(dm.val) + len(dm.test) == 12
+
+
+# --- hostile files and values ---------------------------------------------------------------------------
+class _Hung(Exception):
+    pass
+
+
+def bounded_cli(capsys, *args: str, seconds: int = 60) -> tuple[object, str]:
+    """``cli`` that fails the test instead of hanging it (a read that waits on a named pipe forever)."""
+    import signal
+
+    def hung(signum, frame):
+        raise _Hung(f"zoo {' '.join(args)} still ran after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        return cli(capsys, *args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _stopped_run_with_a_pipe_for_its_recipe(workspace: Path) -> None:
+    (workspace / "run" / "checkpoints").mkdir(parents=True)
+    (workspace / "run" / "checkpoints" / "last.ckpt").write_bytes(b"never read: the recipe comes first")
+    _fifo(workspace / "run" / "recipe.yaml")
+
+
+@pytest.mark.parametrize(
+    "make, args, fragment",
+    [
+        (lambda w: _fifo(w / "x.pt"), ["predict", "{ckpt}", "--input", "x.pt"], "x.pt: not a regular file"),
+        (lambda w: (w / "x.npy").symlink_to("/dev/zero"), ["predict", "{ckpt}", "--input", "x.npy"],
+         "x.npy: not a regular file"),
+        (lambda w: _fifo(w / "s.yaml"), ["sweep", "s.yaml"], "s.yaml: not a regular file"),
+        (lambda w: _fifo(w / "r.yaml"), ["train", "r.yaml"], "r.yaml: not a regular file"),
+        (lambda w: [(w / "r.yaml").write_text("base: b.yaml\n"), _fifo(w / "b.yaml")], ["train", "r.yaml"],
+         "b.yaml: not a regular file"),
+        (_stopped_run_with_a_pipe_for_its_recipe, ["train", "--resume", "run"], "run/recipe.yaml: not a regular file"),
+        (lambda w: (w / "r.yaml").write_text(f"base: {RECIPE}\n#" + "x" * (5 * 2**20) + "\n"), ["train", "r.yaml"],
+         "r.yaml: 5.0 MiB, more than a recipe may be (4.0 MiB)"),
+        (lambda w: (w / "run").mkdir() or _fifo(w / "run" / "metrics.json"), ["report", "run", "--no-confusion"],
+         "run/metrics.json: not a regular file"),
+    ],
+    ids=["pipe-input", "dev-zero-input", "pipe-sweep", "pipe-recipe", "pipe-base", "pipe-resumed-recipe", "huge-recipe",
+         "pipe-in-a-run-folder"],
+)
+def test_pipes_devices_and_huge_files_are_refused_at_once(capsys, workspace, make, args, fragment):
+    ckpt = str(_small_checkpoint(workspace)) if "{ckpt}" in args else ""
+    make(workspace)
+    assert_user_error(bounded_cli(capsys, *(a.format(ckpt=ckpt) for a in args)), fragment, where=workspace)
+
+
+def test_a_run_folder_whose_recipe_is_a_pipe_is_not_waited_on(capsys, workspace):
+    (workspace / "old").mkdir()
+    _fifo(workspace / "old" / "recipe.yaml")
+    assert_user_error(bounded_cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "old", "--overwrite"),
+                      "--run-dir old: not a zoo run folder")
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(capsys, workspace):
+    root = _image_folder(workspace / "imgs", 6)
+    Image.new("1", (20000, 20000)).save(root / "ant" / "huge.png")  # 48 kB of file, 1.2 GB as RGB
+    assert_user_error(cli(capsys, "train", "mlp-digits", _data(root, cache="false"), *QUICK),
+                      f"imagefolder: {root / 'ant' / 'huge.png'} is more than 178,956,970 pixels, past the 89,478,485",
+                      where=workspace)
+
+
+@pytest.mark.parametrize(
+    "body, args, fragments",
+    [
+        ("optimizer:\n  name: sgd\n  lr: 0.1\n  lr: 0.2\n", [], ["r.yaml:5:3: not valid YAML: duplicate key 'lr' (first at line 4)"]),
+        ("", ["trainer.max_epochs=true"], ["trainer.max_epochs: Input should be a valid integer, got True"]),
+        ("", ["model.width=64.0"], ["model.width: Input should be a valid integer, got 64.0"]),
+        ("", ["trainer.max_steps=0"], ["trainer.max_steps: 0 steps would leave the network untrained"]),
+    ],
+    ids=["duplicate-key", "bool-for-int", "float-for-int", "zero-steps"],
+)
+def test_recipe_values_that_were_taken_silently(capsys, workspace, body, args, fragments):
+    recipe = _recipe(workspace, "r.yaml", body)
+    assert_user_error(cli(capsys, "train", recipe, *args), *fragments, where=workspace)
+
+
+def _broken_checkpoint(folder: Path) -> Path:
+    """A checkpoint whose weights are NaN: every output is NaN."""
+    ckpt = _small_checkpoint(folder)
+    payload = torch.load(ckpt, weights_only=True)
+    payload["state_dict"] = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    torch.save(payload, ckpt)
+    return ckpt
+
+
+def test_non_finite_inputs_or_outputs_are_errors_naming_them(capsys, workspace):
+    ckpt = str(_small_checkpoint(workspace))
+    x = torch.zeros(5, 1, 8, 8)
+    x[3, 0, 2, 2] = float("nan")
+    x[4, 0, 0, 0] = float("inf")
+    torch.save(x, workspace / "x.pt")
+    assert_user_error(cli(capsys, "predict", ckpt, "--input", "x.pt"),
+                      "x.pt: input 3 (and 1 more) holds NaN or infinite values")
+    np.save(workspace / "x.npy", x.numpy())
+    assert_user_error(cli(capsys, "predict", ckpt, "--input", "x.npy"), "x.npy: input 3 (and 1 more)")
+    broken = str(_broken_checkpoint(workspace))
+    assert_user_error(cli(capsys, "predict", broken), f"{broken}: output for input 0 (and 359 more) holds NaN")
+    assert_user_error(cli(capsys, "eval", broken), f"{broken}: output for the test split's sample 0 (and 359 more)")
+
+
+def test_predict_says_which_split_it_predicts_on(capsys, workspace):
+    from zoo.core.recipe import load
+    from zoo.training.classifier import Classifier
+
+    root = workspace / "imgs"
+    _image_folder(root / "train", 10)  # a train/ folder, no test/
+    recipe = load("mlp-digits", ["model.width=8", _data(root)]).to_dict()
+    model = Classifier(recipe, (3, 8, 8), 2)
+    hp = {"recipe": recipe, "input_shape": [3, 8, 8], "num_classes": 2}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hp}, workspace / "m.ckpt")
+    status, err = cli(capsys, "predict", "m.ckpt")
+    assert status == 0, err
+    assert f"zoo: note: there is no {root / 'test'} folder: the test split is a seeded 20% of each class of " \
+           f"{root / 'train'} (data.test_fraction, data.split_seed=0)" in err
+    (root / "test").mkdir()
+    _image_folder(root / "test", 2)
+    status, err = cli(capsys, "predict", "m.ckpt")
+    assert status == 0 and "note" not in err, err
+
+
+def test_a_full_disk_under_an_export_is_named_and_leaves_nothing(capsys, workspace, full_disk):
+    ckpt = str(_small_checkpoint(workspace))
+    assert_user_error(cli(capsys, "predict", ckpt, "--out", "p.csv"),
+                      "no space left on p.csv: No space left on device; nothing was written there")
+    assert sorted(os.listdir(workspace)) == ["model.ckpt"]
+
+
+def test_a_run_that_takes_no_step_is_refused_and_leaves_nothing(capsys, workspace, monkeypatch):
+    monkeypatch.setattr(pl.Trainer, "fit", REAL_FIT)  # this mistake shows only once training starts
+    assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "trainer.max_time=00:00:00:00"),
+                      "training took no optimizer step", "the network is untrained", where=workspace)

@@ -11,6 +11,7 @@ so an interrupted write never leaves a half-written cache under the real name.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -23,6 +24,7 @@ from typing_extensions import Annotated
 
 from zoo import Seed, datasets
 from zoo.core.errors import ZooError
+from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[int, Field(ge=1)]
@@ -46,25 +48,31 @@ def _threads() -> int:
 
 
 def decode_file(path: str, color: str, size: tuple[int, int] | None):
-    """One image file as a uint8 (C, H, W) tensor, C = 3 (``rgb``) or 1 (``gray``), resized to ``size`` (H, W)."""
+    """One image file as a uint8 (C, H, W) tensor, C = 3 (``rgb``) or 1 (``gray``), resized to ``size`` (H, W).
+
+    The file must be a regular file of at most MAX_IMAGE_BYTES, and its header may promise at most Pillow's
+    ``Image.MAX_IMAGE_PIXELS`` pixels: a small file can decode to gigabytes (a decompression bomb).
+    """
     import torch
     from torchvision.io import ImageReadMode, decode_image
 
+    try:
+        data = read_bytes(path, MAX_IMAGE_BYTES, "image file")
+    except ZooError as exc:
+        raise ZooError(f"imagefolder: {exc}") from None
+    _check_pixels(path, data)
     mode = ImageReadMode.RGB if color == "rgb" else ImageReadMode.GRAY
     try:
-        img = decode_image(path, mode=mode)
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except Exception:
         # torchvision.io reads JPEG, PNG, GIF and WebP; Pillow covers the rest (BMP, TIFF, ...).
         from PIL import Image
 
         try:
-            with Image.open(path) as pil:
+            with Image.open(io.BytesIO(data)) as pil:
                 pil = pil.convert("RGB" if color == "rgb" else "L")
                 img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
                 img = img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            # the file is there by name but cannot be opened: a broken link, no read permission
-            raise ZooError(f"imagefolder: cannot read {path}: {exc.strerror}") from None
         except Exception as exc:
             raise ZooError(
                 f"imagefolder: cannot decode {path}: {_without_path(str(exc), path)}; "
@@ -75,6 +83,30 @@ def decode_file(path: str, color: str, size: tuple[int, int] | None):
 
         img = resize(img, list(size), antialias=True)
     return img
+
+
+def _check_pixels(path: str, data: bytes) -> None:
+    """Refuse an image whose header promises more than Pillow's MAX_IMAGE_PIXELS, read from the header alone."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if not limit:
+        return  # the user switched Pillow's check off
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decided below, as an error
+            with Image.open(io.BytesIO(data)) as pil:
+                width, height = pil.size
+    except Image.DecompressionBombError:
+        width = height = None  # past twice the limit: Pillow would not even say the size
+    except Exception:  # noqa: BLE001 - not a header Pillow knows: the decoders say what is wrong with it
+        return
+    if width is None or width * height > limit:
+        shape = f"{width}x{height} pixels" if width is not None else f"more than {2 * limit:,} pixels"
+        raise ZooError(
+            f"imagefolder: {path} is {shape}, past the {limit:,} an image may have (Pillow's MAX_IMAGE_PIXELS: "
+            "a decompression bomb, or an image far larger than a network trains on); shrink it or remove it"
+        )
 
 
 def _without_path(message: str, path: str) -> str:
@@ -233,11 +265,11 @@ def _read_cache(path: Path, key: str, counts: dict[str, int], channels: int, siz
     """The cached images per part if ``path`` holds a complete cache for ``key``, else None."""
     import torch
 
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # truncated, corrupt, or not a torch file at all
+        blob = torch_load(path, "decode cache")
+    except Exception:  # truncated, corrupt, not a torch file at all, or not a regular file
         return None
     if not isinstance(blob, dict) or blob.get("format") != CACHE_FORMAT or blob.get("key") != key:
         return None
@@ -338,7 +370,7 @@ def imagefolder(
             splits[part] = Split(pool.x[idx], pool.y[idx])
         splits["train"] = Split(pool.x[rest], pool.y[rest])
     _check_split_sizes(top, splits, carve, val_fraction, test_fraction)
-    return DataModule.standardized(
+    dm = DataModule.standardized(
         splits["train"],
         splits["val"],
         splits["test"],
@@ -347,6 +379,14 @@ def imagefolder(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
     )
+    source = top / "train" if (top / "train").is_dir() else top
+    for part in carve:
+        fraction = {"test": test_fraction, "val": val_fraction}[part]
+        dm.split_notes[part] = (
+            f"there is no {top / part} folder: the {part} split is a seeded {fraction:.0%} of each class of "
+            f"{source} (data.{part}_fraction, data.split_seed={split_seed})"
+        )
+    return dm
 
 
 def _check_split_sizes(top: Path, splits: dict, carved: list[str], val_fraction: float, test_fraction: float):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from zoo.core.io import json_text
 
 from zoo.cli.args import add_plugin_argument
 
@@ -25,7 +26,7 @@ def cmd_init_explorer(ns: argparse.Namespace) -> int:
     if ns.out:
         print(f"wrote {plot(result, ns.out)}")
     if ns.json:
-        print(json.dumps(result.to_dict()))
+        print(json_text(result.to_dict()))
     return 0
 
 

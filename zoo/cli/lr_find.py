@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from zoo.core.io import json_text
 
 from zoo.cli.args import add_plugin_argument
 
@@ -29,7 +30,7 @@ def cmd_lr_find(ns: argparse.Namespace) -> int:
         written = write_recipe(find(recipe), result.suggestion, overrides, overwrite=ns.overwrite)
         print(f"wrote {written} (train it with: zoo train {written})")
     if ns.json:
-        print(json.dumps({"suggestion": result.suggestion, "min_lr_div10": result.min_lr_div10,
+        print(json_text({"suggestion": result.suggestion, "min_lr_div10": result.min_lr_div10,
                           "steps_run": result.steps_run, "stopped_early": result.stopped_early,
                           "optimizer": result.optimizer, "plot": str(png),
                           "written": str(written) if written else None}))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from zoo.cli.args import add_plugin_argument, split_recipe
 from zoo.core.errors import ZooError, brief, clip
+from zoo.core.io import json_text, no_space_message
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended, as `yes | head -1` does
@@ -103,6 +104,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     model = load_model(ns.run, ns.plugin)
     spec = _data_spec(model, ns.overrides)
     report = evaluate(model, spec, ns.split, where=ns.run)
+    _note_split(report.get("split_note"))
     if "members" in report:
         for i, acc in enumerate(report["members"]):
             print(f"member {i}: {ns.split} acc {acc:.4f}")
@@ -126,7 +128,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     for i, (p, r) in enumerate(zip(report["precision"], report["recall"])):
         print(f"{i:>5}  {figure(p, 9)}  {figure(r, 6)}")
     if ns.json:
-        print(json.dumps(report))
+        print(json_text(report))
     return 0
 
 
@@ -135,30 +137,19 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     import io
     from pathlib import Path
 
-    import torch
-
-    from zoo.training.evaluation import check_fits, load_model, predictions, safe_load, split_of
+    from zoo.training.evaluation import check_fits, load_inputs, load_model, predictions, split_of
 
     _need_model(ns)
     model = load_model(ns.run, ns.plugin)
     labels = None
     if ns.input:
-        path = Path(ns.input)
-        if path.suffix == ".npy":
-            import numpy as np
-
-            x = torch.from_numpy(np.load(path, allow_pickle=False))
-        else:
-            x = safe_load(path)
-            if not isinstance(x, torch.Tensor):
-                raise ZooError(f"{path}: expected a saved tensor of inputs")
-        if tuple(x.shape[1:]) != model.input_shape:
-            raise ZooError(f"{path}: inputs have shape {tuple(x.shape[1:])} per sample; the model takes {model.input_shape}")
+        x = load_inputs(Path(ns.input), model.input_shape)
     else:
         dm, part = split_of(_data_spec(model, ns.overrides), ns.split)
         check_fits(model, dm, ns.run)
+        _note_split(getattr(dm, "split_notes", {}).get(ns.split))
         x, labels = part.x, part.y
-    pred, score, score_name = predictions(model, x)  # a vote ensemble's score is its vote share
+    pred, score, score_name = predictions(model, x, ns.run)  # a vote ensemble's score is its vote share
     rows = [["index", "prediction", score_name] + (["label"] if labels is not None else [])]
     for i in range(len(pred)):
         row = [i, int(pred[i]), f"{float(score[i]):.4f}"]
@@ -179,6 +170,12 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         raise ZooError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     print(f"wrote {len(pred)} predictions to {ns.out}", file=sys.stderr)
     return 0
+
+
+def _note_split(note: str | None) -> None:
+    """Say what a split is where its name alone would mislead (see DataModule.split_notes)."""
+    if note:
+        print(f"zoo: note: {note}", file=sys.stderr)
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
@@ -207,7 +204,7 @@ def _show_stats(recipe, ns: argparse.Namespace) -> int:
     if (shape is None) != (ns.classes is None):
         raise ZooError("--input-shape and --classes go together (the data is read for both otherwise)")
     stats = recipe_stats(recipe, shape, ns.classes)
-    print(json.dumps(stats.to_dict()) if ns.json else stats_text(stats, recipe.source), end="\n" if ns.json else "")
+    print(json_text(stats.to_dict()) if ns.json else stats_text(stats, recipe.source), end="\n" if ns.json else "")
     return 0
 
 
@@ -262,17 +259,18 @@ def cmd_augment(ns: argparse.Namespace) -> int:
 def cmd_docs(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from zoo.core.io import MAX_TEXT_BYTES, atomic_write_text, read_text
     from zoo.core.reference import generate
 
     text = generate()
     if ns.check:
-        current = Path(ns.check).read_text() if Path(ns.check).is_file() else ""
+        current = read_text(ns.check, MAX_TEXT_BYTES, "recipe reference") if Path(ns.check).exists() else ""
         if current != text:
             print(f"zoo: {ns.check} is out of date; regenerate it with: zoo docs --out {ns.check}", file=sys.stderr)
             return 1
         print(f"{ns.check} is up to date")
     elif ns.out:
-        Path(ns.out).write_text(text)
+        atomic_write_text(ns.out, text)
         print(f"wrote {ns.out}")
     else:
         print(text, end="")
@@ -461,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _unexpected(exc: Exception) -> str:
     """One line for an error zoo did not foresee: what it is, where the run is, how to see more."""
     text = " ".join(str(exc).split()) or "(no message)"
-    line = f"{type(exc).__name__}: {clip(text, 500)}"
+    line = no_space_message(exc) or f"{type(exc).__name__}: {clip(text, 500)}"
     run_dir = getattr(exc, "zoo_run_dir", None)
     if run_dir is not None and getattr(exc, "zoo_resumable", False):
         from zoo.training.run_folder import resume_command

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from zoo.core.io import json_text
 
 from zoo.cli.args import add_plugin_argument
 
@@ -19,7 +20,7 @@ def cmd_sanity(ns: argparse.Namespace) -> int:
     summary = f"\n{len(results) - len(failed)}/{len(results)} checks passed"
     print(summary + (f"; failed: {', '.join(failed)}" if failed else ""))
     if ns.json:
-        print(json.dumps({"passed": not failed, "checks": [r.to_dict() for r in results]}))
+        print(json_text({"passed": not failed, "checks": [r.to_dict() for r in results]}))
     return 1 if failed else 0
 
 def add_parser(subparsers) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from zoo.cli.args import add_plugin_argument
 from zoo.core.errors import ZooError
+from zoo.core.io import json_text
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
@@ -59,7 +59,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         print(f"zoo: warning: {note}", file=sys.stderr)
     print(f"results: {result.sweep_dir}/results.csv, results.json  ({result.seconds:.1f} s)")
     if ns.json:
-        print(json.dumps(result.to_dict()))
+        print(json_text(result.to_dict()))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from zoo.core.errors import RecipeError, ZooError, brief, did_you_mean
+from zoo.core.io import MAX_TEXT_BYTES, read_text
 from zoo.core.registry import Seed
 
 DEFAULT_RECIPE = "mlp-digits"
@@ -49,7 +51,8 @@ TRAINER_SET_BY_ZOO = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: pydantic would otherwise take `max_epochs: true` as 1, `shuffle: 1` as true and `"3"` as 3
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrainerSection(_Section):
@@ -58,7 +61,9 @@ class TrainerSection(_Section):
     model_config = ConfigDict(extra="allow")
 
     max_epochs: int = Field(20, ge=1, description="Epochs to train.")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: no limit).")
+    max_steps: int = Field(
+        -1, ge=-1, description="Stop after this many optimizer steps (-1: no limit; 0 is refused)."
+    )
     accelerator: str = Field("auto", description="cpu, gpu, mps, or auto.")
     devices: int | str | list[int] = Field("auto", description="Number of devices, their indices, or auto.")
     num_nodes: int = Field(1, ge=1, description="Machines taking part in a DDP run.")
@@ -74,6 +79,15 @@ class TrainerSection(_Section):
     check_val_every_n_epoch: int = Field(1, ge=1, description="Validate every this many epochs.")
     log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
     enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError(
+                "0 steps would leave the network untrained; give a positive number, or -1 for no limit"
+            )
+        return value
 
 
 class RegularizationSection(_Section):
@@ -313,7 +327,8 @@ def folder_name_problem(name: str) -> str | None:
 
 
 class YAMLLimitError(yaml.MarkedYAMLError):
-    """A YAML document past the bounds a recipe may have (see MAX_VALUES, MAX_NESTING)."""
+    """A YAML document zoo refuses though PyYAML would read it: past the bounds a recipe may have (see
+    MAX_VALUES, MAX_NESTING), or holding one key twice in a mapping."""
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -338,6 +353,34 @@ class _BoundedLoader(yaml.SafeLoader):
         if node is not None:
             _check_expansion(node)
         return node
+
+    def construct_mapping(self, node, deep=False):
+        # PyYAML keeps the last of two equal keys without a word: `lr: 0.1` twice would be a silent choice.
+        # Keys merged in with `<<:` may be overridden; that is what merging is for.
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class says so with its own message
+                continue
+            if earlier is not key_node:
+                raise YAMLLimitError(
+                    problem=f"duplicate key {brief(key)} (first at line {earlier.start_mark.line + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; YAML 1.2 and people read it as a number.
+# Strict validation no longer turns such strings into numbers, so the loader reads them as numbers itself.
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -393,7 +436,7 @@ def find(recipe: str | Path | None) -> Path:
     """A recipe's path: an existing file, or a name from a ``recipes/`` folder (``resnet-digits``)."""
     name = str(recipe) if recipe is not None else DEFAULT_RECIPE
     path = Path(name)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a pipe or a device is refused by name when read, not "not found"
         return path
     for folder in RECIPE_DIRS:
         for candidate in (folder / name, folder / f"{name}.yaml"):
@@ -403,22 +446,24 @@ def find(recipe: str | Path | None) -> Path:
     raise RecipeError(f"recipe {name} not found{did_you_mean(path.stem, known)}; shipped recipes: {', '.join(known)}")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "recipe") -> tuple[str, Any]:
+    """A YAML file's text and value, read within the bounds above (and zoo.core.io's on files); a RecipeError
+    naming the file, the line and the problem otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
-        ) from None
+        text = read_text(path, MAX_TEXT_BYTES, what)
+    except ZooError as exc:
+        raise RecipeError(str(exc)) from None
     try:
-        data = load_yaml(text)
+        return text, load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError(f"{where}: not valid YAML: {problem}") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    _, data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -473,7 +518,7 @@ def _resolve_bases(path: Path, seen: tuple[Path, ...] = (), named: dict[bool, se
     merged: dict[str, Any] = {}
     for base in bases:
         base_path = path.parent / base
-        if not base_path.is_file():
+        if not base_path.exists() or base_path.is_dir():
             raise RecipeError(f"{path}: base: recipe {base} not found (looked at {base_path})")
         merged = merge(merged, _resolve_bases(base_path, (*seen, path), named))
     # Plugin files are named relative to the recipe that lists them; pin them before merging.
@@ -567,7 +612,11 @@ def _check_trainer_extras(section: TrainerSection, where: str) -> None:
     from lightning.pytorch import Trainer
 
     accepted = set(inspect.signature(Trainer).parameters)
-    for key in extras:
+    for key, value in extras.items():
+        if key == "limit_train_batches" and not isinstance(value, bool) and value == 0:
+            raise RecipeError(
+                f"{where}: trainer.limit_train_batches: 0 batches would leave the network untrained, got {brief(value)}"
+            )
         if key in TRAINER_SET_BY_ZOO:
             raise RecipeError(f"{where}: trainer.{key}: {TRAINER_SET_BY_ZOO[key]}")
         if key not in accepted:

@@ -45,6 +45,7 @@ from zoo.core.errors import (
     did_you_mean,
     raised_at,
 )
+from zoo.core.strict_types import strict_scalars
 
 Spec = Union[str, Mapping[str, Any]]
 
@@ -256,7 +257,7 @@ class Entry:
         if "model" not in self._cache:
             fields: dict[str, Any] = {}
             for p in self.params:
-                annotation = Any if p.annotation is inspect.Parameter.empty else p.annotation
+                annotation = Any if p.annotation is inspect.Parameter.empty else strict_scalars(p.annotation)
                 default = ... if p.default is inspect.Parameter.empty else p.default
                 fields[p.name] = (annotation, default)
             config = pydantic.ConfigDict(

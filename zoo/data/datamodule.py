@@ -280,6 +280,9 @@ class DataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         self.seed = seed
+        # What a split is, where its name alone would mislead (a "test" split carved out of a training
+        # folder, say), by split name; zoo eval and predict say it
+        self.split_notes: dict[str, str] = {}
         self._train_batches: TensorBatches | None = None
         # Batches per training step the model takes (its recipe's performance.steps_per_execution).
         self.steps_per_execution = 1

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from zoo.core.errors import ZooError
+from zoo.core.errors import ZooError, brief
+from zoo.core.io import MAX_TABLE_BYTES, MAX_TEXT_BYTES, atomic_write_text, read_text
 
 CURVES = (
     ("loss", ("train/loss_epoch", "val/loss")),
@@ -61,31 +60,62 @@ class RunInfo:
         return bool(self.metrics.get("members"))
 
 
-def _source(recipe_file: Path) -> str:
+def _source(recipe_text: str) -> str:
     """The recipe a run was resolved from, as its recipe.yaml's first comment line says."""
-    first = recipe_file.read_text().splitlines()[0] if recipe_file.is_file() else ""
+    first = recipe_text.splitlines()[0] if recipe_text else ""
     if first.startswith("# resolved from "):
         return first.removeprefix("# resolved from ").split(";")[0].strip()
     return "?"
 
 
+def read_metric_rows(csv_file: Path) -> list[dict[str, float]]:
+    """The rows of a CSVLogger metrics.csv as numbers (an empty cell left out); [] when there is no file.
+
+    A damaged file (cut short, garbled, not a CSV) is a ZooError naming the file, the line and what is wrong.
+    """
+    if not csv_file.exists():
+        return []
+    text = read_text(csv_file, MAX_TABLE_BYTES, "metrics log")
+    rows: list[dict[str, float]] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or "step" not in header:
+            raise ZooError(f"{csv_file}: not a metrics log: its first line has no 'step' column")
+        for line in reader:
+            if len(line) != len(header):
+                raise ZooError(
+                    f"{csv_file}: line {reader.line_num} has {len(line)} values for the {len(header)} columns of "
+                    "the header: the file is cut short or damaged"
+                )
+            row = {}
+            for key, value in zip(header, line):
+                if value == "":
+                    continue
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    raise ZooError(
+                        f"{csv_file}: line {reader.line_num}, column {key}: {brief(value)} is not a number: "
+                        "the file is damaged"
+                    ) from None
+            rows.append(row)
+    except csv.Error as exc:
+        raise ZooError(
+            f"{csv_file}: line {reader.line_num}: not readable as CSV ({exc}): the file is damaged"
+        ) from None
+    return rows
+
+
 def read_curves(csv_file: Path) -> dict[str, dict[int, float]]:
     """Per-epoch values of each column of a CSVLogger metrics.csv (the last value logged in each epoch)."""
     curves: dict[str, dict[int, float]] = {}
-    if not csv_file.is_file():
-        return curves
-    with csv_file.open(newline="") as f:
-        for row in csv.DictReader(f):
-            epoch = row.get("epoch")
-            if not epoch:
-                continue
-            for key, value in row.items():
-                if key in ("epoch", "step") or value in ("", None):
-                    continue
-                try:
-                    curves.setdefault(key, {})[int(float(epoch))] = float(value)
-                except ValueError:
-                    continue
+    for row in read_metric_rows(csv_file):
+        if "epoch" not in row:
+            continue
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                curves.setdefault(key, {})[int(row["epoch"])] = value
     # after fit, zoo evaluates the best checkpoint with trainer.validate/test: logged at epoch max_epochs,
     # one past the last training epoch; that row is not a point of the learning curve
     trained = [e for key, points in curves.items() if key.startswith("train/") for e in points]
@@ -102,30 +132,56 @@ def is_learning_rate(key: str) -> bool:
 def read_rates(csv_file: Path) -> dict[str, dict[int, float]]:
     """The learning rate of each optimizer group per logged optimizer step, from a run's metrics.csv."""
     rates: dict[str, dict[int, float]] = {}
-    if not csv_file.is_file():
-        return rates
-    with csv_file.open(newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if is_learning_rate(key) and value and (row.get("step") or "").isdigit():
-                    rates.setdefault(key, {})[int(row["step"])] = float(value)
+    for row in read_metric_rows(csv_file):
+        for key, value in row.items():
+            if is_learning_rate(key) and "step" in row:
+                rates.setdefault(key, {})[int(row["step"])] = value
     return rates
+
+
+def _read_metrics(metrics_file: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(read_text(metrics_file, MAX_TEXT_BYTES, "metrics file"))
+    except json.JSONDecodeError as exc:
+        raise ZooError(
+            f"{metrics_file}: not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}): the file is "
+            "cut short or damaged"
+        ) from None
+    if not isinstance(metrics, dict):
+        raise ZooError(f"{metrics_file}: expected a JSON object of a run's results, got {type(metrics).__name__}")
+    members = metrics.get("members")
+    if members is not None and not (isinstance(members, list) and all(isinstance(m, dict) for m in members)):
+        raise ZooError(
+            f"{metrics_file}: members: expected a list of objects, one per member, got {brief(members)}"
+        )
+    return metrics
+
+
+def _read_recipe(recipe_file: Path) -> tuple[str, dict[str, Any]]:
+    """A run folder's recipe.yaml as its text and its mapping ('' and {} when there is none)."""
+    if not recipe_file.exists():
+        return "", {}
+    from zoo.core.recipe import read_yaml
+
+    text, recipe = read_yaml(recipe_file)
+    if recipe is not None and not isinstance(recipe, dict):
+        raise ZooError(f"{recipe_file}: expected a recipe (a YAML mapping), got {type(recipe).__name__}")
+    return text, recipe or {}
 
 
 def load_run(path: str | Path) -> RunInfo:
     path = Path(path)
     metrics_file = path / "metrics.json"
-    if not metrics_file.is_file():
+    if not metrics_file.exists():
         raise ZooError(f"{path}: no metrics.json; not a finished run folder")
-    metrics = json.loads(metrics_file.read_text())
-    recipe_file = path / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else {}
+    metrics = _read_metrics(metrics_file)
+    recipe_text, recipe = _read_recipe(path / "recipe.yaml")
     info = RunInfo(
         path=path,
         name=path.name,
-        recipe_source=_source(recipe_file),
+        recipe_source=_source(recipe_text),
         metrics=metrics,
-        recipe=recipe or {},
+        recipe=recipe,
         curves=read_curves(path / "logs" / "metrics.csv"),
         rates=read_rates(path / "logs" / "metrics.csv"),
     )
@@ -360,5 +416,5 @@ def write_report(
     run_dirs: list[str | Path], out: str | Path = "report.html", confusion: bool = True, plugins: Iterable[str] = ()
 ) -> Path:
     out = Path(out)
-    out.write_text(build_report(run_dirs, confusion=confusion, plugins=plugins), encoding="utf-8")
+    atomic_write_text(out, build_report(run_dirs, confusion=confusion, plugins=plugins))
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.core.errors import ZooError
+from zoo.core.io import MAX_TEXT_BYTES, atomic_write_text, read_text
 from zoo.monitoring.wandb_logging import read_run_id
 from zoo.monitoring.wandb_target import project as wandb_project
 from zoo.monitoring.wandb_offline import STEP
@@ -291,17 +292,17 @@ def build_spec(run_dirs: list[str | Path], **kwargs: Any):
 
 def write_spec(model, out: str | Path) -> Path:
     out = Path(out)
-    out.write_text(model.model_dump_json(by_alias=True, exclude_none=True, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out, model.model_dump_json(by_alias=True, exclude_none=True, indent=1) + "\n")
     return out
 
 
 def read_spec(path: str | Path):
     internal = _reports_module().internal
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ZooError(f"--publish {path}: no such file")
     try:
-        return internal.ReportViewspec.model_validate_json(path.read_text(encoding="utf-8"))
+        return internal.ReportViewspec.model_validate_json(read_text(path, MAX_TEXT_BYTES, "report spec"))
     except ValueError as exc:
         first = str(exc).splitlines()[0]
         raise ZooError(

@@ -58,6 +58,7 @@ from typing import Any
 import yaml
 
 from zoo.core.errors import ZooError
+from zoo.core.io import MAX_TEXT_BYTES, json_text, read_text
 from zoo.core.recipe import folder_name_problem, load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
@@ -179,11 +180,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     where = str(path)
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ZooError(f"{where}: cannot read sweep file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ZooError(f"{where}: not UTF-8 text; save it as UTF-8") from None
+        data = load_yaml(read_text(path, MAX_TEXT_BYTES, "sweep file"))
     except yaml.YAMLError as exc:
         raise ZooError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -514,7 +511,7 @@ def write_results(result: SweepResult, spec: SweepSpec, folder: Path) -> None:
     writer.writeheader()
     writer.writerows(result.rows)
     atomic_write_text(folder / "results.csv", table.getvalue())
-    atomic_write_text(folder / "results.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_text(folder / "results.json", json_text(result.to_dict(), indent=2) + "\n")
 
 
 def format_table(result: SweepResult, spec: SweepSpec) -> str:

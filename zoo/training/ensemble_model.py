@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from zoo.core.errors import ZooError
+from zoo.core.io import atomic_torch_save, torch_load
 from zoo.training.classifier import Classifier
 
 FORMAT = "zoo-ensemble-v1"
@@ -114,17 +115,14 @@ class Ensemble(nn.Module):
                 for m in self.members
             ],
         }
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)  # atomic: a crash never leaves half an ensemble behind
+        atomic_torch_save(payload, path)  # a crash or a full disk never leaves half an ensemble behind
 
     @classmethod
     def load(
         cls, path: str | Path, map_location: str | torch.device = "cpu", trusted_plugins: Iterable[str] = ()
     ) -> Ensemble:
         """An ensemble file's members; plugins their recipes name load only if in ``trusted_plugins``."""
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch_load(path, "ensemble file", map_location)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ZooError(f"{path}: not a zoo ensemble file")
         members = []

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.io import MAX_TENSOR_BYTES, open_regular, read_bytes, torch_load
 from zoo.monitoring.metrics import accuracy, classification_metrics, decision_metrics, nll
 from zoo.training.classifier import Classifier
 from zoo.training.ensemble_model import FORMAT, Ensemble, vote_counts
@@ -45,7 +46,7 @@ def _imports_code(path: Path) -> str | None:
             with zipfile.ZipFile(path) as archive:
                 data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
         else:
-            data = path.read_bytes()
+            data = read_bytes(path, MAX_TENSOR_BYTES)
         strings: list[str] = []
         for op, arg, _ in pickletools.genops(data):
             if isinstance(arg, str):
@@ -62,13 +63,16 @@ def _imports_code(path: Path) -> str | None:
     return None
 
 
-def safe_load(path: Path) -> Any:
-    """torch.load restricted to tensors and plain containers: a file that would run code is refused."""
+def safe_load(path: Path, what: str = "checkpoint") -> Any:
+    """torch.load restricted to tensors and plain containers: a file that would run code is refused, and
+    so is anything but a regular file of at most MAX_TENSOR_BYTES."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's note about pickle protocols is noise in a refusal
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch_load(path, what)
+    except ZooError:
+        raise
     except pickle.UnpicklingError as exc:
         # torch names the global it refused; a scan of the pickle finds it where the message does not
         named = re.search(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
@@ -109,6 +113,44 @@ def load_model(path: str | Path, plugins: Iterable[str] = ()) -> Classifier | En
     return model.eval()
 
 
+def load_inputs(path: Path, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The inputs of a ``.npy`` or ``.pt`` file for ``zoo predict --input``, checked against ``input_shape``."""
+    if path.suffix == ".npy":
+        import numpy as np
+
+        with open_regular(path, MAX_TENSOR_BYTES, "file of inputs") as f:
+            try:
+                array = np.load(f, allow_pickle=False)
+            except ValueError as exc:  # not an array, or one of Python objects (which would need pickle)
+                raise ZooError(f"{path}: not a NumPy array of numbers ({exc})") from None
+        x = torch.from_numpy(array) if array.dtype.kind in "biuf" else None
+    else:
+        x = safe_load(path, "file of inputs")
+    if not isinstance(x, torch.Tensor) or x.is_complex() or x.dtype == torch.bool:
+        raise ZooError(f"{path}: expected a saved tensor (or .npy array) of real-valued inputs")
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ZooError(
+            f"{path}: inputs have shape {tuple(x.shape[1:])} per sample; the model takes {tuple(input_shape)}"
+        )
+    check_finite(x, f"{path}: input", "the model cannot classify it")
+    return x
+
+
+def check_finite(values: torch.Tensor, what: str, consequence: str) -> None:
+    """Refuse NaN or infinite values (one row of ``values`` per sample), naming the first sample that has one."""
+    if not values.is_floating_point():
+        return
+    bad = (~torch.isfinite(values.reshape(len(values), -1))).any(1).nonzero().flatten()
+    if len(bad):
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ZooError(f"{what} {int(bad[0])}{more} holds NaN or infinite values: {consequence}")
+
+
+_BROKEN_OUTPUT = (
+    "the model's weights are broken (a diverged run?) or the inputs are far outside what it was trained on"
+)
+
+
 def split_of(data_spec: dict[str, Any], split: str):
     from zoo.core.catalog import datasets
 
@@ -142,18 +184,24 @@ def evaluate(
     """
     dm, part = split_of(data_spec, split)
     check_fits(model, dm, where)
+    check_finite(part.x, f"data '{data_spec.get('name')}', {split} split: sample", "the model cannot classify it")
     y = part.y
     report: dict[str, Any] = {"split": split, "samples": len(y)}
+    if getattr(dm, "split_notes", {}).get(split):
+        report["split_note"] = dm.split_notes[split]
     if getattr(dm, "classes", None) is not None:
         report["classes"] = [str(c) for c in dm.classes]
     if isinstance(model, Ensemble):
         member_probs = model.member_probabilities(part.x)
+        outputs = f"{where}: output for the {split} split's sample"
+        check_finite(member_probs.transpose(0, 1), outputs, _BROKEN_OUTPUT)
         report["members"] = [accuracy(p, y) for p in member_probs]
         if not model.gives_probabilities:
             return {**report, **_vote_report(model, member_probs, y)}
         probs = model.combine_probabilities(member_probs)
     else:
         probs = model.predict_proba(part.x)
+        check_finite(probs, f"{where}: output for the {split} split's sample", _BROKEN_OUTPUT)
     report["acc"] = accuracy(probs, y)
     report["nll"] = nll(probs, y)
     report.update(classification_metrics(probs, y))
@@ -176,12 +224,18 @@ def _vote_report(model: Ensemble, member_probs: torch.Tensor, y: torch.Tensor) -
     }
 
 
-def predictions(model: Classifier | Ensemble, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Each input's class, its score, and what the score is: the class probability, or a vote ensemble's vote share."""
+def predictions(
+    model: Classifier | Ensemble, x: torch.Tensor, where: str | Path = "the model"
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Each input's class, its score, and what the score is: the class probability, or a vote ensemble's vote
+    share. An output that is not finite is refused, naming the input (``where``: the model, for the message)."""
+    check_finite(x, "input", "the model cannot classify it")
     if isinstance(model, Ensemble) and not model.gives_probabilities:
         member_probs = model.member_probabilities(x)
+        check_finite(member_probs.transpose(0, 1), f"{where}: output for input", _BROKEN_OUTPUT)
         pred = model.decide(member_probs)
         return pred, model.vote_shares(member_probs).gather(1, pred.view(-1, 1)).squeeze(1), "vote_share"
     probs = model.predict_proba(x)
+    check_finite(probs, f"{where}: output for input", _BROKEN_OUTPUT)
     score, pred = probs.max(-1)
     return pred, score, "probability"

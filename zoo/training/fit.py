@@ -8,7 +8,6 @@ exists already (an ensemble member's).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.io import json_text
 from zoo.core.recipe import Recipe
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -48,7 +48,7 @@ class RunResult:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.summary(), sort_keys=True)
+        return json_text(self.summary(), sort_keys=True)
 
 
 def _quiet_lightning() -> None:
@@ -326,6 +326,7 @@ def run_fit(
     try:
         # weights_only: even our own checkpoint is read as tensors and plain containers, never code
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        _check_trained(trainer)
         ckpt = trainer.checkpoint_callback.best_model_path or None
         # A weight-averaging callback would load a checkpoint's raw weights back for testing; without it
         # the checkpoint's weights, which are the averaged ones, are what gets evaluated.
@@ -349,6 +350,19 @@ def run_fit(
         diverged=f"step {guard.stopped_step}: {guard.reason}" if guard is not None else None,
         rank=trainer.global_rank,
     )
+
+
+def _check_trained(trainer) -> None:
+    """Refuse to report an untrained network as a run's result: settings the recipe checks cannot see
+    (a Trainer argument, a callback) may leave a run without a single optimizer step."""
+    from zoo.monitoring.monitors import DivergenceGuard
+
+    stopped = any(isinstance(c, DivergenceGuard) and c.stopped for c in trainer.callbacks)
+    if trainer.global_step == 0 and not stopped:
+        raise ZooError(
+            "training took no optimizer step (check trainer.max_steps, trainer.max_time, trainer.limit_train_batches "
+            "and the callbacks that stop training): the network is untrained, so there is no result to report"
+        )
 
 
 def fit_one(

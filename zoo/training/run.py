@@ -96,7 +96,7 @@ def train(
 
 
 def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
-    if not (path / "recipe.yaml").is_file():
+    if not (path / "recipe.yaml").exists():
         raise ZooError(f"--resume {path}: not a run folder (no recipe.yaml in it)")
     if process_rank() > 0:  # rank 0 checked the folder and holds its lock
         return _as_worker(load(path / "recipe.yaml"), path, progress, ckpt=path / "checkpoints" / LAST_CHECKPOINT)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.core.errors import ZooError
+from zoo.core.io import MAX_TEXT_BYTES, open_regular, read_text
 from zoo.core.recipe import RUN_MARKER, Recipe
 
 RUNS_DIR = Path("runs")
@@ -57,9 +58,9 @@ def is_run_folder(path: Path) -> bool:
     if (path / MARKER).is_file():
         return True
     try:
-        with open(path / "recipe.yaml", encoding="utf-8", errors="replace") as f:
-            return f.readline().startswith(RECIPE_HEADER)
-    except OSError:
+        with open_regular(path / "recipe.yaml", MAX_TEXT_BYTES, "recipe") as f:  # a named pipe would block
+            return f.read(len(RECIPE_HEADER)) == RECIPE_HEADER.encode()
+    except ZooError:
         return False
 
 
@@ -153,8 +154,8 @@ class RunLock:
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
         try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
+            info = json.loads(read_text(path, MAX_TEXT_BYTES))
+        except (ZooError, ValueError):
             return {}
         return info if isinstance(info, dict) else {}
 
@@ -307,8 +308,8 @@ class RunFolder:
 
     def _marker(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.path / MARKER).read_text())
-        except (OSError, ValueError):
+            data = json.loads(read_text(self.path / MARKER, MAX_TEXT_BYTES))
+        except (ZooError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
