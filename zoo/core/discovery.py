@@ -28,6 +28,7 @@ from pathlib import Path
 from zoo.core import registry as registry_module
 from zoo.core import torch_state
 from zoo.core.errors import PluginError, PluginWarning, ZooError
+from zoo.core.io import MAX_TEXT_BYTES, read_bytes
 from zoo.core.registry import REGISTRIES, Origin, current_source, normalize_package
 
 GROUP = "zoo.plugins"
@@ -223,7 +224,7 @@ def _module_origin(name: str, kind: str) -> Origin:
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(read_bytes(path, MAX_TEXT_BYTES, "plugin file")).hexdigest()[:16]
 
 
 def _is_file(name: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.core.errors import ZooError
-from zoo.core.io import write_json
+from zoo.core.io import read_text, write_json
 from zoo.training.run_folder import RUNS_DIR, RunFolder, Wording, check_target, new_run_path
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def claim(spec: SweepSpec, sweep_dir: str | Path | None, overwrite: bool) -> Run
 
 def read_record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads((path / RECORD).read_text())
+        record = json.loads(read_text(path / RECORD))
     except (OSError, ValueError):
         record = None
     if not (isinstance(record, dict) and isinstance(record.get("trials"), dict) and record.get("sweep_file")):

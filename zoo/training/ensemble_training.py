@@ -15,7 +15,7 @@ import lightning as L
 
 from zoo.core.catalog import schedules
 from zoo.core.errors import RecipeError
-from zoo.core.io import write_json
+from zoo.core.io import read_text, write_json
 from zoo.core.recipe import Recipe, derive
 from zoo.monitoring.wandb_logging import read_run_id
 from zoo.training.checkpoints import Interrupted, SignalStop, seconds_so_far
@@ -173,7 +173,7 @@ class MemberJob:
     def seconds_before(self) -> float:
         """What earlier sittings spent on this member: all of a finished member, a begun one's to its checkpoint."""
         if finished(self.folder):
-            return float(json.loads((self.folder / "metrics.json").read_text()).get("seconds", 0.0))
+            return float(json.loads(read_text(self.folder / "metrics.json")).get("seconds", 0.0))
         last = self.folder / "checkpoints" / LAST_CHECKPOINT
         return seconds_so_far(safe_load(last)) if last.is_file() else 0.0
 
@@ -200,7 +200,7 @@ class MemberJob:
 
     def best_checkpoint(self) -> str:
         # named from the folder, which may have moved since the member finished
-        written = json.loads((self.folder / "metrics.json").read_text())["best_checkpoint"]
+        written = json.loads(read_text(self.folder / "metrics.json"))["best_checkpoint"]
         return str(self.folder / "checkpoints" / Path(written).name) if written else written
 
 
