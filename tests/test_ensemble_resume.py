@@ -17,6 +17,7 @@ import torch
 from run_stops import one_torch_thread, with_callback
 
 from zoo.cli.main import main
+from zoo.core import discovery
 from zoo.training.checkpoints import Interrupted
 from zoo.training.run import train
 from zoo.training.run_folder import RunFolder
@@ -125,6 +126,7 @@ def test_kill_9_mid_ensemble_then_resume_ends_as_the_uninterrupted_ensemble(tmp_
     assert killed.returncode == -9, killed.stderr
     assert (run / "members" / "m0" / "metrics.json").is_file()
     assert _step(run / "members" / "m1" / "checkpoints" / "last.ckpt") == 10  # its first epoch's end
+    discovery.load_local([str(FAULTS)], kind="--plugin")  # what --plugin does: the run's recipe names it
     resumed = train(resume=run, progress=False).summary()
     assert figures(resumed) == uninterrupted
     assert json.loads((run / "metrics.json").read_text())["test_acc"] == uninterrupted["test_acc"]
