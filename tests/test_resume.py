@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 import zoo.training.fit as training
 from zoo.cli.main import main
@@ -321,10 +322,7 @@ def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync,
 
 def _crash(monkeypatch, step: int, overrides: list[str], run: Path) -> None:
     """Train until optimizer step ``step`` and die there, as a killed process does."""
-    with monkeypatch.context() as patch:
-        _with_callback(patch, CrashAt(step))
-        with pytest.raises(SystemExit):
-            train(None, overrides, run_dir=run, progress=False)
+    _crash_with(monkeypatch, CrashAt(step), overrides, run)
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -464,3 +462,54 @@ def test_a_second_ctrl_c_stops_at_once_with_a_message(tmp_path, monkeypatch, cap
     # no checkpoint at step 13: the run goes on from the one written when the first epoch ended
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers went back
+
+
+def test_metrics_csv_stays_whole_when_a_rewrite_is_cut_off(tmp_path, monkeypatch):
+    from zoo.training.checkpoints import RunCSVLogger
+
+    logger = RunCSVLogger(tmp_path)
+    logger.log_metrics({"train/loss_step": 1.5}, step=0)
+    logger.save()
+    before = (tmp_path / "logs" / "metrics.csv").read_text()
+    logger.log_metrics({"val/acc": 0.5}, step=1)  # a new column: Lightning rewrote the whole file in place
+
+    def cut_off(self, rows):
+        raise KeyboardInterrupt  # the process stops in the middle of writing the rows
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        logger.save()
+    monkeypatch.undo()
+    assert (tmp_path / "logs" / "metrics.csv").read_text() == before
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["metrics.csv"]  # no temporary file left
+    logger.save()
+    assert [r["val/acc"] for r in _rows(tmp_path)] == ["", "0.5"]
+
+
+def _crash_with(monkeypatch, callback, overrides: list[str], run: Path) -> None:
+    """Train with ``callback`` until it dies the way a killed process does."""
+    with monkeypatch.context() as patch:
+        _with_callback(patch, callback)
+        with pytest.raises(SystemExit):
+            train(None, overrides, run_dir=run, progress=False)
+
+
+class DieAfterEpochCheckpoint(Checkpoint):
+    """Dies as a killed process does right after epoch ``epoch``'s checkpoint, before Lightning writes that
+    epoch's training figures (a Checkpoint: Lightning calls it after RunCheckpoint's epoch-end save)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SystemExit("simulated kill")
+
+
+def test_a_kill_right_after_an_epochs_checkpoint_loses_none_of_its_rows(tmp_path, monkeypatch, uninterrupted_run):
+    run = tmp_path / "run"
+    _crash_with(monkeypatch, DieAfterEpochCheckpoint(1), SMALL, run)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+    assert not any(r["epoch"] == "1" and r.get("train/acc") for r in _rows(run))  # never written
+    train(resume=run, progress=False)
+    assert _rows(run) == _rows(Path(uninterrupted_run.run_dir))  # the second epoch's figures included

@@ -45,6 +45,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to ``path`` in one write call: a process killed meanwhile has added all of it or none."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:  # a regular file takes it all at once; the loop only covers a short write
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """JSON written to a temporary file and renamed over ``path``."""
     tmp = path.with_suffix(".tmp")

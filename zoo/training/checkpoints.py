@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import signal
@@ -40,7 +41,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from zoo.core.io import atomic_torch_save
+from zoo.core.io import append_text, atomic_torch_save, atomic_write_text
 
 LAST = "last.ckpt"
 
@@ -167,12 +168,53 @@ def _moved_paths(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 
 
 class _AppendingWriter(ExperimentWriter):
-    # Lightning's writer deletes an existing metrics.csv; a resumed run keeps it (trimmed to its
-    # checkpoint, see trim_metrics_csv) and goes on appending under the same header.
+    """Lightning's CSV writer, continuing an existing metrics.csv and never leaving half of one.
+
+    Lightning's writer deletes an existing metrics.csv; a resumed run keeps it (trimmed to its checkpoint,
+    see trim_metrics_csv) and goes on under the same header. Lightning rewrites the file in place when a
+    new column appears (the first validation, the final test), and a kill in the middle left it empty:
+    here the rows are appended in one write, or the whole file replaced by a rename.
+    """
+
+    rows_on_disk = 0  # data rows in the file: what a checkpoint written now has logged before it
+    header_on_disk: list[str] = []
+
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+                reader = csv.DictReader(f)
+                self.metrics_keys = list(reader.fieldnames or [])
+                self.rows_on_disk = sum(1 for _ in reader)
+            self.header_on_disk = list(self.metrics_keys)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        self._record_new_keys()
+        rewrite = self.metrics_keys != self.header_on_disk or not path.is_file()
+        rows: list[dict[str, Any]] = []
+        if rewrite and path.is_file():
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
+        if rewrite:
+            writer.writeheader()
+            writer.writerows(rows)
+        writer.writerows(self.metrics)
+        if rewrite:
+            atomic_write_text(path, text.getvalue())
+        else:
+            append_text(path, text.getvalue())
+        self.rows_on_disk = len(rows) + len(self.metrics) if rewrite else self.rows_on_disk + len(self.metrics)
+        self.header_on_disk = list(self.metrics_keys)
+        self.metrics = []
+
+    @property
+    def rows_logged(self) -> int:
+        """Rows logged so far, written or not yet."""
+        return self.rows_on_disk + len(self.metrics)
 
 
 class RunCSVLogger(CSVLogger):
@@ -196,27 +238,47 @@ def flush_loggers(trainer: L.Trainer) -> None:
             logger.save()
 
 
-def trim_metrics_csv(path: Path, step: int) -> int:
-    """Drop the rows of a Lightning metrics.csv logged at ``step`` or later; a resumed run logs them again.
+def metrics_rows_logged(trainer: L.Trainer) -> int | None:
+    """How many rows the run's metrics.csv holds up to now (on global rank 0; None elsewhere)."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, RunCSVLogger)), None)
+    if logger is None or not trainer.is_global_zero:
+        return None
+    return logger.experiment.rows_logged
 
-    Returns how many rows were dropped. The file is rewritten atomically.
+
+def trim_metrics_csv(path: Path, step: int, rows: int | None = None) -> int:
+    """Drop the rows of a Lightning metrics.csv that came after a checkpoint; a resumed run logs them again.
+
+    ``rows``: how many rows the checkpoint says were logged before it (the rest go). Checkpoints that do not
+    say: the rows logged at ``step`` or later go (which keeps an epoch's training figures, logged at its
+    last step but after its checkpoint). Returns how many rows were dropped; the file is replaced atomically.
     """
     if not path.is_file():
         return 0
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        rows = list(reader)
-    kept = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
-    if len(kept) == len(rows):
+        logged = list(reader)
+    if rows is not None:
+        kept = logged[:rows]
+    else:
+        kept = [r for r in logged if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
+    if len(kept) == len(logged):
         return 0
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(tmp, path)
-    return len(rows) - len(kept)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write_text(path, text.getvalue())
+    return len(logged) - len(kept)
+
+
+def metrics_rows(checkpoint: dict[str, Any]) -> int | None:
+    """The rows of metrics.csv logged before a checkpoint was written (None: a checkpoint that does not say)."""
+    saved = checkpoint.get("zoo_resume") or {}
+    ranks = saved.get("ranks") or [saved]
+    rows = ranks[0].get("metrics_rows")
+    return rows if isinstance(rows, int) else None
 
 
 def rng_states() -> dict[str, Any]:
@@ -276,6 +338,9 @@ class ResumeState(L.Callback):
         epoch_state = getattr(pl_module, "epoch_state", None)
         if epoch_state is not None:
             state["epoch"] = epoch_state()
+        rows = metrics_rows_logged(trainer)
+        if rows is not None:
+            state["metrics_rows"] = rows
         if trainer.world_size > 1:
             ranks: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(ranks, state)
@@ -295,6 +360,14 @@ class ResumeState(L.Callback):
         datamodule = trainer.datamodule
         if loaders and datamodule is not None and hasattr(datamodule, "resume_train_state"):
             datamodule.resume_train_state = loaders[0]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # a checkpoint of the last epoch's end (a run stopped in its final evaluation): no training is left,
+        # so training never started; what that epoch's end had still to log is logged now
+        saved, self._pending = self._pending, None
+        ranks = (saved or {}).get("ranks", [saved])
+        if saved is not None and len(ranks) == trainer.world_size and hasattr(pl_module, "log_finished_epoch"):
+            pl_module.log_finished_epoch(ranks[trainer.global_rank].get("epoch") or {})
 
     def on_train_start(self, trainer, pl_module) -> None:
         saved, self._pending = self._pending, None

@@ -104,9 +104,9 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
     signals = SignalStop()
     folder = RunFolder.reopen(path)  # refused while another process runs it
     with _owning(folder):
-        resolved, ckpt, step, earlier = resume_point(path)
+        resolved, ckpt, step, earlier, rows = resume_point(path)
         prepared = prepare_fit(resolved, path, progress, signals=signals)
-        wandb_id = _prepare_resume(path, step)
+        wandb_id = _prepare_resume(path, step, rows)
         os.environ[RUN_DIR_ENV] = str(path)
         signals.install()
         try:
@@ -183,9 +183,10 @@ class _DropReplacedRun(L.Callback):
         self._check(trainer)
 
 
-def resume_point(path: Path) -> tuple[Recipe, Path, int, float]:
-    """The recipe, checkpoint and step a stopped run folder goes on from, and the seconds its sittings took
-    to that checkpoint; a clear error when it cannot."""
+def resume_point(path: Path) -> tuple[Recipe, Path, int, float, int | None]:
+    """The recipe, checkpoint and step a stopped run folder goes on from, the seconds its sittings took
+    to that checkpoint and the rows of metrics.csv logged before it; a clear error when it cannot."""
+    from zoo.training.checkpoints import metrics_rows
     from zoo.training.evaluation import safe_load
 
     if (path / "metrics.json").is_file():
@@ -212,7 +213,7 @@ def resume_point(path: Path) -> tuple[Recipe, Path, int, float]:
                 f"with its own recipe: undo the edit, or train the edited recipe as a new run: "
                 f"zoo train {path / 'recipe.yaml'} --run-dir NEW_FOLDER"
             )
-    return resolved, ckpt, state["global_step"], seconds_so_far(state)
+    return resolved, ckpt, state["global_step"], seconds_so_far(state), metrics_rows(state)
 
 
 def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
@@ -230,10 +231,10 @@ def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = ""
     return changes
 
 
-def _prepare_resume(path: Path, step: int) -> str | None:
+def _prepare_resume(path: Path, step: int, rows: int | None) -> str | None:
     """Trim the metrics a stopped run logged after its checkpoint (the replay logs them again); its W&B id."""
     from zoo.monitoring.wandb_logging import read_run_id
     from zoo.training.checkpoints import trim_metrics_csv
 
-    trim_metrics_csv(path / "logs" / "metrics.csv", step)
+    trim_metrics_csv(path / "logs" / "metrics.csv", step, rows)
     return read_run_id(path)
