@@ -12,9 +12,12 @@
   rank of a DDP job: the RNG states of torch (CPU and CUDA), NumPy and Python, the augmentation
   generator's state, the interrupted epoch's training loss and accuracy so far, and the seconds the run
   has taken up to the checkpoint, so a resumed run's time counts every sitting.
-* :class:`RunCSVLogger` keeps the metrics a stopped run logged, and a resumed run appends to them.
-* :class:`SignalStop` and :class:`StopOnSignal` turn SIGINT/SIGTERM into: during training, finish the
-  current step, write ``last.ckpt`` and raise :class:`Interrupted` (every rank of a DDP job at the same
+* :class:`RunCSVLogger` keeps the metrics a stopped run logged, and a resumed run appends to them. The
+  file is only ever appended to in one write or replaced whole (a new column rewrites it), so a kill
+  leaves it whole; each checkpoint records how many of its rows came before it.
+* :class:`SignalStop` and :class:`StopOnSignal` turn SIGINT/SIGTERM/SIGHUP into: during training, finish
+  the current step (at a step that validation or an epoch's end follows: that too, and the epoch's
+  checkpoint), write ``last.ckpt`` and raise :class:`Interrupted` (every rank of a DDP job at the same
   step, whichever rank got the signal); at any other moment, or on a second signal, raise it at once.
   The CLI reports it with the command that resumes the run.
 """
@@ -35,7 +38,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -388,7 +391,9 @@ class ResumeState(L.Callback):
 
 
 class SignalStop:
-    """SIGINT and SIGTERM for the length of a run, installed by the code that owns the run folder.
+    """SIGINT, SIGTERM and SIGHUP for the length of a run, installed by the code that owns the run folder.
+
+    SIGHUP (the terminal that started the run closed) is a stop like SIGTERM, not an end without a checkpoint.
 
     While training (``deferring``), the first signal is only noted: :class:`StopOnSignal` stops at the
     end of the step. Any other time (setting up, the final evaluation), and on a second signal (a second
@@ -397,7 +402,7 @@ class SignalStop:
     exist only in the main thread; the previous ones come back with :meth:`restore`.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -443,14 +448,19 @@ class SignalStop:
         raise Interrupted(signum, when=when)
 
 
-class StopOnSignal(L.Callback):
+class StopOnSignal(Checkpoint):
     """Ends training at a step boundary after a signal: ``last.ckpt`` is written and :class:`Interrupted` raised.
 
-    With one process the signal is acted on after the step it arrived in. In a DDP job the ranks agree
-    on whether any of them got one every ``agree_every`` steps and at every epoch's last step (one
-    all-reduce of an integer: 0.35 ms with gloo on the idle 2-core CPU, 0.9 ms on a busy one, so not on
-    every step), and all stop together at the same step, writing the checkpoint once. A signal to any one rank (the launching process,
-    as a scheduler or ``kill`` sends it, or a worker) stops them all.
+    With one process the signal is acted on after the step it arrived in, unless validation or the epoch's
+    end follows that step: a checkpoint there would resume with the validation (Lightning skips a
+    validation due at the step it resumes after) or the epoch's end hooks and figures lost. Then the stop
+    waits for that validation, the epoch's end and its checkpoint, and comes right after them; a signal
+    during validation stops there too. A Checkpoint, so that Lightning calls it after ``RunCheckpoint``,
+    whose epoch-end save comes first. In a DDP job the ranks agree on whether any of them got one every
+    ``agree_every`` steps, at every epoch's last step and after each validation (one all-reduce of an
+    integer: 0.35 ms with gloo on the idle 2-core CPU, 0.9 ms on a busy one, so not on every step), and all
+    stop together at the same point, writing the checkpoint once. A signal to any one rank (the launching
+    process, as a scheduler or ``kill`` sends it, or a worker) stops them all.
     """
 
     def __init__(self, folder: Path, watch: SignalStop | None = None, agree_every: int = 10) -> None:
@@ -458,6 +468,7 @@ class StopOnSignal(L.Callback):
         self.watch = watch
         self.agree_every = agree_every
         self._own = watch is None  # installed here when no run owner did (fit_one called directly)
+        self._at_epoch_end: int | None = None  # a signal agreed on at a step that an epoch-end checkpoint follows
 
     @property
     def received(self) -> int | None:
@@ -477,6 +488,7 @@ class StopOnSignal(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.watch.take_back()
         self.watch.deferring = True
+        self._at_epoch_end = None
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if self.watch is not None:
@@ -513,19 +525,60 @@ class StopOnSignal(L.Callback):
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return int(flag.item()) or None
 
-    def _stop_if_asked(self, trainer, every_step: bool = False) -> None:
-        signum = self._agreed(trainer, every_step)
-        if signum is None:
-            return
+    def _stop(self, trainer, signum: int) -> None:
         self.watch.deferring = False  # a further signal while the checkpoint is written stops at once
         self.watch.received = self.watch.received or signum
         path = self.folder / LAST
-        flush_loggers(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # every rank takes part; rank 0 writes the file
+        checkpoint = trainer.checkpoint_callback
+        written = isinstance(checkpoint, RunCheckpoint) and checkpoint.last_model_path_step == trainer.global_step
+        if not written or not path.is_file():
+            flush_loggers(trainer)
+            trainer.save_checkpoint(path, weights_only=False)  # every rank takes part; rank 0 writes the file
         raise Interrupted(signum, path, trainer.current_epoch, trainer.global_step)
 
-    # Stops happen after a training step, the state Lightning resumes from mid-epoch, never at an epoch's
-    # end: there Lightning calls the checkpoint callbacks' hooks after everyone else's, so a stop would come
-    # before the epoch's own checkpoint. A signal during validation stops after the next step.
+    def _stop_if_asked(self, trainer, every_step: bool = False) -> None:
+        signum = self._agreed(trainer, every_step)
+        if signum is not None:
+            self._stop(trainer, signum)
+
+    @staticmethod
+    def _validation_or_epoch_end_follows(trainer) -> bool:
+        if trainer.is_last_batch:
+            return True
+        loop, fetcher = trainer.fit_loop.epoch_loop, trainer.fit_loop._data_fetcher
+        return fetcher is not None and loop._should_check_val_fx(fetcher)  # val_check_interval inside an epoch
+
+    # Lightning resumes from a checkpoint written after a training step as from the middle of an epoch: right
+    # for any step but one that validation or the epoch's end follows. There the stop waits for them.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._stop_if_asked(trainer, every_step=trainer.is_last_batch)
+        later = self._validation_or_epoch_end_follows(trainer)
+        signum = self._agreed(trainer, every_step=later)
+        if signum is None:
+            return
+        if later:
+            self._at_epoch_end = signum
+            return
+        # Lightning logs this step's metrics after the step's hooks: log them before the checkpoint records
+        # how many rows of metrics.csv came before it, as the step would have
+        connector = trainer._logger_connector
+        connector.on_batch_end()
+        connector.update_train_step_metrics()
+        self._stop(trainer, signum)
+
+    # Lightning calls the Checkpoint callbacks last, in their order: these come after RunCheckpoint's saves.
+    # At an epoch's end that is on the training epoch's end, after validation and every other callback.
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.watch is None:
+            return
+        signum = self._agreed(trainer, every_step=True) or self._at_epoch_end
+        if signum is None:
+            return
+        if trainer.is_last_batch:
+            self._at_epoch_end = signum  # the epoch's end comes next: its figures and its checkpoint first
+        else:
+            self._stop(trainer, signum)  # a validation inside an epoch (trainer.val_check_interval)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        signum, self._at_epoch_end = self._at_epoch_end, None
+        if signum is not None:
+            self._stop(trainer, signum)
