@@ -18,15 +18,28 @@ Cases (``--case NAME``, repeatable; every case by default):
   ``zoo train`` of the same ``--run-dir``, an ``--overwrite`` of it and a ``--resume`` of it are each refused
   with exit 2 naming the holder's pid, and the run then finishes unharmed (one header in its
   metrics.csv). A run killed with SIGKILL leaves its lock file behind; ``--resume`` takes it over.
+* ``moments``: each of ``--runs`` trials stops a run with SIGKILL, SIGTERM, SIGINT or SIGHUP (in turn) at a
+  moment of one phase (in turn): a training step, validation, a checkpoint being written (its bytes written,
+  not yet renamed into place), metrics.csv being written (half its rows written), the final test; and, on a
+  recipe with an ensemble section, a member's start. Which moment of the phase is drawn at random from
+  those the reference run went through. A small monitor this script writes records the phases and pauses
+  at the drawn moment (``ZOO_MOMENT=phase:n``) until the signal has been sent. The run then goes on with
+  ``zoo train --resume`` (or starts over when it had no checkpoint yet). Trials alternate between the
+  recipe's own ``performance.steps_per_execution`` and 1 (grouped and single steps), each against its own
+  uninterrupted reference. Clean when every trial exits as the signal says (128 + its number; -9 for
+  SIGKILL) and ends with the reference's metrics, best checkpoints (their steps) and metrics.csv (every row,
+  in order, the same values). The result counts the trials per phase and signal.
 
     python benchmarks/fault_injection.py --json                      # every case, default recipe
     python benchmarks/fault_injection.py --quick --json              # small runs: checks that it works
     python benchmarks/fault_injection.py --case kill9 --runs 10 resnet-digits trainer.max_epochs=5
     python benchmarks/fault_injection.py --case ddp-sigterm --runs 4
+    python benchmarks/fault_injection.py --case moments --runs 12 mlp-digits trainer.max_epochs=5
 
-With ``--wandb`` the runs also log to W&B offline, and each killed-and-resumed run of ``kill9`` has its W&B
-history, read back from all its sittings' ``.wandb`` files, checked against its ``logs/metrics.csv``: every
-value there once (none lost to a kill, none logged twice by a replay), none that differs.
+With ``--wandb`` the runs also log to W&B offline, and each killed-and-resumed run of ``kill9`` (and each
+trial of ``moments``) has its W&B history, read back from all its sittings' ``.wandb`` files, checked against
+its ``logs/metrics.csv``: every value there once (none lost to a kill, none logged twice by a replay), none
+that differs.
 
     python benchmarks/fault_injection.py --case kill9 --wandb --json  # ... and each run's W&B history
 
@@ -83,9 +96,10 @@ def zoo(args: list[str], kill_after: float | None = None, expect: tuple[int, ...
     return proc.returncode, time.perf_counter() - start, stderr
 
 
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=CWD, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``zoo ARGS`` started in the background (``env``: variables set on top of the usual ones)."""
+    return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=CWD, env={**_env(), **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def final_metrics(run_dir: Path) -> dict[str, float]:
@@ -341,7 +355,229 @@ def case_lock(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict:
     return {"clean": all(checks.values()), **checks}
 
 
-CASES: dict[str, Callable[..., dict]] = {"kill9": case_kill9, "ddp-sigterm": case_ddp_sigterm, "lock": case_lock}
+# --- signals at every moment of an epoch -------------------------------------------------------------
+MOMENTS = '''"""Written by benchmarks/fault_injection.py: a monitor that records the phases a run goes through
+(``ZOO_MOMENTS_DIR``/events.log) and, with ``ZOO_MOMENT=phase:n``, pauses at the n-th moment of that phase
+while ``ZOO_MOMENTS_DIR``/hold exists, having written ``ZOO_MOMENTS_DIR``/reached."""
+import csv
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from zoo.core.catalog import monitors
+from zoo.training.checkpoints import RunCSVLogger
+
+FOLDER = Path(os.environ["ZOO_MOMENTS_DIR"]) if os.environ.get("ZOO_MOMENTS_DIR") else None
+PHASE, _, NTH = os.environ.get("ZOO_MOMENT", "").partition(":")
+SEEN = {}
+
+
+def reached(phase):
+    if FOLDER is None:
+        return
+    SEEN[phase] = SEEN.get(phase, 0) + 1
+    with open(FOLDER / "events.log", "a") as f:
+        f.write(phase + "\\n")
+    if phase == PHASE and SEEN[phase] == int(NTH):
+        (FOLDER / "reached").write_text(f"{phase} {SEEN[phase]}")
+        deadline = time.monotonic() + 120
+        while (FOLDER / "hold").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+if FOLDER is not None:
+    _save, _writerows, _torch_save = RunCSVLogger.save, csv.DictWriter.writerows, torch.save
+    _in_save = []
+
+    def save(self):  # metrics.csv: the moment falls in the middle of writing its rows
+        _in_save.append(True)
+        try:
+            _save(self)
+        finally:
+            _in_save.clear()
+
+    def writerows(self, rows):
+        rows = list(rows)
+        if not _in_save or not _in_save.pop():
+            return _writerows(self, rows)
+        _writerows(self, rows[: len(rows) // 2])
+        reached("metrics")
+        return _writerows(self, rows[len(rows) // 2 :])
+
+    def torch_save(obj, f, *args, **kwargs):  # a checkpoint: written, not yet renamed into place
+        _torch_save(obj, f, *args, **kwargs)
+        if isinstance(obj, dict) and "global_step" in obj and hasattr(f, "flush"):
+            f.flush()
+            reached("checkpoint")
+
+    RunCSVLogger.save, csv.DictWriter.writerows, torch.save = save, writerows, torch_save
+
+
+class Moments(L.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        reached("member")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        reached("train")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            reached("validation")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        reached("test")
+
+
+@monitors.register("moments")
+def moments():
+    """Records the run's phases and pauses at one moment of one (fault injection)."""
+    return Moments()
+'''
+PHASES = ("metrics", "train", "validation", "checkpoint", "test")
+MOMENT_SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT", "SIGHUP")
+
+
+def _moments_recipe(workdir: Path, name: str) -> Path:
+    """The recipe (a name or file) with the moments monitor added, as a recipe file of its own."""
+    (workdir / "moments.py").write_text(MOMENTS)
+    base = Path(name).resolve() if name.endswith((".yaml", ".yml")) else CWD / "recipes" / f"{name}.yaml"
+    path = workdir / "moments.yaml"
+    path.write_text(f"base: {base}\nplugins: [{workdir / 'moments.py'}]\nmonitors: [moments]\n")
+    return path
+
+
+def _moments_run(args: list[str], folder: Path, moment: str = "") -> subprocess.Popen:
+    return start(args, {"ZOO_MOMENTS_DIR": str(folder), **({"ZOO_MOMENT": moment} if moment else {})})
+
+
+def _csv_rows(run_dir: Path) -> dict[str, list[dict[str, str]]]:
+    """The rows of every metrics.csv in a run folder (an ensemble's: each member's), by its path there."""
+    rows = {}
+    for path in sorted(run_dir.glob("**/logs/metrics.csv")):
+        with open(path, newline="") as f:
+            rows[str(path.relative_to(run_dir))] = list(csv.DictReader(f))
+    return rows
+
+
+def _best_steps(run_dir: Path) -> dict[str, int]:
+    """The step of every best.ckpt in a run folder (an ensemble's: each member's), by its path there."""
+    import torch
+
+    return {str(path.relative_to(run_dir)): torch.load(path, weights_only=True)["global_step"]
+            for path in sorted(run_dir.glob("**/checkpoints/best.ckpt"))}
+
+
+def _moments_reference(args: list[str], folder: Path) -> dict:
+    folder.mkdir()
+    began = time.perf_counter()
+    proc = _moments_run([*args, "--run-dir", str(folder / "run")], folder)
+    _, stderr = proc.communicate(timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"the reference run failed ({proc.returncode}):\n{stderr[-3000:]}")
+    events: dict[str, int] = {}
+    for line in (folder / "events.log").read_text().split():
+        events[line] = events.get(line, 0) + 1
+    run = folder / "run"
+    return {"seconds": round(time.perf_counter() - began, 2), "metrics": final_metrics(run), "rows": _csv_rows(run),
+            "best_steps": _best_steps(run), "events": events}
+
+
+def _moments_trial(args: list[str], folder: Path, phase: str, name: str, reference: dict, rng: random.Random,
+                   nth: int | None = None) -> dict:
+    """One run stopped by signal ``name`` at a random moment of ``phase`` (the ``nth``, when given; counted from
+    the last when negative), then resumed to its end."""
+    folder.mkdir()
+    run = folder / "run"
+    first = 2 if phase == "member" else 1  # a member boundary: the start of any member but the first
+    count = reference["events"].get(phase, 0)
+    if nth is None:
+        nth = rng.randint(first, max(first, count))
+    elif nth < 0:
+        nth = count + 1 + nth
+    log: dict = {"phase": phase, "signal": name, "moment": nth, "of": count}
+    (folder / "hold").write_text("")
+    proc = _moments_run([*args, "--run-dir", str(run)], folder, f"{phase}:{nth}")
+    log["reached"] = wait_for(folder / "reached", proc, timeout=1800)
+    if log["reached"]:
+        proc.send_signal(getattr(signal, name))
+    (folder / "hold").unlink()
+    _, stderr = proc.communicate(timeout=600)
+    log["exit_code"] = proc.returncode
+    expected = -signal.SIGKILL if name == "SIGKILL" else 128 + getattr(signal, name)
+    log["exit_as_expected"] = proc.returncode == expected
+    if not log["reached"] or not log["exit_as_expected"]:
+        log["stderr"] = stderr[-1500:]
+    log["resumed"] = log["started_over"] = 0
+    for _ in range(3):
+        if (run / "metrics.json").is_file():
+            break
+        if (run / "checkpoints" / "last.ckpt").is_file():
+            again, log["resumed"] = ["train", "--resume", str(run)], log["resumed"] + 1
+        else:  # stopped before its first checkpoint: nothing to resume
+            again, log["started_over"] = [*args, "--run-dir", str(run), "--overwrite"], log["started_over"] + 1
+        code, _, stderr = zoo(again, expect=(0, 1, 2))
+        if code != 0:
+            log["resume_error"] = stderr[-1500:]
+            break
+    finished = (run / "metrics.json").is_file()
+    log["identical"] = finished and final_metrics(run) == reference["metrics"]
+    log["best_same"] = finished and _best_steps(run) == reference["best_steps"]
+    rows = _csv_rows(run) if finished else {}
+    log["csv_rows"], log["csv_whole"] = sum(map(len, rows.values())), rows == reference["rows"]
+    if WANDB and finished:
+        log["wandb"] = wandb_check(run)
+    checks = ("reached", "exit_as_expected", "identical", "best_same", "csv_whole")
+    log["clean"] = all(log[k] for k in checks) and (not WANDB or (finished and log["wandb"]["clean"]))
+    return log
+
+
+def case_moments(ns, recipe: list[str], workdir: Path, rng: random.Random) -> dict:
+    from zoo.core.recipe import load
+
+    name, *overrides = recipe
+    train_args = ["train", str(_moments_recipe(workdir, name)), *overrides]
+    resolved = load(train_args[1], overrides)
+    phases = [*PHASES, *(["member"] if resolved.ensemble is not None else [])]
+    groups = sorted({resolved.performance.steps_per_execution, 1}, reverse=True)  # grouped steps, and single ones
+    if ns.quick:
+        groups = groups[:1]  # one reference run
+    references = {
+        k: _moments_reference([*train_args, f"performance.steps_per_execution={k}"], workdir / f"reference-k{k}")
+        for k in groups
+    }
+    trials = []
+    for i in range(ns.runs):
+        k = groups[i % len(groups)]
+        phase, nth = phases[i % len(phases)], None
+        if i == 0 and ns.moment:  # a trial repeated
+            phase, nth = ns.moment.split(":")[0], int(ns.moment.split(":")[1])
+        trial = _moments_trial([*train_args, f"performance.steps_per_execution={k}"], workdir / f"trial{i}",
+                               phase, MOMENT_SIGNALS[i % len(MOMENT_SIGNALS)], references[k], rng, nth)
+        trials.append({"steps_per_execution": k, **trial})
+    hits: dict[str, dict[str, int]] = {p: {} for p in phases}
+    for t in trials:
+        hits[t["phase"]][t["signal"]] = hits[t["phase"]].get(t["signal"], 0) + t["reached"]
+    return {
+        "clean": all(t["clean"] for t in trials),
+        "trials": len(trials),
+        "clean_trials": sum(t["clean"] for t in trials),
+        "identical": sum(t["identical"] for t in trials),
+        "best_same": sum(t["best_same"] for t in trials),
+        "csv_whole": sum(t["csv_whole"] for t in trials),
+        "exit_as_expected": sum(t["exit_as_expected"] for t in trials),
+        "phases": {p: sum(h.values()) for p, h in hits.items()},
+        "signals": {s: sum(t["reached"] for t in trials if t["signal"] == s) for s in MOMENT_SIGNALS},
+        "phase_signal": hits,
+        "reference_seconds": {f"k{k}": r["seconds"] for k, r in references.items()},
+        "reference_events": {f"k{k}": r["events"] for k, r in references.items()},
+        "per_run": trials,
+    }
+
+
+CASES: dict[str, Callable[..., dict]] = {"kill9": case_kill9, "ddp-sigterm": case_ddp_sigterm, "lock": case_lock, "moments": case_moments}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-within", type=float, default=20.0,
                         help="ddp-sigterm: seconds the job may take to stop after the signal (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    parser.add_argument("--moment", metavar="PHASE:N",
+                        help="moments: the first trial's phase and moment (N < 0 counts from the last), to repeat one")
     parser.add_argument("--quick", action="store_true", help="one or two short runs per case, a 3-epoch small MLP")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     parser.add_argument("--wandb", action="store_true", help="log to W&B offline; kill9 checks each run's W&B history")

@@ -52,3 +52,19 @@ def test_fault_injection_quick_wandb_json(run_benchmark):
     # the W&B history over the run's sittings: every value of its metrics.csv, once, and the same
     assert held["values"] > 0 and held["twice"] == held["missing"] == held["different"] == 0
     assert held["finished"] and 1 <= held["sittings"] <= 1 + result["kills"]
+
+
+def test_fault_injection_moments_quick_json(run_benchmark):
+    # one trial: kill -9 in the middle of the last metrics.csv write, the final test's, which adds columns
+    # (metrics.csv was rewritten in place, and such a kill left it empty), then resumed
+    out = run_benchmark("fault_injection.py", "--quick", "--json", "--case", "moments", "--moment", "metrics:-1",
+                        timeout=600)
+    assert out["clean"] and list(out["cases"]) == ["moments"]
+    result = out["cases"]["moments"]
+    assert result["trials"] == result["clean_trials"] == 1
+    trial = result["per_run"][0]
+    assert (trial["phase"], trial["signal"], trial["exit_code"]) == ("metrics", "SIGKILL", -9)
+    assert trial["moment"] == trial["of"] == result["reference_events"]["k20"]["metrics"]
+    assert trial["resumed"] == 1 and trial["identical"] and trial["best_same"] and trial["csv_whole"]
+    assert result["phases"]["metrics"] == result["signals"]["SIGKILL"] == 1
+    assert set(result["phases"]) == {"metrics", "train", "validation", "checkpoint", "test"}

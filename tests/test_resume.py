@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from run_stops import one_torch_thread
 from run_stops import with_callback as _with_callback
 
@@ -307,10 +308,7 @@ def test_kill_9_then_resume_leaves_the_whole_wandb_history(tmp_path, would_sync,
 
 def _crash(monkeypatch, step: int, overrides: list[str], run: Path) -> None:
     """Train until optimizer step ``step`` and die there, as a killed process does."""
-    with monkeypatch.context() as patch:
-        _with_callback(patch, CrashAt(step))
-        with pytest.raises(SystemExit):
-            train(None, overrides, run_dir=run, progress=False)
+    _crash_with(monkeypatch, CrashAt(step), overrides, run)
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -416,12 +414,13 @@ class SignalInValidation(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-@pytest.mark.parametrize("epoch, stopped_at", [(1, 21), (2, 30)])  # the second epoch's validation; the last's
-def test_a_signal_during_validation_stops_after_the_next_step(epoch, stopped_at, tmp_path, monkeypatch, uninterrupted):
+@pytest.mark.parametrize("epoch", [1, 2])  # the second epoch's validation; the last's
+def test_a_signal_during_validation_stops_after_the_epochs_checkpoint(epoch, tmp_path, monkeypatch, uninterrupted):
     run = tmp_path / "run"
+    stopped_at = 10 * (epoch + 1)
     with monkeypatch.context() as patch:
         _with_callback(patch, SignalInValidation(epoch))
-        with pytest.raises(Interrupted, match=f"stopped by SIGTERM at epoch {epoch + 1}, step {stopped_at}"):
+        with pytest.raises(Interrupted, match=f"stopped by SIGTERM at epoch {epoch}, step {stopped_at}"):
             train(None, SMALL, run_dir=run, progress=False)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped_at
     assert train(resume=run, progress=False).metrics == uninterrupted
@@ -450,3 +449,144 @@ def test_a_second_ctrl_c_stops_at_once_with_a_message(tmp_path, monkeypatch, cap
     # no checkpoint at step 13: the run goes on from the one written when the first epoch ended
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers went back
+
+
+def test_sighup_stops_as_sigterm_does_with_the_shells_exit_code(tmp_path, monkeypatch, capsys, uninterrupted):
+    # the terminal that started the run closed: a checkpoint, exit 128 + 1, and the run goes on exactly
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalAt([signal.SIGHUP], step=17))
+        assert main(["train", "mlp-digits", *SMALL, "--run-dir", str(run)]) == 129
+    err = capsys.readouterr().err
+    assert "zoo: stopped by SIGHUP at epoch 1, step 17" in err and f"continue with: zoo train --resume {run}" in err
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 17
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # the handler went back
+    assert train(resume=run, progress=False).metrics == uninterrupted
+
+
+def _every_row(k: int) -> list[str]:
+    """SMALL with a metrics.csv row at every step (every group of ``k`` steps)."""
+    return [*SMALL[:-1], f"performance.steps_per_execution={k}", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def logged_reference(tmp_path_factory, _one_thread):
+    """The uninterrupted run of ``_every_row(k)``: its metrics, metrics.csv rows and best checkpoint's step."""
+    runs: dict[int, tuple] = {}
+
+    def reference(k: int) -> tuple:
+        if k not in runs:
+            run = train(None, _every_row(k), run_dir=tmp_path_factory.mktemp(f"every-row-{k}") / "run", progress=False)
+            best = torch.load(run.best_checkpoint, weights_only=True)["global_step"]
+            runs[k] = (run.metrics, _rows(Path(run.run_dir)), best)
+        return runs[k]
+
+    return reference
+
+
+class SignalAtMoment(L.Callback):
+    """SIGTERM to this process the ``nth`` time the run reaches ``moment``: a training step's end, a
+    validation batch during training, a checkpoint being written, metrics.csv being written, the final test."""
+
+    def __init__(self, moment: str, nth: int) -> None:
+        self.moment, self.nth, self.seen = moment, nth, 0
+
+    def reached(self, moment: str) -> None:
+        if moment == self.moment:
+            self.seen += 1
+            if self.seen == self.nth:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.reached("step")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.reached("validation")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.reached("checkpoint")
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.reached("test")
+
+
+# 10 steps an epoch: one group of them with k=20. A stop at a step that validation and the epoch's end follow
+# (every step, grouped) used to resume without them: that epoch's validation, figures and rows were lost.
+@pytest.mark.parametrize("k, moment, nth", [
+    (1, "step", 20), (1, "checkpoint", 1), (1, "metrics", 15), (1, "test", 1),
+    (20, "step", 2), (20, "validation", 1), (20, "metrics", 3),
+])
+def test_a_signal_at_any_moment_resumes_to_the_same_result_and_metrics(k, moment, nth, tmp_path, monkeypatch,
+                                                                        logged_reference):
+    from zoo.training.checkpoints import RunCSVLogger
+
+    metrics, rows, best_step = logged_reference(k)
+    at = SignalAtMoment(moment, nth)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _with_callback(patch, at)
+        save = RunCSVLogger.save
+
+        def save_with_signal(logger):
+            at.reached("metrics")
+            save(logger)
+
+        patch.setattr(RunCSVLogger, "save", save_with_signal)
+        with pytest.raises(Interrupted):
+            train(None, _every_row(k), run_dir=run, progress=False)
+    resumed = train(resume=run, progress=False)
+    assert resumed.metrics == metrics
+    assert torch.load(resumed.best_checkpoint, weights_only=True)["global_step"] == best_step
+    assert _rows(run) == rows  # every row once, in order, with the same values
+
+
+def test_metrics_csv_stays_whole_when_a_rewrite_is_cut_off(tmp_path, monkeypatch):
+    from zoo.training.checkpoints import RunCSVLogger
+
+    logger = RunCSVLogger(tmp_path)
+    logger.log_metrics({"train/loss_step": 1.5}, step=0)
+    logger.save()
+    before = (tmp_path / "logs" / "metrics.csv").read_text()
+    logger.log_metrics({"val/acc": 0.5}, step=1)  # a new column: Lightning rewrote the whole file in place
+
+    def cut_off(self, rows):
+        raise KeyboardInterrupt  # the process stops in the middle of writing the rows
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        logger.save()
+    monkeypatch.undo()
+    assert (tmp_path / "logs" / "metrics.csv").read_text() == before
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["metrics.csv"]  # no temporary file left
+    logger.save()
+    assert [r["val/acc"] for r in _rows(tmp_path)] == ["", "0.5"]
+
+
+def _crash_with(monkeypatch, callback, overrides: list[str], run: Path) -> None:
+    """Train with ``callback`` until it dies the way a killed process does."""
+    with monkeypatch.context() as patch:
+        _with_callback(patch, callback)
+        with pytest.raises(SystemExit):
+            train(None, overrides, run_dir=run, progress=False)
+
+
+class DieAfterEpochCheckpoint(Checkpoint):
+    """Dies as a killed process does right after epoch ``epoch``'s checkpoint, before Lightning writes that
+    epoch's training figures (a Checkpoint: Lightning calls it after RunCheckpoint's epoch-end save)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SystemExit("simulated kill")
+
+
+def test_a_kill_right_after_an_epochs_checkpoint_loses_none_of_its_rows(tmp_path, monkeypatch, uninterrupted_run):
+    run = tmp_path / "run"
+    _crash_with(monkeypatch, DieAfterEpochCheckpoint(1), SMALL, run)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+    assert not any(r["epoch"] == "1" and r.get("train/acc") for r in _rows(run))  # never written
+    train(resume=run, progress=False)
+    assert _rows(run) == _rows(Path(uninterrupted_run.run_dir))  # the second epoch's figures included

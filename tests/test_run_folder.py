@@ -272,3 +272,32 @@ def test_overwrite_drops_the_old_run_at_the_new_ones_first_checkpoint(tmp_path, 
     assert not (run / "keep.txt").exists() and _siblings(run) == ["run"]
     assert main(["train", "--resume", str(run)]) == 0
     assert (run / "metrics.json").is_file() and _siblings(run) == ["run"]
+
+
+def test_files_rewritten_in_a_run_folder_stay_whole_when_a_write_is_cut_off(tmp_path, monkeypatch):
+    from zoo.core.recipe import load
+    from zoo.monitoring.wandb_logging import RUN_ID_FILE, ZooWandbLogger
+    from zoo.training.run_folder import write_recipe
+
+    run = _old_run(tmp_path / "run")
+    (run / MARKER).write_text(json.dumps({"format": 1, "replaces": ".run.replaced-000000"}))
+    (run / RUN_ID_FILE).write_text("abc123\n")
+    before = {name: (run / name).read_text() for name in (MARKER, "recipe.yaml", RUN_ID_FILE)}
+    write = Path.write_text
+
+    def cut_off(self, text, *args, **kwargs):
+        write(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt  # the process stops halfway through the write
+
+    folder = RunFolder(run, lock=None)  # the marker's own bookkeeping; no lock needed to rewrite it here
+    logger = ZooWandbLogger.__new__(ZooWandbLogger)
+    logger.run_dir = run
+    run_id = type("Run", (), {"id": "def456", "dir": str(run / "wandb" / "x" / "files")})()
+    recipe = load("mlp-digits", SMALL)
+    monkeypatch.setattr(Path, "write_text", cut_off)
+    for rewrite in (folder._clear_replaces, lambda: write_recipe(recipe, run), lambda: logger._continue(run_id)):
+        with pytest.raises(KeyboardInterrupt):
+            rewrite()
+    monkeypatch.undo()
+    assert {name: (run / name).read_text() for name in before} == before  # each the old file, whole
+    assert sorted(p.name for p in run.iterdir()) == sorted([MARKER, "recipe.yaml", RUN_ID_FILE, "keep.txt"])

@@ -169,6 +169,17 @@ def json_text(data: Any, **options: Any) -> str:
     return json.dumps(finite_or_none(data), allow_nan=False, **options)
 
 
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to ``path`` in one write call: a process killed meanwhile has added all of it or none."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:  # a regular file takes it all at once; the loop only covers a short write
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Strict JSON (see :func:`json_text`) written atomically to ``path``."""
     atomic_write_text(path, json_text(data, indent=2, sort_keys=True) + "\n")

@@ -108,7 +108,8 @@ class CheckpointSection(_Section):
         1, ge=1, description="Write last.ckpt (and best.ckpt when validation improved) every this many epochs."
     )
     on_signal: bool = Field(
-        True, description="On SIGINT/SIGTERM finish the current step, write last.ckpt and stop (resume with --resume)."
+        True, description="On SIGINT/SIGTERM/SIGHUP finish the current step (and an epoch end it reached), write "
+        "last.ckpt and stop (resume with --resume).",
     )
     divergence_guard: bool = Field(
         True,

@@ -40,6 +40,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import DummyExperiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from zoo.core.io import atomic_write_text
 from zoo.core.recipe import Recipe
 from zoo.monitoring.wandb_offline import STEP, Held, held_by_sittings
 from zoo.monitoring.wandb_target import init_or_offline, init_timeout, project, resolve_mode
@@ -170,7 +171,7 @@ class ZooWandbLogger(WandbLogger):
         they lost from the run folder's metrics.csv."""
         from zoo.monitoring.wandb_offline import sitting_dirs
 
-        (self.run_dir / RUN_ID_FILE).write_text(run.id + "\n")
+        atomic_write_text(self.run_dir / RUN_ID_FILE, run.id + "\n")
         own = Path(run.dir).resolve().parent  # run.dir is <run folder>/files
         earlier = [f for f in sitting_dirs(own.parent, run.id) if f.resolve() != own]
         self.held = held_by_sittings(earlier)

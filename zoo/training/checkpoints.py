@@ -12,9 +12,12 @@
   rank of a DDP job: the RNG states of torch (CPU and CUDA), NumPy and Python, the augmentation
   generator's state, the interrupted epoch's training loss and accuracy so far, and the seconds the run
   has taken up to the checkpoint, so a resumed run's time counts every sitting.
-* :class:`RunCSVLogger` keeps the metrics a stopped run logged, and a resumed run appends to them.
-* :class:`SignalStop` and :class:`StopOnSignal` turn SIGINT/SIGTERM into: during training, finish the
-  current step, write ``last.ckpt`` and raise :class:`Interrupted` (every rank of a DDP job at the same
+* :class:`RunCSVLogger` keeps the metrics a stopped run logged, and a resumed run appends to them. The
+  file is only ever appended to in one write or replaced whole (a new column rewrites it), so a kill
+  leaves it whole; each checkpoint records how many of its rows came before it.
+* :class:`SignalStop` and :class:`StopOnSignal` turn SIGINT/SIGTERM/SIGHUP into: during training, finish
+  the current step (at a step that validation or an epoch's end follows: that too, and the epoch's
+  checkpoint), write ``last.ckpt`` and raise :class:`Interrupted` (every rank of a DDP job at the same
   step, whichever rank got the signal); at any other moment, or on a second signal, raise it at once.
   The CLI reports it with the command that resumes the run.
 """
@@ -22,6 +25,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import signal
@@ -34,13 +38,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from zoo.core.io import atomic_torch_save
+from zoo.core.io import append_text, atomic_torch_save, atomic_write_text
 
 LAST = "last.ckpt"
 
@@ -167,12 +171,53 @@ def _moved_paths(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 
 
 class _AppendingWriter(ExperimentWriter):
-    # Lightning's writer deletes an existing metrics.csv; a resumed run keeps it (trimmed to its
-    # checkpoint, see trim_metrics_csv) and goes on appending under the same header.
+    """Lightning's CSV writer, continuing an existing metrics.csv and never leaving half of one.
+
+    Lightning's writer deletes an existing metrics.csv; a resumed run keeps it (trimmed to its checkpoint,
+    see trim_metrics_csv) and goes on under the same header. Lightning rewrites the file in place when a
+    new column appears (the first validation, the final test), and a kill in the middle left it empty:
+    here the rows are appended in one write, or the whole file replaced by a rename.
+    """
+
+    rows_on_disk = 0  # data rows in the file: what a checkpoint written now has logged before it
+    header_on_disk: list[str] = []
+
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+                reader = csv.DictReader(f)
+                self.metrics_keys = list(reader.fieldnames or [])
+                self.rows_on_disk = sum(1 for _ in reader)
+            self.header_on_disk = list(self.metrics_keys)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        self._record_new_keys()
+        rewrite = self.metrics_keys != self.header_on_disk or not path.is_file()
+        rows: list[dict[str, Any]] = []
+        if rewrite and path.is_file():
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
+        if rewrite:
+            writer.writeheader()
+            writer.writerows(rows)
+        writer.writerows(self.metrics)
+        if rewrite:
+            atomic_write_text(path, text.getvalue())
+        else:
+            append_text(path, text.getvalue())
+        self.rows_on_disk = len(rows) + len(self.metrics) if rewrite else self.rows_on_disk + len(self.metrics)
+        self.header_on_disk = list(self.metrics_keys)
+        self.metrics = []
+
+    @property
+    def rows_logged(self) -> int:
+        """Rows logged so far, written or not yet."""
+        return self.rows_on_disk + len(self.metrics)
 
 
 class RunCSVLogger(CSVLogger):
@@ -196,27 +241,47 @@ def flush_loggers(trainer: L.Trainer) -> None:
             logger.save()
 
 
-def trim_metrics_csv(path: Path, step: int) -> int:
-    """Drop the rows of a Lightning metrics.csv logged at ``step`` or later; a resumed run logs them again.
+def metrics_rows_logged(trainer: L.Trainer) -> int | None:
+    """How many rows the run's metrics.csv holds up to now (on global rank 0; None elsewhere)."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, RunCSVLogger)), None)
+    if logger is None or not trainer.is_global_zero:
+        return None
+    return logger.experiment.rows_logged
 
-    Returns how many rows were dropped. The file is rewritten atomically.
+
+def trim_metrics_csv(path: Path, step: int, rows: int | None = None) -> int:
+    """Drop the rows of a Lightning metrics.csv that came after a checkpoint; a resumed run logs them again.
+
+    ``rows``: how many rows the checkpoint says were logged before it (the rest go). Checkpoints that do not
+    say: the rows logged at ``step`` or later go (which keeps an epoch's training figures, logged at its
+    last step but after its checkpoint). Returns how many rows were dropped; the file is replaced atomically.
     """
     if not path.is_file():
         return 0
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        rows = list(reader)
-    kept = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
-    if len(kept) == len(rows):
+        logged = list(reader)
+    if rows is not None:
+        kept = logged[:rows]
+    else:
+        kept = [r for r in logged if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
+    if len(kept) == len(logged):
         return 0
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(tmp, path)
-    return len(rows) - len(kept)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(kept)
+    atomic_write_text(path, text.getvalue())
+    return len(logged) - len(kept)
+
+
+def metrics_rows(checkpoint: dict[str, Any]) -> int | None:
+    """The rows of metrics.csv logged before a checkpoint was written (None: a checkpoint that does not say)."""
+    saved = checkpoint.get("zoo_resume") or {}
+    ranks = saved.get("ranks") or [saved]
+    rows = ranks[0].get("metrics_rows")
+    return rows if isinstance(rows, int) else None
 
 
 def rng_states() -> dict[str, Any]:
@@ -276,6 +341,9 @@ class ResumeState(L.Callback):
         epoch_state = getattr(pl_module, "epoch_state", None)
         if epoch_state is not None:
             state["epoch"] = epoch_state()
+        rows = metrics_rows_logged(trainer)
+        if rows is not None:
+            state["metrics_rows"] = rows
         if trainer.world_size > 1:
             ranks: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(ranks, state)
@@ -296,6 +364,14 @@ class ResumeState(L.Callback):
         if loaders and datamodule is not None and hasattr(datamodule, "resume_train_state"):
             datamodule.resume_train_state = loaders[0]
 
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # a checkpoint of the last epoch's end (a run stopped in its final evaluation): no training is left,
+        # so training never started; what that epoch's end had still to log is logged now
+        saved, self._pending = self._pending, None
+        ranks = (saved or {}).get("ranks", [saved])
+        if saved is not None and len(ranks) == trainer.world_size and hasattr(pl_module, "log_finished_epoch"):
+            pl_module.log_finished_epoch(ranks[trainer.global_rank].get("epoch") or {})
+
     def on_train_start(self, trainer, pl_module) -> None:
         saved, self._pending = self._pending, None
         if saved is None:
@@ -315,7 +391,9 @@ class ResumeState(L.Callback):
 
 
 class SignalStop:
-    """SIGINT and SIGTERM for the length of a run, installed by the code that owns the run folder.
+    """SIGINT, SIGTERM and SIGHUP for the length of a run, installed by the code that owns the run folder.
+
+    SIGHUP (the terminal that started the run closed) is a stop like SIGTERM, not an end without a checkpoint.
 
     While training (``deferring``), the first signal is only noted: :class:`StopOnSignal` stops at the
     end of the step. Any other time (setting up, the final evaluation), and on a second signal (a second
@@ -324,7 +402,7 @@ class SignalStop:
     exist only in the main thread; the previous ones come back with :meth:`restore`.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -370,14 +448,19 @@ class SignalStop:
         raise Interrupted(signum, when=when)
 
 
-class StopOnSignal(L.Callback):
+class StopOnSignal(Checkpoint):
     """Ends training at a step boundary after a signal: ``last.ckpt`` is written and :class:`Interrupted` raised.
 
-    With one process the signal is acted on after the step it arrived in. In a DDP job the ranks agree
-    on whether any of them got one every ``agree_every`` steps and at every epoch's last step (one
-    all-reduce of an integer: 0.35 ms with gloo on the idle 2-core CPU, 0.9 ms on a busy one, so not on
-    every step), and all stop together at the same step, writing the checkpoint once. A signal to any one rank (the launching process,
-    as a scheduler or ``kill`` sends it, or a worker) stops them all.
+    With one process the signal is acted on after the step it arrived in, unless validation or the epoch's
+    end follows that step: a checkpoint there would resume with the validation (Lightning skips a
+    validation due at the step it resumes after) or the epoch's end hooks and figures lost. Then the stop
+    waits for that validation, the epoch's end and its checkpoint, and comes right after them; a signal
+    during validation stops there too. A Checkpoint, so that Lightning calls it after ``RunCheckpoint``,
+    whose epoch-end save comes first. In a DDP job the ranks agree on whether any of them got one every
+    ``agree_every`` steps, at every epoch's last step and after each validation (one all-reduce of an
+    integer: 0.35 ms with gloo on the idle 2-core CPU, 0.9 ms on a busy one, so not on every step), and all
+    stop together at the same point, writing the checkpoint once. A signal to any one rank (the launching
+    process, as a scheduler or ``kill`` sends it, or a worker) stops them all.
     """
 
     def __init__(self, folder: Path, watch: SignalStop | None = None, agree_every: int = 10) -> None:
@@ -385,6 +468,7 @@ class StopOnSignal(L.Callback):
         self.watch = watch
         self.agree_every = agree_every
         self._own = watch is None  # installed here when no run owner did (fit_one called directly)
+        self._at_epoch_end: int | None = None  # a signal agreed on at a step that an epoch-end checkpoint follows
 
     @property
     def received(self) -> int | None:
@@ -404,6 +488,7 @@ class StopOnSignal(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.watch.take_back()
         self.watch.deferring = True
+        self._at_epoch_end = None
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if self.watch is not None:
@@ -440,19 +525,60 @@ class StopOnSignal(L.Callback):
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return int(flag.item()) or None
 
-    def _stop_if_asked(self, trainer, every_step: bool = False) -> None:
-        signum = self._agreed(trainer, every_step)
-        if signum is None:
-            return
+    def _stop(self, trainer, signum: int) -> None:
         self.watch.deferring = False  # a further signal while the checkpoint is written stops at once
         self.watch.received = self.watch.received or signum
         path = self.folder / LAST
-        flush_loggers(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # every rank takes part; rank 0 writes the file
+        checkpoint = trainer.checkpoint_callback
+        written = isinstance(checkpoint, RunCheckpoint) and checkpoint.last_model_path_step == trainer.global_step
+        if not written or not path.is_file():
+            flush_loggers(trainer)
+            trainer.save_checkpoint(path, weights_only=False)  # every rank takes part; rank 0 writes the file
         raise Interrupted(signum, path, trainer.current_epoch, trainer.global_step)
 
-    # Stops happen after a training step, the state Lightning resumes from mid-epoch, never at an epoch's
-    # end: there Lightning calls the checkpoint callbacks' hooks after everyone else's, so a stop would come
-    # before the epoch's own checkpoint. A signal during validation stops after the next step.
+    def _stop_if_asked(self, trainer, every_step: bool = False) -> None:
+        signum = self._agreed(trainer, every_step)
+        if signum is not None:
+            self._stop(trainer, signum)
+
+    @staticmethod
+    def _validation_or_epoch_end_follows(trainer) -> bool:
+        if trainer.is_last_batch:
+            return True
+        loop, fetcher = trainer.fit_loop.epoch_loop, trainer.fit_loop._data_fetcher
+        return fetcher is not None and loop._should_check_val_fx(fetcher)  # val_check_interval inside an epoch
+
+    # Lightning resumes from a checkpoint written after a training step as from the middle of an epoch: right
+    # for any step but one that validation or the epoch's end follows. There the stop waits for them.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._stop_if_asked(trainer, every_step=trainer.is_last_batch)
+        later = self._validation_or_epoch_end_follows(trainer)
+        signum = self._agreed(trainer, every_step=later)
+        if signum is None:
+            return
+        if later:
+            self._at_epoch_end = signum
+            return
+        # Lightning logs this step's metrics after the step's hooks: log them before the checkpoint records
+        # how many rows of metrics.csv came before it, as the step would have
+        connector = trainer._logger_connector
+        connector.on_batch_end()
+        connector.update_train_step_metrics()
+        self._stop(trainer, signum)
+
+    # Lightning calls the Checkpoint callbacks last, in their order: these come after RunCheckpoint's saves.
+    # At an epoch's end that is on the training epoch's end, after validation and every other callback.
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.watch is None:
+            return
+        signum = self._agreed(trainer, every_step=True) or self._at_epoch_end
+        if signum is None:
+            return
+        if trainer.is_last_batch:
+            self._at_epoch_end = signum  # the epoch's end comes next: its figures and its checkpoint first
+        else:
+            self._stop(trainer, signum)  # a validation inside an epoch (trainer.val_check_interval)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        signum, self._at_epoch_end = self._at_epoch_end, None
+        if signum is not None:
+            self._stop(trainer, signum)

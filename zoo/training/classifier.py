@@ -88,6 +88,9 @@ class Classifier(L.LightningModule):
         self._epoch_sizes: list[int] = []
         self._epoch_correct_before = 0  # right answers of the epoch's steps before a resume (see epoch_state)
         self._resumed_epoch: dict[str, Any] | None = None
+        # the epoch's training figures once logged: Lightning writes them to the loggers only as the epoch
+        # ends, after its checkpoint, so the checkpoint carries them for a resumed run to log (see epoch_state)
+        self._epoch_figures: dict[str, Any] | None = None
         self._step_loss: torch.Tensor | None = None
         self._step_logged = False
         self._bar_every = 0  # set when training starts: see on_train_start
@@ -285,6 +288,7 @@ class Classifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_losses, self._epoch_predicted, self._epoch_labels, self._epoch_sizes = [], [], [], []
         self._epoch_correct_before = 0
+        self._epoch_figures = None
         self._take_resumed_epoch()
         self._resumed_epoch = None
 
@@ -304,13 +308,40 @@ class Classifier(L.LightningModule):
             correct += int((torch.cat(self._epoch_predicted) == torch.cat(self._epoch_labels)).sum())
         losses = torch.stack(self._epoch_losses).cpu() if self._epoch_losses else torch.zeros(0)
         epoch = self.trainer.current_epoch if self._trainer is not None else 0
-        return {"epoch": epoch, "losses": losses, "sizes": list(self._epoch_sizes), "correct": correct}
+        state = {"epoch": epoch, "losses": losses, "sizes": list(self._epoch_sizes), "correct": correct}
+        figures = self._epoch_figures
+        if figures is not None and figures["epoch"] == epoch:  # written after the epoch's last step
+            state["logged"] = {"loss": figures["loss"].cpu(), "acc": figures["acc"].cpu()}
+        return state
 
     def load_epoch_state(self, state: dict[str, Any]) -> None:
         """Called as a resumed run's training starts; Lightning goes on inside a checkpointed epoch without
         calling ``on_train_epoch_start`` for it, so the figures are taken now (and again, should it call it)."""
         self._resumed_epoch = state
         self._take_resumed_epoch()
+        if "logged" not in state:
+            return
+        # the checkpoint came after the epoch's last step, before Lightning wrote the epoch's figures
+        trainer = self.trainer
+        if state["epoch"] == trainer.current_epoch:  # Lightning goes through the epoch's end again
+            device = self.input_mean.device
+            self._epoch_figures = {"epoch": state["epoch"], "resumed": True,
+                                   **{k: v.to(device) for k, v in state["logged"].items()}}
+            return
+        self.log_finished_epoch(state)  # Lightning goes on with the next epoch
+
+    def log_finished_epoch(self, state: dict[str, Any]) -> None:
+        """The training figures of a checkpoint written at an epoch's end, which Lightning writes to the loggers
+        after that checkpoint, go to them now, as that epoch's end would have written them (at its last step)."""
+        if "logged" not in state:
+            return
+        metrics = {"train/loss_epoch": state["logged"]["loss"].item(), "train/acc": state["logged"]["acc"].item(),
+                   "epoch": state["epoch"]}
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped - 1
+        # written at once: a W&B run that starts after this (it starts with training) takes it from metrics.csv
+        for logger in self.trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            logger.save()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         trainer = self.trainer
@@ -323,6 +354,9 @@ class Classifier(L.LightningModule):
             self._log_epoch_sums()
 
     def on_train_epoch_end(self) -> None:
+        figures = self._epoch_figures
+        if figures is not None and figures.get("resumed") and figures["epoch"] == self.trainer.current_epoch:
+            self._log_epoch_figures(figures["loss"], figures["acc"])  # logged by the sitting before, not written
         self._log_epoch_sums()  # an epoch cut short (max_steps, a stop) never reached its last batch
         if not self.automatic_optimization:  # Lightning steps no schedule under manual optimization
             for config in self.trainer.lr_scheduler_configs:
@@ -347,6 +381,10 @@ class Classifier(L.LightningModule):
         if not seen > 0:
             return
         loss, acc = loss_sum / seen, correct / seen
+        self._epoch_figures = {"epoch": self.trainer.current_epoch, "loss": loss, "acc": acc}
+        self._log_epoch_figures(loss, acc)
+
+    def _log_epoch_figures(self, loss: torch.Tensor, acc: torch.Tensor) -> None:
         # the names these had when Lightning reduced them from per-step logs: train/loss_epoch, train/acc.
         # Two calls only: each self.log costs about 0.5 ms on a 2-core CPU (Lightning deep-copies its
         # metadata), which for the default recipe is 1% of an epoch's training time.

@@ -186,8 +186,8 @@ class MemberJob:
         if (self.folder / "checkpoints" / LAST_CHECKPOINT).is_file():
             remove_stale_temp_files(self.folder)
             ensemble = self.folder.parent.parent
-            ckpt, step, before = checkpoint_to_resume(self.folder, self.recipe, ensemble, FOLDER_NAMED)
-            wandb_id = prepare_resume(self.folder, step)
+            ckpt, step, before, rows = checkpoint_to_resume(self.folder, self.recipe, ensemble, FOLDER_NAMED)
+            wandb_id = prepare_resume(self.folder, step, rows)
         else:
             # begun without a checkpoint (killed, or not begun): nothing in it is worth keeping
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -108,9 +108,9 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
             result = _resume_ensemble(resolved, path, progress, signals)
             _report(result, path, start, earlier=result.seconds)
             return result
-        resolved, ckpt, step, earlier = resume_point(path)
+        resolved, ckpt, step, earlier, rows = resume_point(path)
         prepared = prepare_fit(resolved, path, progress, signals=signals)
-        wandb_id = prepare_resume(path, step)
+        wandb_id = prepare_resume(path, step, rows)
         os.environ[RUN_DIR_ENV] = str(path)
         signals.install()
         try:
@@ -207,22 +207,24 @@ def load_unfinished(path: Path) -> Recipe:
     return load(path / "recipe.yaml")
 
 
-def resume_point(path: Path) -> tuple[Recipe, Path, int, float]:
-    """The recipe, checkpoint and step a stopped run folder goes on from, and the seconds its sittings took
-    to that checkpoint; a clear error when it cannot."""
+def resume_point(path: Path) -> tuple[Recipe, Path, int, float, int | None]:
+    """The recipe, checkpoint and step a stopped run folder goes on from, the seconds its sittings took to
+    that checkpoint and the rows of metrics.csv logged before it; a clear error when it cannot."""
     resolved = load_unfinished(path)
     if resolved.ensemble is not None:
         raise ZooError(f"--resume {path}: an ensemble goes on member by member, not from one checkpoint")
-    ckpt, step, seconds = checkpoint_to_resume(path, resolved)
-    return resolved, ckpt, step, seconds
+    ckpt, step, seconds, rows = checkpoint_to_resume(path, resolved)
+    return resolved, ckpt, step, seconds, rows
 
 
 def checkpoint_to_resume(
     path: Path, resolved: Recipe, run: Path | None = None, ignored: tuple[str, ...] = ()
-) -> tuple[Path, int, float]:
-    """The ``last.ckpt`` of the run in ``path``, checked to have been trained with ``resolved``; its step and
-    the seconds its sittings took to it. ``run``: the folder whose recipe.yaml ``resolved`` comes from (an
-    ensemble's, for a member); ``ignored``: recipe keys that may differ (see :func:`refuse_edited_recipe`)."""
+) -> tuple[Path, int, float, int | None]:
+    """The ``last.ckpt`` of the run in ``path``, checked to have been trained with ``resolved``; its step, the
+    seconds its sittings took to it and the rows of metrics.csv logged before it. ``run``: the folder whose
+    recipe.yaml ``resolved`` comes from (an ensemble's, for a member); ``ignored``: recipe keys that may
+    differ (see :func:`refuse_edited_recipe`)."""
+    from zoo.training.checkpoints import metrics_rows
     from zoo.training.evaluation import safe_load
 
     ckpt = path / "checkpoints" / LAST_CHECKPOINT
@@ -235,7 +237,7 @@ def checkpoint_to_resume(
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
         raise ZooError(f"{ckpt}: not a zoo training checkpoint (no global_step)")
     refuse_edited_recipe(state, resolved, run or path, ignored)
-    return ckpt, state["global_step"], seconds_so_far(state)
+    return ckpt, state["global_step"], seconds_so_far(state), metrics_rows(state)
 
 
 def refuse_edited_recipe(state: dict[str, Any], resolved: Recipe, run: Path, ignored: tuple[str, ...] = ()) -> None:
@@ -272,10 +274,10 @@ def recipe_changes(before: dict[str, Any], now: dict[str, Any], prefix: str = ""
     return changes
 
 
-def prepare_resume(path: Path, step: int) -> str | None:
+def prepare_resume(path: Path, step: int, rows: int | None) -> str | None:
     """Trim the metrics a stopped run logged after its checkpoint (the replay logs them again); its W&B id."""
     from zoo.monitoring.wandb_logging import read_run_id
     from zoo.training.checkpoints import trim_metrics_csv
 
-    trim_metrics_csv(path / "logs" / "metrics.csv", step)
+    trim_metrics_csv(path / "logs" / "metrics.csv", step, rows)
     return read_run_id(path)
