@@ -294,7 +294,11 @@ def test_files_rewritten_in_a_run_folder_stay_whole_when_a_write_is_cut_off(tmp_
     logger.run_dir = run
     run_id = type("Run", (), {"id": "def456", "dir": str(run / "wandb" / "x" / "files")})()
     recipe = load("mlp-digits", SMALL)
+    def stop_before_rename(fd):
+        raise KeyboardInterrupt  # an atomic write stops with its temporary file written, not yet renamed
+
     monkeypatch.setattr(Path, "write_text", cut_off)
+    monkeypatch.setattr(os, "fsync", stop_before_rename)
     for rewrite in (folder._clear_replaces, lambda: write_recipe(recipe, run), lambda: logger._continue(run_id)):
         with pytest.raises(KeyboardInterrupt):
             rewrite()

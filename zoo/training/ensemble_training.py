@@ -315,8 +315,8 @@ def _train_snapshots(
     training = derive(recipe, [*group, *_wandb_name(path.name, "snapshots")], ensemble=None)
     ckpt, wandb_id, earlier = None, None, 0.0
     if resume:  # the one training run goes on from its checkpoint, as a single run does
-        ckpt, step, earlier = checkpoint_to_resume(path, training, ignored=FOLDER_NAMED)
-        wandb_id = prepare_resume(path, step)
+        ckpt, step, earlier, rows = checkpoint_to_resume(path, training, ignored=FOLDER_NAMED)
+        wandb_id = prepare_resume(path, step, rows)
     fit_one(training, path, progress, callbacks=[snapshots], ckpt_path=ckpt, wandb_resume_id=wandb_id,
             signals=signals)
     members = snapshots.taken()
