@@ -23,7 +23,7 @@ from zoo.training.classifier import schedule_lengths
 from zoo.training.ensemble_model import Ensemble
 from zoo.training.evaluation import evaluate, safe_load
 from zoo.training.fit import LAST_CHECKPOINT, RunResult, fit_one
-from zoo.training.run import checkpoint_to_resume, prepare_resume, refuse_edited_recipe
+from zoo.training.resume import checkpoint_to_resume, prepare_resume, refuse_edited_recipe
 from zoo.training.run_folder import finished, remove_stale_temp_files, write_recipe
 
 
