@@ -515,7 +515,9 @@ def _moments_trial(args: list[str], folder: Path, phase: str, name: str, referen
         if (run / "metrics.json").is_file():
             break
         if (run / "checkpoints" / "last.ckpt").is_file():
-            again, log["resumed"] = ["train", "--resume", str(run)], log["resumed"] + 1
+            # the run's recipe names the moments plugin, which zoo imports only when the user passes it
+            again = ["train", "--resume", str(run), "--plugin", str(folder.parent / "moments.py")]
+            log["resumed"] += 1
         else:  # stopped before its first checkpoint: nothing to resume
             again, log["started_over"] = [*args, "--run-dir", str(run), "--overwrite"], log["started_over"] + 1
         code, _, stderr = zoo(again, expect=(0, 1, 2))
