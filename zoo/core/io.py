@@ -153,6 +153,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _write_atomically(Path(path), lambda f: f.write(data))
 
 
+def figure_format(path: str | Path) -> str:
+    """The picture format matplotlib writes for ``path``'s suffix; a ZooError naming ``path`` when it has none."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = Path(path).suffix.lower().removeprefix(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if kind not in formats:
+        raise ZooError(f"{path}: cannot write a picture as '{Path(path).suffix}'; name a .png, .pdf or .svg file "
+                       f"(formats: {', '.join(sorted(formats))})")
+    return kind
+
+
+def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:
+    """``fig.savefig`` that never leaves a partial picture at ``path`` (a run folder's included): drawn in
+    memory, then written atomically; its folder is made if missing. Unwritable paths are a ZooError."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=figure_format(path), **options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, lambda f: f.write(buffer.getbuffer()))
+    except NoSpaceError:
+        raise
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return path
+
+
 def finite_or_none(data: Any) -> Any:
     """``data`` with every NaN or infinite float replaced by None, the one way zoo writes them in JSON."""
     if isinstance(data, float):

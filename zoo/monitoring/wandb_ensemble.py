@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from zoo.core.io import atomic_write_text
 from zoo.core.recipe import Recipe
 from zoo.monitoring.wandb_logging import (
     RUN_ID_FILE,
@@ -62,7 +63,7 @@ def log_ensemble(
     run, mode = init_or_offline(init, mode, wandb_home(run_dir) / "wandb")
     exit_code = 1
     try:
-        (run_dir / RUN_ID_FILE).write_text(run.id + "\n")
+        atomic_write_text(run_dir / RUN_ID_FILE, run.id + "\n")
         table = wandb.Table(
             columns=MEMBER_COLUMNS, data=[[m.get(c) for c in MEMBER_COLUMNS] for m in members]
         )

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.core.errors import ZooError
-from zoo.core.io import MAX_TEXT_BYTES, open_regular, read_text
+from zoo.core.io import MAX_TEXT_BYTES, atomic_write_text, open_regular, read_text
 from zoo.core.recipe import RUN_MARKER, Recipe
 
 RUNS_DIR = Path("runs")
@@ -356,7 +356,7 @@ class RunFolder:
     def _clear_replaces(self) -> None:
         marker = self._marker()
         if marker.pop("replaces", None) is not None:
-            (self.path / MARKER).write_text(json.dumps(marker) + "\n")
+            atomic_write_text(self.path / MARKER, json.dumps(marker) + "\n")
 
     def _put_back(self, aside: Path) -> None:
         for item in run_files(self.path) + [self.path / MARKER]:
@@ -492,9 +492,10 @@ def discard_run_dir(path: Path, up_to: Path | None = None) -> None:
 
 def write_recipe(recipe: Recipe, path: Path) -> None:
     try:
-        (path / "recipe.yaml").write_text(
+        # whole or not at all: --resume and eval read it back
+        atomic_write_text(
+            path / "recipe.yaml",
             f"{RECIPE_HEADER}{recipe.source}; run again with: zoo train {path / 'recipe.yaml'}\n" + recipe.to_yaml(),
-            encoding="utf-8",
         )
     except OSError as exc:
         raise _os_error(path, exc) from None
