@@ -494,3 +494,14 @@ def test_new_plugin_refuses_a_name_that_shadows_an_importable_module(name, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"zoo: error: new-plugin: '{name}' would be imported as '{name}', which is already ")
     assert len(err.splitlines()) == 1 and not (tmp_path / "pkg").exists()
+
+
+@pytest.mark.parametrize("command", [["show", "mlp-digits"], ["check-plugin"]])
+def test_a_plugin_file_that_is_a_pipe_or_a_folder_is_named_as_such(tmp_path, capsys, command):
+    os.mkfifo(tmp_path / "pipe.py")  # importing it would wait for a writer forever
+    (tmp_path / "folder.py").mkdir()
+    for name in ("pipe.py", "folder.py"):
+        path = tmp_path / name
+        args = [*command, str(path)] if command == ["check-plugin"] else [*command, "--plugin", str(path)]
+        assert main(args) == 2
+        assert f"plugin file {path} is not a regular file (a pipe, a device or a folder?)" in capsys.readouterr().err

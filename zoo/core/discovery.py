@@ -272,6 +272,9 @@ def load_local(names: list[str], base_dir: Path | None = None, kind: str = "reci
         if _is_file(name):
             path = Path(name) if base_dir is None else (base_dir / name)
             path = path.resolve()
+            if path.exists() and not path.is_file():
+                # importing a named pipe would wait for a writer forever
+                raise PluginError(f"plugin file {name} is not a regular file (a pipe, a device or a folder?) ({path})")
             if not path.is_file():
                 raise PluginError(f"plugin file {name} not found (looked at {path})")
             module_name = _file_module(path)
