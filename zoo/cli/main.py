@@ -18,7 +18,7 @@ from zoo.cli.args import (
     whole_number,
 )
 from zoo.core.errors import ZooError, brief, clip
-from zoo.core.io import json_text, no_space_message
+from zoo.core.io import file_error_message, json_text
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended, as `yes | head -1` does
@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _unexpected(exc: Exception) -> str:
     """One line for an error zoo did not foresee: what it is, where the run is, how to see more."""
     text = " ".join(str(exc).split()) or "(no message)"
-    line = no_space_message(exc) or f"{type(exc).__name__}: {clip(text, 500)}"
+    line = file_error_message(exc) or f"{type(exc).__name__}: {clip(text, 500)}"
     run_dir = getattr(exc, "zoo_run_dir", None)
     if run_dir is not None and getattr(exc, "zoo_resumable", False):
         from zoo.training.run_folder import resume_command

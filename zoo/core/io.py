@@ -45,6 +45,14 @@ def no_space_message(exc: BaseException) -> str | None:
     return None
 
 
+def file_error_message(exc: BaseException) -> str | None:
+    """'PATH: REASON' for an OSError that names a file, else None: a path the user gave that is a folder
+    or lies in no folder says so in the system's words, not as a Python exception."""
+    if not (isinstance(exc, OSError) and exc.filename and exc.strerror):
+        return None
+    return no_space_message(exc) or f"{exc.filename}: {exc.strerror}"
+
+
 def _size(n: int) -> str:
     return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n} bytes"
 
@@ -126,8 +134,9 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
+        # the temporary file's name would mean nothing to the user: the error names the file asked for
+        exc.filename, exc.filename2 = str(path), None
         if exc.errno in _NO_SPACE:
-            exc.filename = str(path)  # the temporary file's name would mean nothing to the user
             raise NoSpaceError(f"{no_space_message(exc)}; nothing was written there") from None
         raise
     finally:
