@@ -141,3 +141,14 @@ def test_a_run_whose_loss_is_nan_writes_strict_json(tmp_path, monkeypatch, capsy
     for result in (printed, written):
         assert result["metrics"]["val_loss"] is None and result["metrics"]["test_loss"] is None
         assert 0 <= result["test_acc"] <= 1
+
+
+def test_a_failed_write_names_the_file_asked_for_never_the_temporary_one(tmp_path, capsys):
+    from zoo.cli.main import main
+
+    (tmp_path / "folder").mkdir()
+    for out, reason in ((tmp_path / "folder", "Is a directory"), (tmp_path / "none" / "ref.md", "No such file")):
+        assert main(["docs", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"zoo: error: {out}: {reason}") and ".tmp" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and not any((tmp_path / "folder").iterdir())

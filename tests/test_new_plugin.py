@@ -82,6 +82,27 @@ def test_it_refuses_a_bad_name_an_unknown_kind_and_a_folder_in_use(tmp_path, cap
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["mine.txt"]
 
 
+def test_a_package_is_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    write_text = Path.write_text
+
+    def full_at_readme(self, *args, **kwargs):
+        if self.name == "README.md":
+            raise OSError(28, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_at_readme)
+    assert main(["new-plugin", "zoo-x", "--out", str(tmp_path / "deep" / "pkg")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"zoo: error: new-plugin: {tmp_path / 'deep' / 'pkg'}: cannot write there: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []  # neither half a package nor the folders made for it
+    (tmp_path / "empty").mkdir()
+    assert main(["new-plugin", "zoo-x", "--out", str(tmp_path / "empty")]) == 2
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"] and list((tmp_path / "empty").iterdir()) == []
+    monkeypatch.undo()
+    assert main(["new-plugin", "zoo-x", "--out", str(tmp_path / "empty")]) == 0  # an empty folder is filled
+    assert (tmp_path / "empty" / "README.md").is_file()
+
+
 @pytest.mark.parametrize("kinds", [["activation"], ["model", "dataset"]])
 def test_a_subset_of_kinds_writes_only_those_and_a_recipe_that_resolves(tmp_path, kinds, capsys):
     from zoo.core import discovery

@@ -3,7 +3,8 @@
 A plugin never takes over zoo's names: a package registering `relu` is a warning, and the default
 recipe, `zoo eval` and `--resume` of existing runs keep zoo's component (a run's recorded provenance
 decides where two third-party packages share a name). A plugin that changes torch's process-wide
-settings when imported has them put back, with a warning naming it. The conformance kit fails a
+settings, the working folder, the environment, warnings filters or logging when imported (or a component
+when built) has them put back, with a warning naming it, and cannot hide zoo's warnings. The conformance kit fails a
 component it never built and probes normalizers on several layouts. And the smaller promises: the
 documented initializer signature works with every model, a plugin's ZooError names its recipe key and
 package, evaluation needs only the model's and data's plugins, `--plugin` on every command and in
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import os
+import random
 import shutil
 import sys
 import textwrap
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -236,6 +241,75 @@ def test_a_plugin_changing_torchs_global_state_at_import_has_it_put_back_with_a_
         assert change in message
 
 
+# A plugin that meddles with the process: it works elsewhere, changes the environment, ignores every
+# warning (which would hide the one saying it took zoo's relu), silences logging and reseeds Python's and
+# NumPy's generators.
+PROCESS_STATE = '''
+import logging, os, random, warnings
+import numpy as np
+from torch import nn
+from zoo import activations
+
+warnings.simplefilter("ignore")
+os.environ["ZOO_TEST_MEDDLED"] = "1"
+os.environ["KMP_SOMETHING"] = "a library's own"
+os.chdir(os.path.dirname(os.path.dirname(__file__)))
+logging.disable(logging.CRITICAL)
+random.seed(1)
+np.random.seed(1)
+
+
+@activations.register("relu")
+def relu() -> nn.Module:
+    """A "relu" that is a tanh."""
+    return nn.Tanh()
+'''
+
+
+def test_a_plugin_changing_the_process_at_import_has_it_put_back_and_cannot_hide_zoos_warnings(tmp_path, install):
+    plugin = tmp_path / "sub" / "meddler_process.py"
+    plugin.parent.mkdir()
+    plugin.write_text(PROCESS_STATE)
+    before = (Path.cwd(), dict(os.environ), list(warnings.filters), logging.root.manager.disable,
+              random.getstate(), np.random.get_state()[1].tolist())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        discovery.load_local([str(plugin)], kind="--plugin")
+        filters_after = list(warnings.filters)
+    # a variable that does not steer a run is the plugin's (libraries set their own)
+    assert os.environ.pop("KMP_SOMETHING") == "a library's own"
+    after = (Path.cwd(), dict(os.environ), filters_after, logging.root.manager.disable,
+             random.getstate(), np.random.get_state()[1].tolist())
+    assert after[0] == before[0] and after[1] == before[1] and after[3:] == before[3:]
+    assert filters_after[0] == ("always", None, Warning, None, 0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
+    assert any(
+        m.startswith(f"plugin {plugin} (--plugin) changed the process's working folder to {tmp_path}; "
+                     "environment variables ZOO_TEST_MEDDLED; warnings filters; logging configuration")
+        for m in messages
+    ), messages
+    assert any("registers activations 'relu', a name zoo ships" in m for m in messages), messages
+
+
+def test_a_component_changing_the_process_when_built_has_it_put_back_with_a_warning(widgets, tmp_path):
+    def meddling() -> int:
+        """Works elsewhere, in float64, ignoring warnings."""
+        os.chdir(tmp_path)
+        torch.set_default_dtype(torch.float64)
+        warnings.simplefilter("ignore")
+        return 1
+
+    widgets.register("meddling")(meddling)
+    cwd, filters = Path.cwd(), list(warnings.filters)
+    with pytest.warns(PluginWarning) as caught:
+        assert widgets.build("meddling", "model.widget") == 1
+    assert (Path.cwd(), torch.get_default_dtype(), warnings.filters) == (cwd, torch.float32, filters)
+    message = str(caught[0].message)
+    assert message.startswith("model.widget: ") and "'meddling'" in message
+    assert f"changed torch's default dtype float32 -> float64; working folder to {tmp_path}; warnings filters " \
+        "when built" in message
+
+
 # --- the conformance kit ----------------------------------------------------------------------------
 
 NORMALIZERS = '''
@@ -420,3 +494,14 @@ def test_new_plugin_refuses_a_name_that_shadows_an_importable_module(name, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"zoo: error: new-plugin: '{name}' would be imported as '{name}', which is already ")
     assert len(err.splitlines()) == 1 and not (tmp_path / "pkg").exists()
+
+
+@pytest.mark.parametrize("command", [["show", "mlp-digits"], ["check-plugin"]])
+def test_a_plugin_file_that_is_a_pipe_or_a_folder_is_named_as_such(tmp_path, capsys, command):
+    os.mkfifo(tmp_path / "pipe.py")  # importing it would wait for a writer forever
+    (tmp_path / "folder.py").mkdir()
+    for name in ("pipe.py", "folder.py"):
+        path = tmp_path / name
+        args = [*command, str(path)] if command == ["check-plugin"] else [*command, "--plugin", str(path)]
+        assert main(args) == 2
+        assert f"plugin file {path} is not a regular file (a pipe, a device or a folder?)" in capsys.readouterr().err

@@ -295,3 +295,25 @@ def test_a_signal_stops_a_sweep_like_a_run_and_resume_runs_only_what_is_left(tmp
     rows = json.loads((sw / "results.json").read_text())["rows"]
     assert len(rows) == 2 and rows[0]["val_acc"] == rows[1]["val_acc"]
     assert json.loads((sw / "s1-t02" / "metrics.json").read_text())["val_acc"] == rows[0]["val_acc"]
+
+
+GRID_3M = {"optimizer.lr": {"log_uniform": [1e-5, 1.0]}, "optimizer.weight_decay": {"uniform": [0, 0.1]},
+           "model.depth": {"values": [1, 2, 3]}}
+
+
+@pytest.mark.parametrize("extra, message", [
+    # each would have filled the memory with a list, or queued trials for years
+    ({"stages": 10**9, "trials_per_stage": 1, "epochs_per_stage": 1},
+     "stages: expected a whole number from 1 to 100, got 1000000000"),
+    ({"trials_per_stage": [10**8, 3]}, "trials: expected whole numbers from 1 to 10,000"),
+    ({"method": "grid", "grid_points": 1000, "parameters": GRID_3M}, "a grid of 3,000,000 trials; at most 10,000"),
+    ({"method": "grid", "grid_points": 0}, "grid_points: expected a whole number from 1 to 1000, got 0"),
+    # taken as written, as recipe values are: no silent int()
+    ({"grid_points": "3"}, "grid_points: expected a whole number from 1 to 1000, got '3'"),
+    ({"seed": 1.5}, "seed: expected a whole number from 0 to 4294967295, got 1.5"),
+    ({"seed": -1}, "seed: expected a whole number from 0 to 4294967295, got -1"),
+])
+def test_a_sweep_count_out_of_bounds_or_not_a_whole_number_is_refused(tmp_path, extra, message):
+    with pytest.raises(ZooError) as caught:
+        load_sweep(write_sweep(tmp_path, **extra))
+    assert str(caught.value).startswith(f"{tmp_path / 'sweep.yaml'}: {message}")

@@ -662,21 +662,14 @@ def test_an_unforeseen_error_before_training_is_one_line_and_leaves_nothing(caps
     assert len(err.strip().splitlines()) == 1
 
 
-def test_a_run_dir_that_cannot_be_written(capsys, workspace, monkeypatch):
+def test_a_run_dir_that_cannot_be_written(capsys, workspace, full_disk):
     assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "/proc/zoo-cannot/run"),
                       "--run-dir /proc/zoo-cannot/run: cannot write there", where=workspace)
     assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "/dev/null/run"),
                       "--run-dir /dev/null/run: cannot write there: Not a directory", where=workspace)
-    write_text = Path.write_text
-
-    def full_disk(self, *args, **kwargs):
-        if self.name == "recipe.yaml":
-            raise OSError(28, "No space left on device")
-        return write_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    # recipe.yaml, the first file of a run, is written whole or not at all (--resume reads it back)
     assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "full/run"),
-                      "--run-dir full/run: cannot write there: No space left on device", where=workspace)
+                      "no space left on full/run/recipe.yaml", "nothing was written there", where=workspace)
     assert not (workspace / "full").exists()
 
 
@@ -906,3 +899,40 @@ def test_a_run_that_takes_no_step_is_refused_and_leaves_nothing(capsys, workspac
     monkeypatch.setattr(pl.Trainer, "fit", REAL_FIT)  # this mistake shows only once training starts
     assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "trainer.max_time=00:00:00:00"),
                       "training took no optimizer step", "the network is untrained", where=workspace)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["sanity", "mlp-digits", "--lr", "nan"], "argument --lr: must be a finite number above 0, got nan"),
+    (["sanity", "mlp-digits", "--steps", "100000000"], "argument --steps: must be from 1 to 100000"),
+    (["lr-find", "mlp-digits", "--max", "inf"], "argument --max: must be a finite number above 0, got inf"),
+    (["lr-find", "mlp-digits", "--min", "abc"], "argument --min: expected a number, got 'abc'"),
+    (["augment", "mlp-digits", "--n", "0"], "argument --n: must be from 1 to 256, got 0"),
+    (["augment", "mlp-digits", "--seed", "99999999999999999999"], "argument --seed: must be from 0 to 4294967295"),
+    (["init-explorer", "--depth", "100000"], "argument --depth: must be from 1 to 1000, got 100000"),
+    (["init-explorer", "--seed", "-1"], "argument --seed: must be from 0 to 4294967295, got -1"),
+    (["show", "mlp-digits", "--stats", "--classes", "0", "--input-shape", "1x8x8"], "argument --classes"),
+    (["show", "mlp-digits", "--stats", "--classes", "10", "--input-shape", "0x8x8"],
+     "--input-shape '0x8x8': expected sizes of at least 1"),
+    (["init-explorer", "--width", "60000"], "more than the 268,435,456 (1 GiB of float32"),
+    (["eval", "run", "--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+])
+def test_a_number_or_choice_out_of_range_on_the_command_line_is_one_line(capsys, workspace, args, fragment):
+    # each would have run for hours, asked for terabytes, divided by zero, or gone on with a NaN
+    err = assert_user_error(cli(capsys, *args), fragment, where=workspace)
+    assert len(err.strip().splitlines()) == 1, err
+    assert os.listdir(workspace) == []
+
+
+@pytest.mark.parametrize("command", [["augment", "mlp-digits"], ["init-explorer"], ["lr-find", "mlp-digits"]])
+def test_a_picture_in_a_format_matplotlib_lacks_is_refused_before_the_work(capsys, workspace, command):
+    assert_user_error(cli(capsys, *command, "--out", "pic.txt"), "pic.txt: cannot write a picture as '.txt'",
+                      where=workspace)
+    assert capsys.readouterr().out == "" and os.listdir(workspace) == []
+
+
+def test_a_picture_is_written_whole_or_not_at_all(capsys, workspace, full_disk):
+    # pictures land in run folders too (augmentations.png): a full disk leaves no half of one
+    small = ["--depth", "2", "--width", "8", "--batch", "4"]
+    assert_user_error(cli(capsys, "init-explorer", *small, "--out", "plots/pic.png"),
+                      "no space left on plots/pic.png", "nothing was written there")
+    assert os.listdir(workspace / "plots") == []

@@ -6,12 +6,15 @@ import argparse
 
 from zoo.core.io import json_text
 
-from zoo.cli.args import add_plugin_argument
+from zoo.cli.args import MAX_BATCH, MAX_DEPTH, MAX_WIDTH, add_plugin_argument, seed_number, whole_number
 
 
 def cmd_init_explorer(ns: argparse.Namespace) -> int:
+    from zoo.core.io import figure_format
     from zoo.tools.init_explorer import describe, explore, format_table, parse_spec, plot
 
+    if ns.out:
+        figure_format(ns.out)  # said before the work, not after it
     result = explore(
         parse_spec(ns.activation, "activation"),
         parse_spec(ns.init, "init"),
@@ -63,10 +66,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--init-activation", metavar="SPEC",
                    help="activation the initializer computes its gain for "
                    "(default: --activation; identity: gain 1)")
-    p.add_argument("--depth", type=int, default=10, help="hidden layers (default: 10)")
-    p.add_argument("--width", type=int, default=500, help="units per layer (default: 500)")
-    p.add_argument("--batch", type=int, default=1000, help="input samples (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and the weights (default: 0)")
+    p.add_argument("--depth", type=whole_number(1, MAX_DEPTH), default=10, help="hidden layers (default: 10)")
+    p.add_argument("--width", type=whole_number(1, MAX_WIDTH), default=500, help="units per layer (default: 500)")
+    p.add_argument("--batch", type=whole_number(2, MAX_BATCH), default=1000, help="input samples (default: 1000)")
+    p.add_argument("--seed", type=seed_number, default=0, help="seed of the inputs and the weights (default: 0)")
     p.add_argument("--out", default="init.png", help="PNG to write (default: init.png; empty: none)")
     p.add_argument("--json", action="store_true", help="print the per-layer numbers as JSON on the last line")
     add_plugin_argument(p)

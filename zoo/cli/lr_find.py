@@ -6,17 +6,19 @@ import argparse
 
 from zoo.core.io import json_text
 
-from zoo.cli.args import add_plugin_argument
+from zoo.cli.args import MAX_STEPS, add_plugin_argument, positive_number, whole_number
 
 
 def cmd_lr_find(ns: argparse.Namespace) -> int:
     from zoo.cli.args import split_recipe
     from zoo.core.errors import ZooError
+    from zoo.core.io import figure_format
     from zoo.core.recipe import find
     from zoo.tools.lr_find import lr_find, lr_recipe_path, plot, write_recipe
     recipe, overrides = split_recipe(ns.args)
     if ns.write and lr_recipe_path(find(recipe)).exists() and not ns.overwrite:  # said before the sweep runs
         raise ZooError(f"{lr_recipe_path(find(recipe))} exists already; pass --overwrite to replace it")
+    figure_format(ns.out)  # said before the sweep runs
     result = lr_find(recipe, overrides, min_lr=ns.min, max_lr=ns.max, steps=ns.steps)
     png = plot(result, ns.out)
     end = "stopped early: smoothed loss passed 4x its best" if result.stopped_early else "ran to --max"
@@ -50,9 +52,9 @@ def add_parser(subparsers) -> None:
         "the recipe itself is not edited. Under DDP settings it still runs on one process.",
     )
     p.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]", help="recipe file or name, then overrides")
-    p.add_argument("--min", type=float, default=1e-6, help="first learning rate (default: 1e-6)")
-    p.add_argument("--max", type=float, default=1.0, help="last learning rate (default: 1)")
-    p.add_argument("--steps", type=int, default=100, help="training steps of the sweep (default: 100)")
+    p.add_argument("--min", type=positive_number, default=1e-6, help="first learning rate (default: 1e-6)")
+    p.add_argument("--max", type=positive_number, default=1.0, help="last learning rate (default: 1)")
+    p.add_argument("--steps", type=whole_number(3, MAX_STEPS), default=100, help="training steps of the sweep (default: 100)")
     p.add_argument("--out", default="lr.png", help="PNG plot to write (default: lr.png)")
     p.add_argument("--write", action="store_true", help="write <name>.lr.yaml with the suggested optimizer.lr")
     p.add_argument("--overwrite", action="store_true", help="let --write replace an existing <name>.lr.yaml")

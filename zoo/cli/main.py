@@ -8,9 +8,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo.cli.args import add_plugin_argument, split_recipe
+from zoo.cli.args import (
+    MAX_CLASSES,
+    MAX_GRID,
+    OneLineParser,
+    add_plugin_argument,
+    seed_number,
+    split_recipe,
+    whole_number,
+)
 from zoo.core.errors import ZooError, brief, clip
-from zoo.core.io import json_text, no_space_message
+from zoo.core.io import file_error_message, json_text
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended, as `yes | head -1` does
@@ -199,8 +207,10 @@ def _show_stats(recipe, ns: argparse.Namespace) -> int:
     if ns.input_shape:
         try:
             shape = tuple(int(d) for d in ns.input_shape.lower().split("x"))
+            if min(shape) < 1:
+                raise ValueError
         except ValueError:
-            raise ZooError(f"--input-shape {ns.input_shape!r}: expected sizes joined by x, e.g. 3x32x32") from None
+            raise ZooError(f"--input-shape {ns.input_shape!r}: expected sizes of at least 1 joined by x, e.g. 3x32x32") from None
     if (shape is None) != (ns.classes is None):
         raise ZooError("--input-shape and --classes go together (the data is read for both otherwise)")
     stats = recipe_stats(recipe, shape, ns.classes)
@@ -249,7 +259,10 @@ def cmd_list(ns: argparse.Namespace) -> int:
 
 def cmd_augment(ns: argparse.Namespace) -> int:
     from zoo.core.recipe import load
+    from zoo.core.io import figure_format
     from zoo.data.grid import augmentation_grid
+
+    figure_format(ns.out)
     recipe, overrides = split_recipe(ns.args)
     path = augmentation_grid(load(recipe, overrides), ns.out, n=ns.n, seed=ns.seed)
     print(f"wrote {path}")
@@ -296,7 +309,7 @@ def _model_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="zoo",
         description="Train MLPs and ResNets from YAML recipes assembled from plugin components.",
     )
@@ -326,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the model's parameters, FLOPs per image and training-step memory instead (reads the data's shape)",
     )
     show.add_argument("--input-shape", metavar="CxHxW", help="with --stats: this input shape instead of the data's")
-    show.add_argument("--classes", type=int, metavar="N", help="with --stats: this many classes instead of the data's")
+    show.add_argument("--classes", type=whole_number(1, MAX_CLASSES), metavar="N", help="with --stats: this many classes instead of the data's")
     add_plugin_argument(show)
     show.set_defaults(func=cmd_show)
 
@@ -342,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     aug = sub.add_parser("augment", help="write a picture of training images before and after augmentation")
     aug.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
     aug.add_argument("--out", default="augment-grid.png", help="PNG file to write (default: augment-grid.png)")
-    aug.add_argument("--n", type=int, default=16, help="how many images (default: 16)")
-    aug.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws")
+    aug.add_argument("--n", type=whole_number(1, MAX_GRID), default=16, help=f"how many images (default: 16, at most {MAX_GRID})")
+    aug.add_argument("--seed", type=seed_number, default=0, help="seed of the augmentation draws")
     add_plugin_argument(aug)
     aug.set_defaults(func=cmd_augment)
 
@@ -398,6 +411,19 @@ def _take_disabled(argv: list[str]) -> tuple[list[str], list[str]]:
     return [n for n in ",".join(names).split(",") if n.strip()], rest
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    ns, extra = parser.parse_known_args(argv)
+    # the recipe and key=value overrides may also follow options (`zoo train r --run-dir x a=1`):
+    # argparse reads one run of positionals and leaves the rest over
+    for name in ("args", "overrides"):
+        if extra and isinstance(getattr(ns, name, None), list):
+            getattr(ns, name).extend(a for a in extra if not a.startswith("-"))
+            extra = [a for a in extra if a.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return ns
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _plugin_warnings_on_one_line()
     parser = build_parser()
@@ -414,20 +440,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # forget to put them
     debug = "--debug" in argv
     disabled, argv = _take_disabled(argv)
-    ns, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    try:
+        ns = _parse(parser, [a for a in argv if a != "--debug"])
+    except ZooError as exc:
+        print(f"zoo: error: {clip(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     ns.debug = debug
     if disabled:
         from zoo.core import discovery
 
         discovery.disable(disabled)
-    # the recipe and key=value overrides may also follow options (`zoo train r --run-dir x a=1`):
-    # argparse reads one run of positionals and leaves the rest over
-    for name in ("args", "overrides"):
-        if extra and isinstance(getattr(ns, name, None), list):
-            getattr(ns, name).extend(a for a in extra if not a.startswith("-"))
-            extra = [a for a in extra if a.startswith("-")]
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if getattr(ns, "plugin", None):
             from zoo.core import discovery
@@ -459,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _unexpected(exc: Exception) -> str:
     """One line for an error zoo did not foresee: what it is, where the run is, how to see more."""
     text = " ".join(str(exc).split()) or "(no message)"
-    line = no_space_message(exc) or f"{type(exc).__name__}: {clip(text, 500)}"
+    line = file_error_message(exc) or f"{type(exc).__name__}: {clip(text, 500)}"
     run_dir = getattr(exc, "zoo_run_dir", None)
     if run_dir is not None and getattr(exc, "zoo_resumable", False):
         from zoo.training.run_folder import resume_command

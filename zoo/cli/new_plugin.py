@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import secrets
+import shutil
 from pathlib import Path
 
 from zoo.core.errors import ZooError
@@ -98,13 +101,26 @@ def write_package(name: str, kinds: list[str], folder: Path) -> list[Path]:
     files["README.md"] = scaffold.README.substitute(
         name=name, prefix=prefix, version="0.1.0", table="\n".join(rows)
     )
-    written = []
-    for rel, text in files.items():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
+    _write_whole(folder, files)
+    return [folder / rel for rel in files]
+
+
+def _write_whole(folder: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (relative path: text) as ``folder``, whole or not at all: into a temporary folder
+    beside it, renamed into place at the end. A failure leaves nothing, the folders made for it included."""
+    made = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        for rel, text in files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder)  # onto nothing or an empty folder
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made is not None and made != folder:
+            shutil.rmtree(made, ignore_errors=True)
+        raise ZooError(f"new-plugin: {folder}: cannot write there: {exc.strerror or exc}") from None
 
 
 def cmd_new_plugin(ns: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 
 from zoo.core.io import json_text
 
-from zoo.cli.args import add_plugin_argument
+from zoo.cli.args import MAX_STEPS, add_plugin_argument, positive_number, whole_number
 
 
 def cmd_sanity(ns: argparse.Namespace) -> int:
@@ -33,9 +33,9 @@ def add_parser(subparsers) -> None:
         "Exit status 0 when all pass, 1 when any fails.",
     )
     p.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]", help="recipe file or name, then overrides")
-    p.add_argument("--steps", type=int, default=300, help="step budget of the overfit check (default: 300)")
-    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of the overfit check (default: 0.1)")
-    p.add_argument("--examples", type=int, default=20, help="training examples to memorize (default: 20)")
+    p.add_argument("--steps", type=whole_number(1, MAX_STEPS), default=300, help="step budget of the overfit check (default: 300)")
+    p.add_argument("--lr", type=positive_number, default=0.1, help="SGD learning rate of the overfit check (default: 0.1)")
+    p.add_argument("--examples", type=whole_number(1, MAX_STEPS), default=20, help="training examples to memorize (default: 20)")
     p.add_argument("--json", action="store_true", help="print a JSON report as the last line")
     add_plugin_argument(p)
     p.set_defaults(func=cmd_sanity)

@@ -8,8 +8,9 @@ what it had registered is dropped, and a one-line PluginWarning says so; a recip
 name nobody registered is told about the failure. ``ZOO_DISABLE_PLUGINS=a,b`` (package or
 entry-point names; ``zoo --disable-plugins a,b`` sets it) skips plugins before they are imported.
 A plugin a recipe or the command line names is asked for explicitly, so its failure is an error.
-Whatever a plugin's import changes of torch's process-wide settings is put back (zoo.core.torch_state),
-with a warning naming the plugin.
+Whatever a plugin's import changes of torch's process-wide settings (zoo.core.torch_state) or of the
+process's working folder, environment, warnings filters and logging (zoo.core.process_state) is put
+back, with a warning naming the plugin.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, p
 from pathlib import Path
 
 from zoo.core import registry as registry_module
-from zoo.core import torch_state
+from zoo.core import process_state, torch_state
 from zoo.core.errors import PluginError, PluginWarning, ZooError
 from zoo.core.io import MAX_TEXT_BYTES, read_bytes
 from zoo.core.registry import REGISTRIES, Origin, current_source, normalize_package
@@ -100,7 +101,8 @@ def _run_import(origin: Origin, load) -> None:
     SystemExit counts as a failure too: a plugin that calls sys.exit must not end zoo (with status 0).
     """
     token = current_source.set(origin)
-    before = torch_state.snapshot()
+    held = registry_module.held_warnings.set([])
+    before, before_process = torch_state.snapshot(), process_state.snapshot()
     try:
         load()
     except (KeyboardInterrupt, GeneratorExit):
@@ -112,6 +114,11 @@ def _run_import(origin: Origin, load) -> None:
     finally:
         current_source.reset(token)
         _put_back_torch(origin, before)
+        _put_back_process(origin, before_process)
+        messages = registry_module.held_warnings.get()
+        registry_module.held_warnings.reset(held)
+        for message in messages:
+            warnings.warn(message, PluginWarning, stacklevel=3)
 
 
 def _put_back_torch(origin: Origin, before: dict) -> None:
@@ -127,6 +134,19 @@ def _put_back_torch(origin: Origin, before: dict) -> None:
         PluginWarning,
         stacklevel=4,
     )
+
+
+def _put_back_process(origin: Origin, before: dict) -> None:
+    """Undo what importing the plugin changed of the process's working folder, environment, warnings and
+    logging, and say so naming it."""
+    changed = process_state.restore(before)
+    if changed:
+        warnings.warn(
+            f"plugin {origin.plugin} changed the process's {'; '.join(changed)} when imported, which would "
+            "change every run; zoo put it back",
+            PluginWarning,
+            stacklevel=4,
+        )
 
 
 def _entry_point_origin(ep: EntryPoint) -> Origin:
@@ -252,6 +272,9 @@ def load_local(names: list[str], base_dir: Path | None = None, kind: str = "reci
         if _is_file(name):
             path = Path(name) if base_dir is None else (base_dir / name)
             path = path.resolve()
+            if path.exists() and not path.is_file():
+                # importing a named pipe would wait for a writer forever
+                raise PluginError(f"plugin file {name} is not a regular file (a pipe, a device or a folder?) ({path})")
             if not path.is_file():
                 raise PluginError(f"plugin file {name} not found (looked at {path})")
             module_name = _file_module(path)

@@ -45,6 +45,14 @@ def no_space_message(exc: BaseException) -> str | None:
     return None
 
 
+def file_error_message(exc: BaseException) -> str | None:
+    """'PATH: REASON' for an OSError that names a file, else None: a path the user gave that is a folder
+    or lies in no folder says so in the system's words, not as a Python exception."""
+    if not (isinstance(exc, OSError) and exc.filename and exc.strerror):
+        return None
+    return no_space_message(exc) or f"{exc.filename}: {exc.strerror}"
+
+
 def _size(n: int) -> str:
     return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n} bytes"
 
@@ -126,8 +134,9 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
+        # the temporary file's name would mean nothing to the user: the error names the file asked for
+        exc.filename, exc.filename2 = str(path), None
         if exc.errno in _NO_SPACE:
-            exc.filename = str(path)  # the temporary file's name would mean nothing to the user
             raise NoSpaceError(f"{no_space_message(exc)}; nothing was written there") from None
         raise
     finally:
@@ -151,6 +160,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: never half a file."""
     data = text.encode("utf-8")
     _write_atomically(Path(path), lambda f: f.write(data))
+
+
+def figure_format(path: str | Path) -> str:
+    """The picture format matplotlib writes for ``path``'s suffix; a ZooError naming ``path`` when it has none."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = Path(path).suffix.lower().removeprefix(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if kind not in formats:
+        raise ZooError(f"{path}: cannot write a picture as '{Path(path).suffix}'; name a .png, .pdf or .svg file "
+                       f"(formats: {', '.join(sorted(formats))})")
+    return kind
+
+
+def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:
+    """``fig.savefig`` that never leaves a partial picture at ``path`` (a run folder's included): drawn in
+    memory, then written atomically; its folder is made if missing. Unwritable paths are a ZooError."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=figure_format(path), **options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, lambda f: f.write(buffer.getbuffer()))
+    except NoSpaceError:
+        raise
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return path
 
 
 def finite_or_none(data: Any) -> Any:

@@ -116,6 +116,20 @@ recorded_provenance: contextvars.ContextVar[Mapping[str, Mapping[str, Any]]] = c
 )
 
 
+# While a plugin is imported, zoo's warnings about what it registers are held here and given after the
+# import (zoo.core.discovery): by then the warnings filters the plugin may have set are put back, so a
+# plugin cannot silence the warning that it took a name zoo ships.
+held_warnings: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("zoo_held_warnings", default=None)
+
+
+def _warn(message: str) -> None:
+    held = held_warnings.get()
+    if held is None:
+        warnings.warn(message, PluginWarning, stacklevel=3)
+    else:
+        held.append(message)
+
+
 @contextlib.contextmanager
 def using_provenance(recorded: Mapping[str, Mapping[str, Any]] | None):
     """Resolve bare names the way ``recorded`` (a recipe's ``provenance``) says, inside the block."""
@@ -379,11 +393,7 @@ class Registry:
             examples=tuple(dict(e) for e in examples) if examples else ({},),
         )
         if not (inspect.getdoc(obj) or "").strip():
-            warnings.warn(
-                f"{entry.title} has no docstring: `zoo list` and the docs show its first line",
-                PluginWarning,
-                stacklevel=2,
-            )
+            _warn(f"{entry.title} has no docstring: `zoo list` and the docs show its first line")
         held = self._entries.setdefault(key, [])
         for i, old in enumerate(held):
             if _same_definition(old.obj, obj):
@@ -395,7 +405,7 @@ class Registry:
                 )
         held.append(entry)
         if len(held) > 1:
-            warnings.warn(_clash_note(self.name, held), PluginWarning, stacklevel=2)
+            _warn(_clash_note(self.name, held))
         return obj
 
     def attribute(self, module: str, origin: Origin) -> None:
@@ -560,7 +570,8 @@ class Registry:
         kwargs = {k: getattr(values, k) for k in type(values).model_fields}
         kwargs.update(values.model_extra or {})
         try:
-            result = entry.obj(**context, **kwargs)
+            with _process_kept(entry, where):
+                result = entry.obj(**context, **kwargs)
         except ZooError as exc:
             if getattr(exc, "zoo_where", None):  # a component it builds in turn, which named its own key
                 raise
@@ -574,6 +585,29 @@ class Registry:
         return result
 
 
+
+
+@contextlib.contextmanager
+def _process_kept(entry: Entry, where: str) -> Iterator[None]:
+    """Build ``entry`` with torch's process-wide settings and the process's working folder, warnings
+    filters and logging put back afterwards, with a warning naming it: a component that changes them
+    would change every later run of the process (see zoo.core.process_state for what a build may change)."""
+    from zoo.core import process_state, torch_state
+
+    torch_before, process_before = torch_state.snapshot(randomness=False), process_state.snapshot(build=True)
+    try:
+        yield
+    finally:
+        changed, stuck = torch_state.restore(torch_before)
+        changed = [f"torch's {change}" for change in changed] + process_state.restore(process_before)
+        if changed:
+            kept = f"; torch would not let {', '.join(stuck)} go back" if stuck else ""
+            warnings.warn(
+                f"{where}: {entry.title} changed {'; '.join(changed)} when built, which would change every "
+                f"later run of the process; zoo put it back{kept}",
+                PluginWarning,
+                stacklevel=4,
+            )
 
 
 def _located(kind: type[ZooError], where: str, message: str) -> ZooError:

@@ -35,12 +35,14 @@ def _settings() -> dict[str, tuple[Callable[[], Any], Callable[[Any], None]]]:
     }
 
 
-def snapshot() -> dict[str, Any]:
-    """The current value of every setting, and the CPU random generator's state."""
+def snapshot(randomness: bool = True) -> dict[str, Any]:
+    """The current value of every setting, and (with ``randomness``) the CPU random generator's state:
+    building a component draws from it by design, so builds leave it out."""
     import torch
 
     state = {name: read() for name, (read, _) in _settings().items()}
-    state["random state"] = torch.get_rng_state()
+    if randomness:
+        state["random state"] = torch.get_rng_state()
     return state
 
 
@@ -60,7 +62,7 @@ def restore(before: dict[str, Any]) -> tuple[list[str], list[str]]:
             write(before[name])
         except RuntimeError:
             stuck.append(name)
-    if not torch.equal(torch.get_rng_state(), before["random state"]):
+    if "random state" in before and not torch.equal(torch.get_rng_state(), before["random state"]):
         torch.set_rng_state(before["random state"])
     return changed, stuck
 

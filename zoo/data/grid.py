@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from zoo.core.build import build_data
+from zoo.core.io import save_figure
 from zoo.core.recipe import Recipe
 from zoo.data.augment import AugmentPipeline
 from zoo.data.datamodule import to_unit_float
@@ -66,7 +67,7 @@ def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 
     steps = ", ".join(a["name"] for a in recipe.augment) or "no augmentation"
     fig.suptitle(f"{recipe.name}: originals (top) and after {steps} (bottom)", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    try:
+        return save_figure(fig, out, dpi=120)
+    finally:
+        plt.close(fig)

@@ -22,8 +22,11 @@ import torch
 from torch import nn
 
 from zoo.core.errors import ZooError
+from zoo.core.io import save_figure
 from zoo.core.registry import Spec, split_spec
 
+# The most numbers (weights and activations) the explorer holds: 1 GiB of float32.
+MAX_NUMBERS = 2**28
 # The thresholds of the saturation fraction, by activation name: how close to an asymptote counts.
 SATURATION = {"tanh": "|a| > 0.99", "sigmoid": "a < 0.01 or a > 0.99"}
 
@@ -123,6 +126,13 @@ def explore(
     if depth < 1 or width < 1 or batch < 2:
         raise ZooError(
             f"init-explorer: depth and width must be at least 1 and batch at least 2, got {depth}, {width}, {batch}"
+        )
+    # every layer's weights and activations, each with its gradient, are held at once
+    numbers = depth * width * (width + batch)
+    if numbers > MAX_NUMBERS:
+        raise ZooError(
+            f"init-explorer: depth x width x (width + batch) = {numbers:,} numbers, more than the {MAX_NUMBERS:,} "
+            "(1 GiB of float32, twice that with gradients) it may hold; make the net or the batch smaller"
         )
     act_spec = activations.validate(activation, "activation")
     init_spec = initializers.validate(init, "init")
@@ -271,9 +281,7 @@ def plot(result: Exploration, path: str | Path, max_histograms: int = 10) -> Pat
         ax.set_yticks([])
     fig.suptitle(describe(result), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.io import save_figure
 from zoo.core.recipe import Recipe, apply_override, derive, load, parse_override
 
 
@@ -191,10 +192,10 @@ def plot(result: LRFindResult, out: str | Path, title: str = "") -> Path:
     ax.set_title(title or f"lr range test ({result.optimizer})")
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    try:
+        return save_figure(fig, out, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def lr_recipe_path(recipe_path: str | Path) -> Path:

@@ -325,7 +325,7 @@ def run(
 ) -> list[CheckResult]:
     """All four checks on a recipe (path, name or resolved Recipe) with ``key=value`` overrides."""
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
-    if steps < 1 or lr <= 0 or examples < 1:
+    if steps < 1 or not (math.isfinite(lr) and lr > 0) or examples < 1:
         raise ZooError(
             f"sanity: steps and examples must be at least 1 and lr above 0, got {steps}, {examples}, {lr}"
         )

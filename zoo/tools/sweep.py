@@ -20,6 +20,9 @@ A sweep file (YAML)::
       model.activation: {choice: [relu, gelu]}     # sampled (random) / every value (grid)
       model.width: {values: [64, 128]}             # the same as choice
 
+Counts are whole numbers as written: at most 100 stages and 10,000 trials a stage (a grid's included),
+1,000 grid points, a seed from 0 to 2**32 - 1.
+
 Sampling: ``log_uniform`` draws ``10 ** uniform(log10 a, log10 b)``; its grid is ``10 ** linspace(log10 a,
 log10 b, grid_points)``; ``uniform`` draws and grids linearly. A grid is the Cartesian product of all
 parameters' points.
@@ -57,7 +60,7 @@ from typing import Any
 
 import yaml
 
-from zoo.core.errors import ZooError
+from zoo.core.errors import ZooError, brief
 from zoo.core.io import MAX_TEXT_BYTES, json_text, read_text
 from zoo.core.recipe import folder_name_problem, load_yaml
 
@@ -166,6 +169,19 @@ ALLOWED = {"base", "name", "method", "trials", "trials_per_stage", "grid_points"
            "epochs_per_stage", "stage_overrides", "overrides", "seed", "parameters"}
 
 
+# Bounds of a sweep's counts: far above any search worth running, far below lists that fill the memory
+# (stages, a grid's trials) or trials that run for years
+MAX_STAGES, MAX_TRIALS, MAX_GRID_POINTS = 100, 10_000, 1_000
+
+
+def _whole(data: dict, key: str, default: int, low: int, high: int, where: str) -> int:
+    """``data[key]``, a whole number from ``low`` to ``high`` as written (no bool, float or string)."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ZooError(f"{where}: {key}: expected a whole number from {low} to {high}, got {brief(value)}")
+    return value
+
+
 def _per_stage(data: dict, key: str, stages: int, default: Any, where: str) -> list:
     value = data.get(key, default)
     if not isinstance(value, list):
@@ -203,15 +219,20 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if not isinstance(params_spec, dict) or not params_spec:
         raise ZooError(f"{where}: parameters: expected a mapping of override keys to distributions")
     params = [parse_param(str(k), v, where) for k, v in params_spec.items()]
-    stages = data.get("stages", 1)
-    if not isinstance(stages, int) or stages < 1:
-        raise ZooError(f"{where}: stages: expected a positive integer, got {stages!r}")
+    stages = _whole(data, "stages", 1, 1, MAX_STAGES, where)
+    grid_points = _whole(data, "grid_points", 3, 1, MAX_GRID_POINTS, where)
+    if method == "grid":
+        size = math.prod(len(p.grid(grid_points)) for p in params)
+        if size > MAX_TRIALS:
+            raise ZooError(f"{where}: a grid of {size:,} trials; at most {MAX_TRIALS:,} (fewer grid_points or parameters)")
     goal = data.get("goal", "maximize")
     if goal not in ("maximize", "minimize"):
         raise ZooError(f"{where}: goal: expected maximize or minimize, got {goal!r}")
     trials = _per_stage(data, "trials_per_stage", stages, data.get("trials", 10), where)
-    if method == "random" and not all(isinstance(t, int) and t >= 1 for t in trials):
-        raise ZooError(f"{where}: trials: expected positive integers, got {trials!r}")
+    if method == "random" and not all(
+        isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= MAX_TRIALS for t in trials
+    ):
+        raise ZooError(f"{where}: trials: expected whole numbers from 1 to {MAX_TRIALS:,}, got {brief(trials)}")
     epochs = _per_stage(data, "epochs_per_stage", stages, None, where)
     if not all(e is None or (isinstance(e, int) and not isinstance(e, bool) and e >= 1) for e in epochs):
         raise ZooError(
@@ -238,8 +259,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         epochs_per_stage=epochs,
         stage_overrides=[list(s or []) for s in stage_overrides],
         overrides=list(data.get("overrides") or []),
-        grid_points=int(data.get("grid_points", 3)),
-        seed=int(data.get("seed", 0)),
+        grid_points=grid_points,
+        seed=_whole(data, "seed", 0, 0, 2**32 - 1, where),
     )
 
 

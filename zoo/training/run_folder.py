@@ -490,6 +490,7 @@ def discard_run_dir(path: Path, up_to: Path | None = None) -> None:
 
 def write_recipe(recipe: Recipe, path: Path) -> None:
     try:
+        # whole or not at all: --resume and eval read it back
         atomic_write_text(
             path / "recipe.yaml",
             f"{RECIPE_HEADER}{recipe.source}; run again with: zoo train {path / 'recipe.yaml'}\n" + recipe.to_yaml(),
