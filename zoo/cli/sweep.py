@@ -29,9 +29,9 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         text += "# the runs must report the metric to W&B for its controller to see it\n"
         text += yaml.safe_dump(wandb_definition(spec), sort_keys=False)
         if ns.wandb_out:
-            from pathlib import Path
+            from zoo.core.io import atomic_write_text
 
-            Path(ns.wandb_out).write_text(text)
+            atomic_write_text(ns.wandb_out, text)
             print(f"wrote {ns.wandb_out}")
         else:
             print(text, end="")
