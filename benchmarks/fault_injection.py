@@ -511,16 +511,19 @@ def _moments_trial(args: list[str], folder: Path, phase: str, name: str, referen
     if not log["reached"] or not log["exit_as_expected"]:
         log["stderr"] = stderr[-1500:]
     log["resumed"] = log["started_over"] = 0
+    # the run's recipe names the moments plugin, which zoo imports only when the user passes it
+    resume = ["train", "--resume", str(run), "--plugin", str(folder.parent / "moments.py")]
     for _ in range(3):
         if (run / "metrics.json").is_file():
             break
-        if (run / "checkpoints" / "last.ckpt").is_file():
-            # the run's recipe names the moments plugin, which zoo imports only when the user passes it
-            again = ["train", "--resume", str(run), "--plugin", str(folder.parent / "moments.py")]
-            log["resumed"] += 1
-        else:  # stopped before its first checkpoint: nothing to resume
-            again, log["started_over"] = [*args, "--run-dir", str(run), "--overwrite"], log["started_over"] + 1
-        code, _, stderr = zoo(again, expect=(0, 1, 2))
+        # zoo decides what can go on (a single run's last.ckpt; an ensemble's finished members and member
+        # checkpoints); only a folder it calls too early to resume is started over
+        code, _, stderr = zoo(resume, expect=(0, 1, 2))
+        log["resumed"] += 1
+        if code == 2 and "before its first checkpoint" in stderr:
+            log["resumed"] -= 1
+            log["started_over"] += 1
+            code, _, stderr = zoo([*args, "--run-dir", str(run), "--overwrite"], expect=(0, 1, 2))
         if code != 0:
             log["resume_error"] = stderr[-1500:]
             break
