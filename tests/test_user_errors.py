@@ -9,6 +9,7 @@ fails there instead of training (or starting 64 processes).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -667,9 +668,11 @@ def test_a_run_dir_that_cannot_be_written(capsys, workspace, full_disk):
                       "--run-dir /proc/zoo-cannot/run: cannot write there", where=workspace)
     assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "/dev/null/run"),
                       "--run-dir /dev/null/run: cannot write there: Not a directory", where=workspace)
-    # recipe.yaml, the first file of a run, is written whole or not at all (--resume reads it back)
-    assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "full/run"),
-                      "no space left on full/run/recipe.yaml", "nothing was written there", where=workspace)
+    # the first files of a run (its .zoo-run marker, recipe.yaml) are written whole or not at all, and the
+    # one the disk refused is named
+    err = assert_user_error(cli(capsys, "train", "mlp-digits", *QUICK, "--run-dir", "full/run"),
+                            "nothing was written there", where=workspace)
+    assert re.search(r"no space left on full/run/(\.zoo-run|recipe\.yaml):", err), err
     assert not (workspace / "full").exists()
 
 
