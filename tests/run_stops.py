@@ -4,12 +4,18 @@ in every Trainer zoo makes (where a test stops the run)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
 import zoo.training.fit as training
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTS = ROOT / "tests" / "plugins" / "faults.py"  # monitors that signal or crash a run at a step
 
 
 @contextmanager
@@ -38,3 +44,14 @@ def with_callback(monkeypatch, callback) -> None:
         return make(*args, **kwargs)
 
     monkeypatch.setattr(training, "make_trainer", patched)
+
+
+def train_with_faults(tmp_path: Path, recipe_body: str, overrides: list[str], run: Path) -> subprocess.CompletedProcess:
+    """``zoo train`` in a process of its own, of mlp-digits with the faults plugin and ``recipe_body`` (YAML
+    lines: the monitor that stops it) on top, in ``run``; W&B off."""
+    recipe = tmp_path / "faulted.yaml"
+    recipe.write_text(f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n{recipe_body}")
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", "train", str(recipe), *overrides, "--run-dir", str(run)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
+    )

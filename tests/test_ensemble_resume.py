@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from run_stops import one_torch_thread, with_callback
+from run_stops import FAULTS, one_torch_thread, train_with_faults, with_callback
 
 from zoo.cli.main import main
 from zoo.core import discovery
@@ -23,7 +21,6 @@ from zoo.training.run import train
 from zoo.training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-FAULTS = ROOT / "tests" / "plugins" / "faults.py"
 # 1257 training images in batches of 128: 10 optimizer steps an epoch, 30 a member
 SMALL = ["ensemble.members=3", "trainer.max_epochs=3", "data.batch_size=128", "model.width=16", "augment=[]",
          "logger.wandb.mode=disabled", "performance.steps_per_execution=1"]
@@ -112,17 +109,9 @@ def test_a_signal_in_the_second_member_then_resume_ends_as_the_uninterrupted_ens
 
 def test_kill_9_mid_ensemble_then_resume_ends_as_the_uninterrupted_ensemble(tmp_path, uninterrupted):
     run = tmp_path / "run"
-    recipe = tmp_path / "kill.yaml"
     # the kill comes from the second member's own process, after its optimizer step 15, once
     kill = f"monitors=[{{name: signal_at_step, step: 15, marker: {tmp_path / 'fired'}}}]"
-    recipe.write_text(
-        f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n"
-        f"ensemble:\n  member_overrides: [[], [{json.dumps(kill)}], []]\n"
-    )
-    killed = subprocess.run(
-        [sys.executable, "-m", "zoo", "train", str(recipe), *SMALL, "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
-    )
+    killed = train_with_faults(tmp_path, f"ensemble:\n  member_overrides: [[], [{json.dumps(kill)}], []]\n", SMALL, run)
     assert killed.returncode == -9, killed.stderr
     assert (run / "members" / "m0" / "metrics.json").is_file()
     assert _step(run / "members" / "m1" / "checkpoints" / "last.ckpt") == 10  # its first epoch's end

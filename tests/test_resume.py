@@ -16,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Checkpoint
-from run_stops import one_torch_thread
+from run_stops import FAULTS, one_torch_thread, train_with_faults
 from run_stops import with_callback as _with_callback
 
 from zoo.cli.main import main
@@ -26,7 +26,6 @@ from zoo.training.checkpoints import Interrupted
 from zoo.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
-FAULTS = ROOT / "tests" / "plugins" / "faults.py"
 # 1257 training images in batches of 128: 10 steps an epoch, 30 in all
 SMALL = ["trainer.max_epochs=3", "data.batch_size=128", "model.width=64", "logger.wandb.mode=disabled",
          "performance.steps_per_execution=1"]  # kill points at any optimizer step (grouped: test_step_groups.py)
@@ -78,15 +77,8 @@ def test_crash_then_resume_matches_uninterrupted_run(step, tmp_path, monkeypatch
 @pytest.mark.parametrize("step", [3, 17])
 def test_sigterm_writes_a_checkpoint_mid_epoch_and_resume_is_exact(step, tmp_path, uninterrupted):
     run = tmp_path / "run"
-    recipe = tmp_path / "term.yaml"
-    recipe.write_text(
-        f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n"
-        f"monitors:\n  - {{name: signal_at_step, step: {step}, marker: {tmp_path / 'fired'}, signal_name: SIGTERM}}\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "zoo", "train", str(recipe), *SMALL, "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
-    )
+    monitor = f"{{name: signal_at_step, step: {step}, marker: {tmp_path / 'fired'}, signal_name: SIGTERM}}"
+    done = train_with_faults(tmp_path, f"monitors:\n  - {monitor}\n", SMALL, run)
     assert done.returncode == 128 + 15, done.stderr
     assert "stopped by SIGTERM at epoch" in done.stderr
     assert f"continue with: zoo train --resume {run} --plugin {FAULTS}" in done.stderr
@@ -100,19 +92,14 @@ def test_sigterm_writes_a_checkpoint_mid_epoch_and_resume_is_exact(step, tmp_pat
 
 def test_sigkill_then_cli_resume(tmp_path, uninterrupted):
     run = tmp_path / "run"
-    recipe = tmp_path / "kill.yaml"
-    recipe.write_text(
-        f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n"
-        f"monitors:\n  - {{name: signal_at_step, step: 15, marker: {tmp_path / 'fired'}}}\n"
+    killed = train_with_faults(
+        tmp_path, f"monitors:\n  - {{name: signal_at_step, step: 15, marker: {tmp_path / 'fired'}}}\n", SMALL, run
     )
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "zoo", "train"]
-    killed = subprocess.run([*cmd, str(recipe), *SMALL, "--run-dir", str(run)], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path, env=env)
     assert killed.returncode == -9
-    resumed = subprocess.run([*cmd, "--resume", str(run), "--plugin", str(FAULTS), "--json"], capture_output=True,
-                             text=True, timeout=300,
-                             cwd=tmp_path, env=env)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "zoo", "train", "--resume", str(run), "--plugin", str(FAULTS), "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["metrics"] == uninterrupted
 
