@@ -46,12 +46,16 @@ def with_callback(monkeypatch, callback) -> None:
     monkeypatch.setattr(training, "make_trainer", patched)
 
 
-def train_with_faults(tmp_path: Path, recipe_body: str, overrides: list[str], run: Path) -> subprocess.CompletedProcess:
+def train_with_faults(
+    tmp_path: Path, recipe_body: str, overrides: list[str], run: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``zoo train`` in a process of its own, of mlp-digits with the faults plugin and ``recipe_body`` (YAML
-    lines: the monitor that stops it) on top, in ``run``; W&B off."""
+    lines: the monitor that stops it) on top, in ``run``; W&B off unless ``env`` (more environment variables)
+    says otherwise. The recipe is ``tmp_path/faulted.yaml``."""
     recipe = tmp_path / "faulted.yaml"
     recipe.write_text(f"base: {ROOT / 'recipes' / 'mlp-digits.yaml'}\nplugins: [{FAULTS}]\n{recipe_body}")
     return subprocess.run(
         [sys.executable, "-m", "zoo", "train", str(recipe), *overrides, "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
     )

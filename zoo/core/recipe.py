@@ -111,6 +111,12 @@ class CheckpointSection(_Section):
         True, description="On SIGINT/SIGTERM/SIGHUP finish the current step (and an epoch end it reached), write "
         "last.ckpt and stop (resume with --resume).",
     )
+    requeue_signal: Literal["SIGUSR1", "SIGUSR2"] | None = Field(
+        "SIGUSR1",
+        description="In a SLURM batch job, the signal that asks for a requeue (sbatch --signal=USR1@90): stop "
+        "as on SIGTERM (with on_signal), then `scontrol requeue` the job, whose `zoo train --run-dir` goes on "
+        "from that checkpoint. null: not handled (the signal ends the process).",
+    )
     divergence_guard: bool = Field(
         True,
         description="Stop when the training loss turns NaN/inf or passes 3x its initial value, keeping the last "

@@ -19,7 +19,8 @@
   the current step (at a step that validation or an epoch's end follows: that too, and the epoch's
   checkpoint), write ``last.ckpt`` and raise :class:`Interrupted` (every rank of a DDP job at the same
   step, whichever rank got the signal); at any other moment, or on a second signal, raise it at once.
-  The CLI reports it with the command that resumes the run.
+  The CLI reports it with the command that resumes the run. In a SLURM batch job the requeue signal stops a
+  run the same way, and the CLI then requeues the job (zoo.training.slurm).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ from zoo.core.io import append_text, atomic_torch_save, atomic_write_text
 LAST = "last.ckpt"
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Interrupted(Exception):
     """A run stopped by a signal: after writing ``checkpoint`` (during training), or at once (``checkpoint`` None).
 
@@ -70,6 +74,12 @@ class Interrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # what a shell reports for a process ended by that signal
+
+    @property
+    def requeue(self) -> bool:
+        """Stopped by a SLURM job's requeue signal: the only signal zoo stops on besides STOP_SIGNALS, and
+        handled only in a SLURM batch job (zoo.training.slurm)."""
+        return self.signum not in STOP_SIGNALS
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -394,6 +404,7 @@ class SignalStop:
     """SIGINT, SIGTERM and SIGHUP for the length of a run, installed by the code that owns the run folder.
 
     SIGHUP (the terminal that started the run closed) is a stop like SIGTERM, not an end without a checkpoint.
+    ``requeue_signal``: in a SLURM batch job, the signal that asks for a requeue stops the run the same way.
 
     While training (``deferring``), the first signal is only noted: :class:`StopOnSignal` stops at the
     end of the step. Any other time (setting up, the final evaluation), and on a second signal (a second
@@ -402,9 +413,8 @@ class SignalStop:
     exist only in the main thread; the previous ones come back with :meth:`restore`.
     """
 
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-    def __init__(self) -> None:
+    def __init__(self, requeue_signal: int | None = None) -> None:
+        self.signals = STOP_SIGNALS + ((requeue_signal,) if requeue_signal is not None else ())
         self.received: int | None = None
         self.deferring = False
         self.when = "before training started"
@@ -418,7 +428,7 @@ class SignalStop:
 
     def install(self) -> SignalStop:
         if threading.current_thread() is threading.main_thread() and not self.installed:
-            for sig in self.SIGNALS:
+            for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -427,7 +437,7 @@ class SignalStop:
         fit, validate and test: its SIGTERM handler would stop without a checkpoint, and under DDP it
         runs a collective inside the handler)."""
         if self.installed and threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
+            for sig in self.signals:
                 signal.signal(sig, self._handle)
 
     def restore(self) -> None:

@@ -240,6 +240,7 @@ def _fit_member(recipe_data: dict[str, Any], source: str | None, folder: str, bo
     from zoo.core import discovery
     from zoo.core.recipe import from_dict
     from zoo.training.fit import _quiet_lightning
+    from zoo.training.slurm import requeue_signal
 
     _quiet_lightning()
     discovery.load_local(plugins, kind="--plugin")
@@ -247,7 +248,7 @@ def _fit_member(recipe_data: dict[str, Any], source: str | None, folder: str, bo
         return _stop_request.value
     member = from_dict(recipe_data, str(folder))
     member.source = source
-    signals = SignalStop().install()
+    signals = SignalStop(requeue_signal(member.checkpoint)).install()
     watch = _StopWhenAsked(_stop_request, signals)
     try:
         MemberJob(member, Path(folder), bootstrap).run(False, signals, [watch])

@@ -84,6 +84,7 @@ def make_trainer(
     ``signals``: the run owner's :class:`zoo.training.checkpoints.SignalStop`, if it installed one.
     """
     import lightning as L
+    from lightning.fabric.plugins.environments import ClusterEnvironment
 
     from zoo.core.catalog import monitors
     from zoo.monitoring.monitors import DivergenceGuard
@@ -94,6 +95,7 @@ def make_trainer(
         RunCSVLogger,
         StopOnSignal,
     )
+    from zoo.training.slurm import cluster_environment
     from zoo.training.step_groups import LearningRateMonitor, ProgressBar
 
     kwargs: dict[str, Any] = recipe.trainer.model_dump()
@@ -144,11 +146,14 @@ def make_trainer(
                 update_starting_at_step=recipe.ema.start_step,
             )
         )
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
+    if not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        plugins += cluster_environment()  # under SLURM: without Lightning's mid-step requeue checkpoint
     try:
         trainer = L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
-            plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
+            plugins=plugins,
             logger=[RunCSVLogger(run_dir)],  # first, so trainer.log_dir stays run_dir/logs
             callbacks=callbacks,
             enable_progress_bar=bar,

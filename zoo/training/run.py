@@ -6,12 +6,15 @@ the run folder claimed (locked, created, an overwritten run set aside: zoo.train
 W&B logger created (zoo.training.fit.run_fit). A failure before the run can be resumed removes the folder
 again and puts back the run it replaced. A resumed run goes on from its folder's
 ``checkpoints/last.ckpt`` with the folder's own recipe, which must be the one its checkpoint was trained
-with (zoo.training.resume); an ensemble goes on member by member (zoo.training.ensemble_training).
+with (zoo.training.resume); an ensemble goes on member by member (zoo.training.ensemble_training). A requeued
+SLURM job runs its ``zoo train RECIPE --run-dir PATH`` again, and the run that job started in PATH goes on the
+same way (zoo.training.slurm).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,9 +33,12 @@ from zoo.training.run_folder import (
     RunFolder,
     check_target,
     new_run_path,
+    requeued_run,
     resumable,
+    resume_command,
     write_recipe,
 )
+from zoo.training.slurm import batch_job, requeue_signal
 
 
 def train(
@@ -62,11 +68,20 @@ def train(
         shared = os.environ.get(RUN_DIR_ENV) or run_dir
         if not shared:
             raise ZooError("this process is a DDP worker (rank > 0): pass --run-dir so every rank shares one folder")
-        return _as_worker(resolved, Path(shared), progress, ckpt=None)
+        # a requeued SLURM job: rank 0 goes on from the checkpoint (_resume_requeued), and so does every rank
+        requeued = not overwrite and requeued_run(Path(shared)) is not None
+        return _as_worker(resolved, Path(shared), progress,
+                          ckpt=Path(shared) / "checkpoints" / LAST_CHECKPOINT if requeued else None)
     path = Path(run_dir) if run_dir is not None else new_run_path(resolved.name or "run")
     if run_dir is not None:
+        job = None if overwrite else requeued_run(path)
+        if job is not None:
+            return _resume_requeued(resolved, path, job, progress, start)
         check_target(path, overwrite)
-    signals = SignalStop()
+    elif batch_job() is not None:
+        print("zoo: in a SLURM batch job without --run-dir: if the job is requeued, it starts a new run in a "
+              "new folder; pass --run-dir for the requeued job to go on with this run", file=sys.stderr)
+    signals = SignalStop(requeue_signal(resolved.checkpoint))
     prepared = None
     if resolved.ensemble is None:
         prepared = prepare_fit(resolved, path, progress, signals=signals)
@@ -100,10 +115,10 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
         raise ZooError(f"--resume {path}: not a run folder (no recipe.yaml in it)")
     if process_rank() > 0:  # rank 0 checked the folder and holds its lock
         return _as_worker(load(path / "recipe.yaml"), path, progress, ckpt=path / "checkpoints" / LAST_CHECKPOINT)
-    signals = SignalStop()
     folder = RunFolder.reopen(path)  # refused while another process runs it
     with _owning(folder):
         resolved = load_unfinished(path)
+        signals = SignalStop(requeue_signal(resolved.checkpoint))
         if resolved.ensemble is not None:
             result = _resume_ensemble(resolved, path, progress, signals)
             _report(result, path, start, earlier=result.seconds)
@@ -121,6 +136,23 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
     return result
 
 
+def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | None, start: float) -> RunResult:
+    """A requeued SLURM job runs its ``zoo train RECIPE --run-dir PATH`` again: the run it started there goes
+    on as ``--resume PATH`` would, provided the recipe asked for is still the run's own."""
+    from zoo.training.resume import recipe_changes
+
+    changed = recipe_changes(load_unfinished(path).to_dict(), resolved.to_dict())
+    if changed:
+        raise ZooError(
+            f"--run-dir {path}: SLURM job {job} started this run with another recipe "
+            f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); its requeue goes on only with "
+            "the run's own recipe: undo the edit, or start over with --overwrite"
+        )
+    print(f"zoo: {path}: started by this SLURM job ({job}), which was requeued: going on from its last "
+          f"checkpoint, as {resume_command(path)} would", file=sys.stderr)
+    return _resume(path, progress, start)
+
+
 def _resume_ensemble(resolved: Recipe, path: Path, progress: bool | None, signals: SignalStop) -> RunResult:
     """An ensemble goes on member by member (see zoo.training.ensemble_training); the result's ``seconds``
     are what its earlier sittings took."""
@@ -136,7 +168,7 @@ def _resume_ensemble(resolved: Recipe, path: Path, progress: bool | None, signal
 
 def _as_worker(resolved: Recipe, path: Path, progress: bool | None, ckpt: Path | None) -> RunResult:
     """A DDP rank > 0: trains in rank 0's folder, writing nothing there itself."""
-    signals = SignalStop()
+    signals = SignalStop(requeue_signal(resolved.checkpoint))
     prepared = prepare_fit(resolved, path, progress, signals=signals)
     signals.install()
     try:

@@ -307,14 +307,15 @@ class RunFolder:
         return folder
 
     def _marker(self) -> dict[str, Any]:
-        try:
-            data = json.loads(read_text(self.path / MARKER, MAX_TEXT_BYTES))
-        except (ZooError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_marker(self.path)
 
     def _write_marker(self) -> None:
-        data = {"format": 1, "created": datetime.now().isoformat(timespec="seconds")}
+        from zoo.training.slurm import batch_job
+
+        data: dict[str, Any] = {"format": 1, "created": datetime.now().isoformat(timespec="seconds")}
+        job = batch_job()
+        if job is not None:
+            data["slurm_job"] = job  # a requeue of this job goes on with this run (requeued_run)
         if self.aside is not None:
             data["replaces"] = self.aside.name
         try:
@@ -396,6 +397,26 @@ class RunFolder:
             return True
         self.abandon()
         return False
+
+
+def read_marker(path: Path) -> dict[str, Any]:
+    """What a run folder's ``.zoo-run`` marker records ({} when there is none, or it is unreadable)."""
+    try:
+        data = json.loads(read_text(path / MARKER, MAX_TEXT_BYTES))
+    except (ZooError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def requeued_run(path: Path) -> str | None:
+    """The SLURM job this process runs in, when that job started the run in ``path`` and the run can go on:
+    the job was requeued and runs its ``zoo train --run-dir`` again. None otherwise."""
+    from zoo.training.slurm import batch_job
+
+    job = batch_job()
+    if job is None or read_marker(path).get("slurm_job") != job or not resumable(path):
+        return None
+    return job
 
 
 def plugin_flags(recipe_file: Path) -> str:
