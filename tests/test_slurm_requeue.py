@@ -103,6 +103,11 @@ def test_requeue_signal_checkpoints_requeues_and_the_requeued_job_goes_on(tmp_pa
     assert read_run_id(run) == first_id
     sittings = offline_run_dirs(run)
     assert len(sittings) == 2 and all(f.name.endswith(first_id) for f in sittings)
+    # once finished, the run is not gone on with again: the same command is refused as ever
+    with monkeypatch.context() as patch:
+        _in_job(patch, "4242")
+        assert main(command) == 2
+    assert "already exists; continue it with --resume" in capsys.readouterr().err
 
 
 def test_a_failed_requeue_is_one_line(tmp_path, monkeypatch):

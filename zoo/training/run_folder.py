@@ -409,12 +409,12 @@ def read_marker(path: Path) -> dict[str, Any]:
 
 
 def requeued_run(path: Path) -> str | None:
-    """The SLURM job this process runs in, when that job started the run in ``path`` and the run can go on:
-    the job was requeued and runs its ``zoo train --run-dir`` again. None otherwise."""
+    """The SLURM job this process runs in, when that job started the run in ``path`` and the run can go on
+    (stopped, not finished): the job was requeued and runs its ``zoo train --run-dir`` again. None otherwise."""
     from zoo.training.slurm import batch_job
 
     job = batch_job()
-    if job is None or read_marker(path).get("slurm_job") != job or not resumable(path):
+    if job is None or read_marker(path).get("slurm_job") != job or finished(path) or not resumable(path):
         return None
     return job
 
