@@ -169,6 +169,9 @@ def test_resume_after_a_stop_inside_an_epoch_is_exact(tmp_path, monkeypatch):
         ("ema={decay: 0.99}", "ema"),
         ("trainer.accumulate_grad_batches=2", "accumulate_grad_batches"),
         ("trainer.precision=16-mixed", "precision 16-mixed"),
+        # a weight average updated once per group would average far fewer weights
+        ("trainer.callbacks=[{class_path: WeightAveraging}]", "trainer.callbacks[0] (WeightAveraging acts on every "
+         "training batch)"),
     ],
 )
 def test_what_needs_lightnings_optimizer_step_takes_one_step_per_batch(override, reason, tmp_path, capsys):
