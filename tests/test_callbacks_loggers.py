@@ -137,16 +137,20 @@ def test_mlflow_holds_one_run_across_a_resume(tmp_path, monkeypatch):
          "StochasticWeightAveraging: its average replaces the weights only after the last epoch"),
         ("trainer.callbacks=[{class_path: WeightAveraging}]\nema={}", "WeightAveraging: the weights are averaged already"),
         ("trainer.callbacks=[{class_path: json.JSONDecoder}]", "json.decoder.JSONDecoder is not a lightning"),
+        ("trainer.callbacks=[{class_path: SpikeDetection}]", "SpikeDetection: zoo's divergence guard stops a run"),
+        ("trainer.callbacks=[{class_path: BackboneFinetuning}]", "zoo's models have none"),
+        ("trainer.callbacks=[{class_path: LearningRateFinder}]", "use zoo lr-find"),
+        ("trainer.callbacks=[{class_path: Timer}, {class_path: Timer}]", "would collide with trainer.callbacks[0]'s"),
         ("logger.extra=[{class_path: TensorBoardLogger, init_args: {save_dir: tb}}]", "use the logger.tensorboard section"),
     ],
     ids=["unknown-class", "unknown-argument", "bad-value", "checkpoint", "swa", "second-average", "not-a-callback",
-         "tensorboard-as-extra"],
+         "spike-detection", "backbone", "tuner", "same-state-twice", "tensorboard-as-extra"],
 )
 def test_entries_refused_before_the_run_folder(override, fragment, tmp_path, capsys):
     code = main(["train", "mlp-digits", *override.split("\n"), "trainer.max_epochs=1"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    where = "logger.extra[0]" if override.startswith("logger") else "trainer.callbacks[0]"
+    where = "logger.extra[0]" if override.startswith("logger") else f"trainer.callbacks[{override.count('{class_path') - 1}]"
     assert f": {where}: " in err and fragment in err, err
     assert not (tmp_path / "runs").exists()
 

@@ -88,7 +88,8 @@ class TrainerSection(_Section):
         "step from the first: stochastic weight averaging over the whole run (Lightning's "
         "StochasticWeightAveraging is refused: its average would never be tested). A class path imports only lightning, pytorch_lightning or "
         "torch modules, or a module loaded as a plugin. Checkpoint, progress-bar, model-summary, learning-rate "
-        "monitor and tuner callbacks are refused (zoo has its own), as is a second weight average beside ema. "
+        "monitor, spike-detection and tuner callbacks are refused (zoo has its own, or the recipe says), as is "
+        "a second weight average beside ema. "
         "A resumed run rebuilds them from its recipe.yaml and gets their "
         "state back from the checkpoint.",
     )

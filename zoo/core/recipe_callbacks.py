@@ -6,7 +6,8 @@ folder's recipe, and Lightning gives each callback its state back from the check
 count of epochs without improvement and best score among them).
 
 Callbacks that would fight zoo's own are refused: zoo writes the checkpoints, draws the progress bar, prints
-the model summary, logs the learning rate and averages the weights (``ema:``) itself.
+the model summary, logs the learning rate, averages the weights (``ema:``) and stops a diverging run itself,
+and the recipe says the learning rate and batch size (no tuner changes them behind its back).
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def _state_key(callback: Any) -> str | None:
 def _conflict(callback: Any) -> str | None:
     """Why ``callback`` cannot run beside zoo's own callbacks, or None."""
     from lightning.pytorch.callbacks import (
+        BackboneFinetuning,
         BatchSizeFinder,
         Checkpoint,
         LearningRateFinder,
         LearningRateMonitor,
         ModelSummary,
         ProgressBar,
+        SpikeDetection,
         StochasticWeightAveraging,
     )
 
@@ -74,6 +77,11 @@ def _conflict(callback: Any) -> str | None:
         return "zoo prints the model summary itself (trainer.enable_model_summary)"
     if isinstance(callback, LearningRateMonitor):
         return "zoo logs the learning rate of every parameter group itself (train/lr)"
+    if isinstance(callback, SpikeDetection):
+        return ("zoo's divergence guard stops a run whose loss spikes, keeping the last good checkpoint "
+                "(checkpoint.divergence_guard; a divergence monitor under monitors: sets its limits)")
+    if isinstance(callback, BackboneFinetuning):
+        return "it trains a module's `backbone`, and zoo's models have none (subclass BaseFinetuning in a plugin)"
     if isinstance(callback, (LearningRateFinder, BatchSizeFinder)):
         return ("it would change the learning rate or batch size behind the recipe's back (recipe.yaml would no "
                 "longer say what was trained, and a resumed run would search again); use zoo lr-find")
