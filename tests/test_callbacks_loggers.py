@@ -103,11 +103,13 @@ def test_tensorboard_writes_the_run_metrics_into_the_run_folder(plain_run):
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_mlflow_holds_one_run_across_a_resume(tmp_path, monkeypatch):
+def test_mlflow_and_tensorboard_go_on_in_one_place_across_a_resume(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    overrides = [*BASE, "trainer.max_epochs=3", "logger.mlflow.enabled=true", "logger.mlflow.experiment=digits"]
+    overrides = [*BASE, "trainer.max_epochs=3", "logger.mlflow.enabled=true", "logger.mlflow.experiment=digits",
+                 "logger.tensorboard.enabled=true"]
     _, resumed = _crash_and_resume(run, overrides, monkeypatch)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "digits"]
@@ -120,6 +122,9 @@ def test_mlflow_holds_one_run_across_a_resume(tmp_path, monkeypatch):
     assert history == set(_val_acc_rows(run))
     assert (mlflow_run.data.metrics["test/acc"], mlflow_run.data.metrics["val/acc"]) == pytest.approx(
         (resumed.test_acc, resumed.val_acc))
+    events = EventAccumulator(str(run / "logs" / "tensorboard"))
+    events.Reload()
+    assert {(e.step, e.value) for e in events.Scalars("val/acc")} == history  # both sittings' files, one folder
 
 
 @pytest.mark.parametrize(
