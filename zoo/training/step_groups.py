@@ -32,7 +32,8 @@ def group_size(recipe: dict[str, Any], world_size: int = 1) -> tuple[int, str | 
     Grouped steps run the optimizer by hand (Lightning's manual optimization), so what needs
     Lightning's own optimizer step keeps one step per batch: DDP (its gradient reduction expects one
     backward pass per forward call), Lightning's EMA (it updates once per training step), the recipe's
-    callbacks that act on every training batch, gradient accumulation and fp16 loss scaling. The result is the same either way; only the speed differs.
+    callbacks that act on every training batch, gradient accumulation and fp16 loss scaling. The result is
+    the same either way; only the speed differs.
     """
     asked = int(recipe.get("performance", {}).get("steps_per_execution", 1))
     if asked == 1:
