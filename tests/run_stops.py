@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning as L
 import torch
 
 import zoo.training.fit as training
@@ -33,6 +34,17 @@ def one_torch_thread() -> Iterator[None]:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = omp
+
+
+class CrashAt(L.Callback):
+    """Dies after optimizer step ``step`` the way a killed process does: no handler, no cleanup."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise SystemExit("simulated kill")
 
 
 def with_callback(monkeypatch, callback) -> None:

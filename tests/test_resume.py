@@ -16,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Checkpoint
-from run_stops import FAULTS, one_torch_thread, train_with_faults
+from run_stops import FAULTS, CrashAt, one_torch_thread, train_with_faults
 from run_stops import with_callback as _with_callback
 
 from zoo.cli.main import main
@@ -45,17 +45,6 @@ def uninterrupted_run(tmp_path_factory, _one_thread):
 @pytest.fixture(scope="module")
 def uninterrupted(uninterrupted_run):
     return uninterrupted_run.metrics
-
-
-class CrashAt(L.Callback):
-    """Dies after optimizer step ``step`` the way a killed process does: no handler, no cleanup."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise SystemExit("simulated kill")
 
 
 @pytest.mark.parametrize("step", [14, 20, 27])  # mid-epoch 2, its last step, mid-epoch 3

@@ -555,8 +555,9 @@ def test_image_augmentation_on_flat_inputs_is_refused_before_training(capsys, wo
     [
         ("seed=-1", ["seed: Input should be greater than or equal to 0, got -1"]),
         ("seed=99999999999", ["seed: Input should be less than or equal to 4294967295"]),
-        ("trainer.callbacks=[]", ["trainer.callbacks: zoo passes its own callbacks; add training callbacks under"]),
-        ("trainer.logger=false", ["trainer.logger: zoo passes its own loggers", "logger.wandb.mode=disabled"]),
+        ("trainer.callbacks=[{class_path: ModelCheckpoint}]", ["trainer.callbacks[0]: ModelCheckpoint: zoo writes"]),
+        ("trainer.logger=false", ["trainer.logger: zoo passes its own loggers", "logger.wandb.mode=disabled",
+                                  "logger.extra"]),
         ("optimizer.lr=.inf", ["optimizer.lr: inf is not a finite number"]),
         ("regularization.l2=.nan", ["regularization.l2: nan is not a finite number"]),
         ("model.init={name: normal, std: -1}", ["model.init.std: Input should be greater than or equal to 0"]),

@@ -43,9 +43,9 @@ MAX_NAME_BYTES = 200  # a run folder's name adds a 21-character suffix; file sys
 
 # Trainer arguments zoo passes itself, with what a recipe does instead.
 TRAINER_SET_BY_ZOO = {
-    "callbacks": "zoo passes its own callbacks; add training callbacks under `monitors:`",
     "logger": "zoo passes its own loggers (logs/metrics.csv and W&B); configure W&B under logger.wandb "
-    "(logger.wandb.mode=disabled turns it off)",
+    "(logger.wandb.mode=disabled turns it off), and add TensorBoard, MLflow or other Lightning loggers under "
+    "logger.tensorboard, logger.mlflow or logger.extra",
     "default_root_dir": "the run folder is the root; choose it with --run-dir",
 }
 
@@ -79,6 +79,20 @@ class TrainerSection(_Section):
     check_val_every_n_epoch: int = Field(1, ge=1, description="Validate every this many epochs.")
     log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
     enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
+    callbacks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Lightning callbacks besides zoo's own, as LightningCLI writes them: `{class_path: "
+        "lightning.pytorch.callbacks.EarlyStopping, init_args: {monitor: val/acc, mode: max, patience: 5}}` "
+        "stops on a plateau; `{class_path: WeightAveraging}` (a bare name is looked up in "
+        "lightning.pytorch.callbacks) validates, saves and tests the equal average of the weights of every "
+        "step from the first: stochastic weight averaging over the whole run (Lightning's "
+        "StochasticWeightAveraging is refused: its average would never be tested). A class path imports only lightning, pytorch_lightning or "
+        "torch modules, or a module loaded as a plugin. Checkpoint, progress-bar, model-summary, learning-rate "
+        "monitor, spike-detection and tuner callbacks are refused (zoo has its own, or the recipe says), as is "
+        "a second weight average beside ema. "
+        "A resumed run rebuilds them from its recipe.yaml and gets their "
+        "state back from the checkpoint.",
+    )
 
     @field_validator("max_steps")
     @classmethod
@@ -230,10 +244,40 @@ class WandbSection(_Section):
     )
 
 
+class TensorBoardSection(_Section):
+    """TensorBoard event files in the run folder (Lightning's TensorBoardLogger; the `loggers` extra)."""
+
+    enabled: bool = Field(
+        False, description="Write the metrics to <run>/logs/tensorboard (tensorboard --logdir runs); a resumed run "
+        "writes there too."
+    )
+
+
+class MLflowSection(_Section):
+    """An MLflow run per zoo run (rank 0 only; Lightning's MLFlowLogger; the `loggers` extra)."""
+
+    enabled: bool = Field(False, description="Log the recipe and metrics to MLflow; a resumed run continues its MLflow run.")
+    tracking_uri: str | None = Field(
+        None,
+        description="The tracking store; None: MLFLOW_TRACKING_URI if set, else sqlite:///mlruns/mlflow.db (in the "
+        "working folder, artifacts in mlruns/artifacts).",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; None: zoo.")
+    run_name: str | None = Field(None, description="MLflow run name; None: the run folder's name.")
+
+
 class LoggerSection(_Section):
     """Where metrics go besides the run folder's logs/metrics.csv."""
 
     wandb: WandbSection = Field(default_factory=WandbSection)
+    tensorboard: TensorBoardSection = Field(default_factory=TensorBoardSection)
+    mlflow: MLflowSection = Field(default_factory=MLflowSection)
+    extra: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Other Lightning loggers, as `{class_path: ..., init_args: {...}}` (a bare name is looked up "
+        "in lightning.pytorch.loggers), under the same import rule as trainer.callbacks; they log on global "
+        "rank 0, and a resumed run starts them afresh.",
+    )
 
 
 class Recipe(_Section):
@@ -712,7 +756,7 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
         raise RecipeError(_explain(exc, where)) from None
     _check_trainer_extras(parsed.trainer, where)
 
-    from zoo.core import discovery
+    from zoo.core import discovery, recipe_callbacks
     from zoo.core.catalog import datasets
 
     if parsed.disable_plugins:
@@ -726,6 +770,8 @@ def _validate(data: dict[str, Any], where: str, base_dir: Path | None) -> Recipe
     except ZooError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     _resolve_components(parsed, where)
+    # after the plugins are loaded: a class path may name one of their modules
+    recipe_callbacks.check(parsed, where)
     return parsed
 
 

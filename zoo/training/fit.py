@@ -87,6 +87,7 @@ def make_trainer(
     from lightning.fabric.plugins.environments import ClusterEnvironment
 
     from zoo.core.catalog import monitors
+    from zoo.core.recipe_callbacks import build_callbacks
     from zoo.monitoring.monitors import DivergenceGuard
     from zoo.training.checkpoints import (
         AtomicCheckpointIO,
@@ -106,6 +107,7 @@ def make_trainer(
     if bar is None:
         bar = sys.stderr.isatty()
     summary = kwargs.pop("enable_model_summary", bar)
+    kwargs.pop("callbacks")  # the recipe's own Lightning callbacks, built below
     _check_devices(kwargs)
     listed = [monitors.build(spec, f"monitors[{i}]") for i, spec in enumerate(recipe.monitors)]
     extra = list(extra_callbacks or [])
@@ -127,6 +129,7 @@ def make_trainer(
         LearningRateMonitor(logging_interval="step"),
         *listed,
         *extra,
+        *build_callbacks(recipe),
     ]
     if recipe.checkpoint.on_signal:
         callbacks.append(StopOnSignal(folder, signals))
@@ -170,15 +173,18 @@ def make_trainer(
 
 
 def attach_wandb(trainer, recipe: Recipe, run_dir: Path, resume_id: str | None = None) -> None:
-    """Add the W&B logger and its extras to a trainer (nothing when logger.wandb.mode is disabled).
+    """Add the W&B logger and its extras to a trainer (nothing when logger.wandb.mode is disabled), and the
+    recipe's other loggers (TensorBoard, MLflow, logger.extra).
 
-    Separate from :func:`make_trainer` so that no W&B logger exists until the run's folder is claimed; the
+    Separate from :func:`make_trainer` so that no logger exists until the run's folder is claimed; the
     W&B run itself starts later still, when ``fit`` sets up (on global rank 0 only).
     """
     from lightning.pytorch.callbacks import Checkpoint
 
+    from zoo.monitoring.extra_loggers import recipe_loggers
     from zoo.monitoring.wandb_logging import WandbExtras, wandb_logger
 
+    trainer.loggers = [*trainer.loggers, *recipe_loggers(recipe, run_dir)]
     logger = wandb_logger(recipe, run_dir, resume_id=resume_id)
     if logger is None:
         return

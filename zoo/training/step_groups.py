@@ -31,8 +31,9 @@ def group_size(recipe: dict[str, Any], world_size: int = 1) -> tuple[int, str | 
 
     Grouped steps run the optimizer by hand (Lightning's manual optimization), so what needs
     Lightning's own optimizer step keeps one step per batch: DDP (its gradient reduction expects one
-    backward pass per forward call), Lightning's EMA (it updates once per training step), gradient
-    accumulation and fp16 loss scaling. The result is the same either way; only the speed differs.
+    backward pass per forward call), Lightning's EMA (it updates once per training step), the recipe's
+    callbacks that act on every training batch, gradient accumulation and fp16 loss scaling. The result is
+    the same either way; only the speed differs.
     """
     asked = int(recipe.get("performance", {}).get("steps_per_execution", 1))
     if asked == 1:
@@ -47,9 +48,28 @@ def group_size(recipe: dict[str, Any], world_size: int = 1) -> tuple[int, str | 
         reasons.append("accumulate_grad_batches")
     if str(trainer.get("precision")) in ("16", "16-mixed"):
         reasons.append(f"precision {trainer.get('precision')}")
+    reasons += _callbacks_needing_each_step(trainer.get("callbacks") or [])
     if reasons:
         return 1, f"performance.steps_per_execution={asked} does not apply with {', '.join(reasons)}: one step per batch"
     return asked, None
+
+
+def _callbacks_needing_each_step(entries: list[dict[str, Any]]) -> list[str]:
+    """The recipe's callbacks that act on every training batch (a weight average's update, say), which in a
+    group would act once per group, and those that need Lightning's own optimizer step."""
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    from zoo.core.class_paths import resolve
+    from zoo.core.recipe_callbacks import CALLBACKS_MODULE
+
+    found = []
+    for i, entry in enumerate(entries):
+        cls = resolve(entry["class_path"], f"trainer.callbacks[{i}]", CALLBACKS_MODULE)
+        if issubclass(cls, GradientAccumulationScheduler):
+            found.append(f"trainer.callbacks[{i}] ({cls.__name__} accumulates gradients)")
+        elif any(is_overridden(hook, cls, parent=L.Callback) for hook in ("on_train_batch_start", "on_train_batch_end")):
+            found.append(f"trainer.callbacks[{i}] ({cls.__name__} acts on every training batch)")
+    return found
 
 
 # The hooks Lightning calls around each optimizer step, in the order it calls them.
