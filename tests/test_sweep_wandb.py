@@ -57,3 +57,17 @@ def test_an_ensembles_metric_is_named_as_its_own_run_logs_it(tmp_path):
     logged = _logged_names(tmp_path / "duo")
     for metric in ENSEMBLE_METRICS:
         assert _definition_metric(tmp_path, metric) in logged, (metric, sorted(logged))
+
+
+def test_a_metric_no_run_logs_is_refused_in_one_line_and_nothing_written(tmp_path, capsys):
+    from zoo.cli.main import main
+
+    sweep = tmp_path / "sweep.yaml"
+    _definition_metric(tmp_path, "val_acc")
+    sweep.write_text((tmp_path / "val_acc.yaml").read_text().replace("metric: val_acc", "metric: val_accuracy"))
+    out = tmp_path / "wandb.yaml"
+    assert main(["sweep", str(sweep), "--wandb", "--wandb-out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zoo: error: {sweep}: metric: 'val_accuracy' is not a metric a trial reports") and (
+        "did you mean: val_acc" in err and len(err.strip().splitlines()) == 1), err
+    assert not out.exists()
