@@ -25,11 +25,12 @@ def fabricate(folder: Path, trials: int = 30, params=PARAMS, goal: str = "maximi
     pruned trial logged the highest val_acc of all before it was stopped, one diverged to nan."""
     rng = np.random.default_rng(seed)
     keys = [p["key"] for p in params]
+    widths = next((p["options"] for p in params if p["key"] == "model.width"), [32, 64])
     rows = []
     for t in range(1, trials + 1):
         lr = float(10 ** rng.uniform(-4, 0))
         values = {"optimizer.lr": lr, "optimizer.weight_decay": float(rng.uniform(0, 0.1)),
-                  "model.width": int(rng.choice([32, 64]))}
+                  "model.width": widths[int(rng.integers(len(widths)))]}
         acc = 0.95 - 0.1 * (math.log10(lr) + 2) ** 2 + float(rng.normal(0, 0.005))
         rows.append({"trial": t, **{k: values[k] for k in keys}, "val_acc": acc, "status": "ok"})
     rows += [{"trial": trials + 1, **{k: rows[0][k] for k in keys}, "val_acc": 0.999, "status": "pruned"},
@@ -111,3 +112,12 @@ def test_a_damaged_sweep_folder_is_one_line_and_nothing_written(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"zoo: error: {folder}") and message in err and len(err.strip().splitlines()) == 1, err
     assert not (folder / "report.html").exists() and not (folder / "importance.json").exists()
+
+
+def test_choices_of_any_kind_are_ranked(tmp_path):
+    """Optuna takes only plain values as choices; a choice of lists (layer widths) is ranked all the same."""
+    lists = [*PARAMS[:2], {"key": "model.width", "kind": "choice", "low": None, "high": None,
+                           "options": [[32, 32], [64], None]}]
+    found = importance(read_sweep(fabricate(tmp_path / "lists", trials=12, params=lists)))
+    assert found.trials == 12 and list(found.values)[0] == "optimizer.lr" and set(found.values) == {
+        "optimizer.lr", "optimizer.weight_decay", "model.width"}

@@ -44,7 +44,11 @@ class SearchedParam:
         """A results.csv cell as the value the trial ran with (a choice by its option, so 64 stays an int)."""
         if self.numeric:
             return float(cell)
-        return next((option for option in self.options if str(option) == cell), cell)
+        return next((option for option in self.options if _csv_text(option) == cell), cell)
+
+
+def _csv_text(value: Any) -> str:
+    return "" if value is None else str(value)  # as Python's csv module writes it
 
 
 @dataclass
@@ -175,17 +179,25 @@ def _distribution(param: SearchedParam):
 
     if param.numeric:
         return FloatDistribution(param.low, param.high, log=param.log)
-    return CategoricalDistribution(list(param.options))
+    # options by their place in the list: Optuna takes only None, bools, numbers and strings as choices
+    return CategoricalDistribution(list(range(len(param.options))))
 
 
-def _inside(param: SearchedParam, value: Any) -> Any:
-    # results.csv keeps floats to their repr, but a value drawn at an edge must not fall outside by rounding
-    return min(max(value, param.low), param.high) if param.numeric else value
+def _in_study(param: SearchedParam, value: Any) -> Any:
+    """A trial's value as its parameter's distribution holds it."""
+    if param.numeric:  # results.csv keeps floats to their repr: a value drawn at an edge must stay inside
+        return min(max(value, param.low), param.high)
+    return param.options.index(value)
+
+
+def _searched(row: dict[str, Any], params: list[SearchedParam]) -> bool:
+    """Whether every value of the trial lies in the space sweep.json records (a choice among its options)."""
+    return all(p.numeric or row[p.key] in p.options for p in params)
 
 
 def importance(results: SweepResults, seed: int = 0) -> Importance:
     """Each parameter's importance over the finished trials, by Optuna's fANOVA (``seed``: its forest's)."""
-    finished = [r for r in results.rows if counts_as_finished(r, results.metric)]
+    finished = [r for r in results.rows if counts_as_finished(r, results.metric) and _searched(r, results.params)]
     if len(results.params) < 2:
         return Importance({}, len(finished), "one parameter was searched: there is nothing to rank it against")
     if len(finished) < 2:
@@ -201,7 +213,7 @@ def importance(results: SweepResults, seed: int = 0) -> Importance:
     study = optuna.create_study(direction=results.goal)
     study.add_trials([
         optuna.trial.create_trial(
-            params={p.key: _inside(p, row[p.key]) for p in results.params},
+            params={p.key: _in_study(p, row[p.key]) for p in results.params},
             distributions=distributions, value=row[results.metric])
         for row in finished
     ])
