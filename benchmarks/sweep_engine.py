@@ -1,4 +1,4 @@
-"""The sweep engine measured: parallel workers, a SIGKILL and --resume, pruning, and TPE against random search.
+"""The sweep engine measured: parallel workers, a SIGKILL and --resume, pruning, TPE against random search.
 
 Every case sweeps the search of recipes/sweeps/lr-digits.yaml (its parameters and metric) over
 recipes/mlp-digits.yaml, written as a temporary sweep file of one stage; everything runs in a temporary
@@ -71,7 +71,8 @@ class Size:
 
 
 FULL = Size()
-SMOKE = Size(trials=4, epochs=2, kill_after=2, search_trials=4, search_epochs=3, overrides=tuple(TINY), timeout=120)
+SMOKE = Size(trials=4, epochs=2, kill_after=2, search_trials=4, search_epochs=3, overrides=tuple(TINY),
+             timeout=120)
 
 
 class Unsupported(Exception):
@@ -119,7 +120,8 @@ def zoo(args: list[str], size: Size) -> float:
 
 def sweep_file(workdir: Path, name: str, size: Size, trials: int, epochs: int, seed: int = 0,
                **keys: Any) -> Path:
-    """lr-digits' search as one stage of ``trials`` trials of ``epochs`` epochs (``keys``: sampler, pruner)."""
+    """lr-digits' search as one stage of ``trials`` trials of ``epochs`` epochs (``keys``: sampler,
+    pruner)."""
     search = yaml.safe_load(SEARCH.read_text())
     sweep = {"base": str(BASE), "name": name, "metric": search["metric"], "stages": 1, "trials": trials,
              "epochs_per_stage": [epochs], "seed": seed, **keys, "parameters": search["parameters"]}
@@ -151,6 +153,7 @@ def _study_finished(folder: Path) -> int:
     """How many trials the Optuna studies in the folder's SQLite files hold as complete or pruned."""
     import optuna
     from optuna.trial import TrialState
+    from sqlalchemy.exc import SQLAlchemyError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     count = 0
@@ -159,9 +162,10 @@ def _study_finished(folder: Path) -> int:
         try:
             for summary in optuna.get_all_study_summaries(storage):
                 study = optuna.load_study(study_name=summary.study_name, storage=storage)
-                count += len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        except Exception:  # a database being created or written: asked again at the next poll
-            continue
+                count += len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                      TrialState.PRUNED)))
+        except (SQLAlchemyError, KeyError):  # a database being created or written: asked at the next poll
+            return 0
     return count
 
 
@@ -224,7 +228,7 @@ def run_sweep_case(workdir: Path, name: str, size: Size, flags: tuple[str, ...] 
             "seconds": round(seconds, 1)}
 
 
-# --- cases ----------------------------------------------------------------------------------------------------
+# --- cases ------------------------------------------------------------------------------------------------
 def case_workers(ns, size: Size, workdir: Path) -> dict:
     common = {"trials": size.trials, "epochs": size.epochs}
     two = run_sweep_case(workdir, "workers2", size, ("--workers", "2"), **common)
@@ -295,19 +299,19 @@ def case_pruning(ns, size: Size, workdir: Path) -> dict:
                              "epoch_saving_pct": round(100 * (1 - r["epochs"] / none["epochs"]), 1),
                              "best_diff_points": round(100 * (r["best"] - none["best"]), 2)}
                          for p, r in runs.items()})
-    mean = {p: {k: _mean([s[p][k] for s in per_seed]) for k in ("epochs", "best", "seconds", "epoch_saving_pct",
-                                                                 "best_diff_points")} for p in PRUNERS}
+    measures = ("epochs", "best", "seconds", "epoch_saving_pct", "best_diff_points")
+    mean = {p: {k: _mean([s[p][k] for s in per_seed]) for k in measures} for p in PRUNERS}
     targets = {p: mean[p]["epoch_saving_pct"] >= 40 and abs(mean[p]["best_diff_points"]) <= 0.5
                for p in PRUNERS if p != "none"}
     return {"clean": all(targets.values()), "meets_target": targets, "mean": mean, "per_seed": per_seed}
 
 
 def case_tpe(ns, size: Size, workdir: Path) -> dict:
-    per_seed = [{s: run_sweep_case(workdir, f"{s}-s{seed}", size, sampler=s, seed=seed)["best"] for s in SAMPLERS}
-                for seed in ns.seeds]
+    per_seed = [{s: run_sweep_case(workdir, f"{s}-s{seed}", size, sampler=s, seed=seed)["best"]
+                 for s in SAMPLERS} for seed in ns.seeds]
     mean = {s: _mean([row[s] for row in per_seed]) for s in SAMPLERS}
-    return {"clean": True, "mean_best": mean, "tpe_minus_random_points": round(100 * (mean["tpe"] - mean["random"]), 2),
-            "per_seed": per_seed}
+    return {"clean": True, "mean_best": mean, "per_seed": per_seed,
+            "tpe_minus_random_points": round(100 * (mean["tpe"] - mean["random"]), 2)}
 
 
 CASES = {"workers": case_workers, "kill9": case_kill9, "pruning": case_pruning, "tpe": case_tpe}
@@ -320,7 +324,8 @@ def print_table(result: dict) -> None:
             continue
         print(f"{name}: {'clean' if r['clean'] else 'NOT CLEAN'} ({r['seconds']} s)")
         if name == "pruning":
-            print(f"  {'pruner':<10} {'epochs':>8} {'best':>8} {'saving %':>9} {'diff pt':>8}   (means over seeds)")
+            print(f"  {'pruner':<10} {'epochs':>8} {'best':>8} {'saving %':>9} {'diff pt':>8}"
+                  "   (means over seeds)")
             for p, m in r["mean"].items():
                 print(f"  {p:<10} {m['epochs']:>8} {m['best']:>8} {m['epoch_saving_pct']:>9} "
                       f"{m['best_diff_points']:>8}")
@@ -338,9 +343,11 @@ def print_table(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=list(CASES), help="a case to run (default: all)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="pruning, tpe: the seeds (default: 0)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sweeps (few trials, a small MLP, 4 batches an "
-                        "epoch): checks that the script works, measures nothing")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="pruning, tpe: the seeds (default: 0)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sweeps (few trials, a small MLP, 4 batches an epoch): checks that the "
+                        "script works, measures nothing")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     ns = parser.parse_args(argv)
     size = SMOKE if ns.smoke else FULL
@@ -356,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 cases[name] = {"unsupported": str(refused)}
             cases[name]["seconds"] = round(time.perf_counter() - began, 1)
     measured = [c for c in cases.values() if "unsupported" not in c]
-    result = {"smoke": ns.smoke, "seeds": ns.seeds, "clean": all(c["clean"] for c in measured), "cases": cases}
+    result = {"smoke": ns.smoke, "seeds": ns.seeds, "clean": all(c["clean"] for c in measured),
+              "cases": cases}
     if ns.json:
         print(json.dumps(result))
     else:

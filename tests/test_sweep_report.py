@@ -34,13 +34,14 @@ def fabricate(folder: Path, trials: int = 30, params=PARAMS, goal: str = "maximi
         acc = 0.95 - 0.1 * (math.log10(lr) + 2) ** 2 + float(rng.normal(0, 0.005))
         rows.append({"trial": t, **{k: values[k] for k in keys}, "val_acc": acc, "status": "ok"})
     rows += [{"trial": trials + 1, **{k: rows[0][k] for k in keys}, "val_acc": 0.999, "status": "pruned"},
-             {"trial": trials + 2, **{k: rows[-1][k] for k in keys}, "val_acc": math.nan, "status": "diverged"}]
+             {"trial": trials + 2, **{k: rows[-1][k] for k in keys}, "val_acc": math.nan,
+              "status": "diverged"}]
     folder.mkdir(parents=True)
     with open(folder / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["stage", "trial", *keys, "val_acc", "status", "seconds", "run_dir"])
         writer.writeheader()
-        writer.writerows({"stage": 1, **row, "seconds": 1.5, "run_dir": str(folder / f"s1-t{row['trial']:02d}")}
-                         for row in rows)
+        writer.writerows({"stage": 1, **row, "seconds": 1.5,
+                          "run_dir": str(folder / f"s1-t{row['trial']:02d}")} for row in rows)
     sweep = {"name": "lr-digits", "metric": "val_acc", "goal": goal, "params": params, "method": "random"}
     (folder / "sweep.json").write_text(json.dumps({"sweep_file": "x.yaml", "sweep": sweep, "trials": {}}))
     return folder
@@ -58,7 +59,8 @@ def test_importance_ranks_the_parameter_the_metric_depends_on(reported):
     found = json.loads((reported / "importance.json").read_text())
     ranked = list(found["importances"])
     assert ranked[0] == "optimizer.lr", found
-    assert found["importances"]["optimizer.lr"] > 0.8 > 0.1 > max(found["importances"][k] for k in ranked[1:])
+    assert found["importances"]["optimizer.lr"] > 0.8
+    assert max(found["importances"][k] for k in ranked[1:]) < 0.1
     assert found["trials"] == 30 and found["goal"] == "maximize" and found["note"] is None
 
 
@@ -110,7 +112,8 @@ def test_a_damaged_sweep_folder_is_one_line_and_nothing_written(tmp_path, capsys
     damage(folder)
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"zoo: error: {folder}") and message in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"zoo: error: {folder}") and message in err, err
+    assert len(err.strip().splitlines()) == 1
     assert not (folder / "report.html").exists() and not (folder / "importance.json").exists()
 
 
@@ -119,5 +122,5 @@ def test_choices_of_any_kind_are_ranked(tmp_path):
     lists = [*PARAMS[:2], {"key": "model.width", "kind": "choice", "low": None, "high": None,
                            "options": [[32, 32], [64], None]}]
     found = importance(read_sweep(fabricate(tmp_path / "lists", trials=12, params=lists)))
-    assert found.trials == 12 and list(found.values)[0] == "optimizer.lr" and set(found.values) == {
+    assert found.trials == 12 and next(iter(found.values)) == "optimizer.lr" and set(found.values) == {
         "optimizer.lr", "optimizer.weight_decay", "model.width"}

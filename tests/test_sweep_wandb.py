@@ -11,8 +11,8 @@ from zoo.monitoring.wandb_offline import offline_run_dirs, read_run_file, run_fi
 from zoo.tools.sweep import ENSEMBLE_METRICS, RUN_METRICS, load_sweep, wandb_definition
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["trainer.max_epochs=1", "model.width=16", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
-        "augment=[]", "logger.wandb.mode=offline"]
+TINY = ["trainer.max_epochs=1", "model.width=16", "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=2", "augment=[]", "logger.wandb.mode=offline"]
 
 
 @pytest.fixture(autouse=True)
@@ -64,10 +64,11 @@ def test_a_metric_no_run_logs_is_refused_in_one_line_and_nothing_written(tmp_pat
 
     sweep = tmp_path / "sweep.yaml"
     _definition_metric(tmp_path, "val_acc")
-    sweep.write_text((tmp_path / "val_acc.yaml").read_text().replace("metric: val_acc", "metric: val_accuracy"))
+    written = (tmp_path / "val_acc.yaml").read_text()
+    sweep.write_text(written.replace("metric: val_acc", "metric: val_accuracy"))
     out = tmp_path / "wandb.yaml"
     assert main(["sweep", str(sweep), "--wandb", "--wandb-out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"zoo: error: {sweep}: metric: 'val_accuracy' is not a metric a trial reports") and (
-        "did you mean: val_acc" in err and len(err.strip().splitlines()) == 1), err
+    assert err.startswith(f"zoo: error: {sweep}: metric: 'val_accuracy' is not a metric a trial reports"), err
+    assert "did you mean: val_acc" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

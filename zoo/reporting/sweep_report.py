@@ -81,8 +81,9 @@ def _legend_handles(results: SweepResults) -> list:
     from matplotlib.lines import Line2D
 
     statuses = sorted({r["status"] for r in results.rows} - {FINISHED})
-    handles = [Line2D([], [], color=_style({"status": s})["color"], linestyle=_style({"status": s})["linestyle"],
-                      marker=_style({"status": s})["marker"], label=s) for s in statuses]
+    styles = {s: _style({"status": s}) for s in statuses}
+    handles = [Line2D([], [], color=styles[s]["color"], linestyle=styles[s]["linestyle"],
+                      marker=styles[s]["marker"], label=s) for s in statuses]
     if results.best is not None:
         handles.insert(0, Line2D([], [], color="black", linewidth=3, marker="*", markersize=10, label="best"))
     return handles
@@ -103,15 +104,17 @@ def parallel_coordinates(results: SweepResults) -> str:
     best = results.best
     for row in reversed(results.rows):  # the best drawn last, on top
         value = row[results.metric]
-        ys = [position(p, row[p.key]) for p in results.params] + [norm(value) if math.isfinite(value) else math.nan]
+        # a trial with no metric: its line ends at the last parameter
+        level = norm(value) if math.isfinite(value) else math.nan
+        ys = [*(position(p, row[p.key]) for p in results.params), level]
         if counts_as_finished(row, results.metric):
             ax.plot(range(axes), ys, color=cmap(norm(value)), linewidth=3.2 if row is best else 1.4,
                     alpha=1.0 if row is best else 0.8, marker="*" if row is best else "o",
                     markersize=11 if row is best else 3, zorder=3 if row is best else 2)
         else:
             style = _style(row)
-            ax.plot(range(axes), ys, color=style["color"], linestyle=style["linestyle"], marker=style["marker"],
-                    markersize=4, linewidth=1.0, alpha=0.7, zorder=1)
+            ax.plot(range(axes), ys, color=style["color"], linestyle=style["linestyle"],
+                    marker=style["marker"], markersize=4, linewidth=1.0, alpha=0.7, zorder=1)
     labels = [*(_axis_labels(p) for p in results.params),
               [(f, f"{lo + f * (hi - lo):.3g}") for f in (0, 0.25, 0.5, 0.75, 1)]]
     for i, ticks in enumerate(labels):
@@ -119,8 +122,8 @@ def parallel_coordinates(results: SweepResults) -> str:
         for y, text in ticks:
             ax.text(i + 0.04, y, text, fontsize=7, va="center", color="#333",
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
-    ax.set_xticks(range(axes), [p.key + (" (log)" if p.log else "") for p in results.params] + [results.metric],
-                  fontsize=8)
+    names = [p.key + (" (log)" if p.log else "") for p in results.params]
+    ax.set_xticks(range(axes), [*names, results.metric], fontsize=8)
     ax.set_xlim(-0.15, axes - 0.6)
     ax.set_ylim(-0.06, 1.06)
     ax.set_yticks([])
@@ -135,6 +138,13 @@ def parallel_coordinates(results: SweepResults) -> str:
     return png_uri(fig)
 
 
+def _panel_x(param: SearchedParam, row: dict[str, Any], offset: float) -> float:
+    """Where a trial sits on its parameter's x axis: its value, or its choice's place moved by ``offset``."""
+    if param.numeric:
+        return row[param.key]
+    return position(param, row[param.key]) * (len(param.options) - 1) + offset
+
+
 def metric_panels(results: SweepResults) -> str:
     """The metric against each parameter, one panel each; the best trial starred, the others apart."""
     plt = _pyplot()
@@ -145,26 +155,22 @@ def metric_panels(results: SweepResults) -> str:
     rows = math.ceil(n / cols)
     fig, grid = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.3 * rows), squeeze=False)
     # spreads the trials of one choice apart, the same way on every report and in every panel
-    jitter = dict(zip(map(id, results.rows), np.random.default_rng(0).uniform(-0.12, 0.12, len(results.rows))))
-    best = results.best
+    offsets = np.random.default_rng(0).uniform(-0.12, 0.12, len(results.rows))
+    jitter = dict(zip(map(id, results.rows), offsets))
+    best, metric = results.best, results.metric
+    drawn = [r for r in results.rows if math.isfinite(r[metric])]
+    finished = [r for r in drawn if counts_as_finished(r, metric)]
     for ax, param in zip(grid.flat, results.params):
-        drawn = [r for r in results.rows if math.isfinite(r[results.metric])]
-
-        def x(row: dict[str, Any]) -> float:
-            if param.numeric:
-                return row[param.key]
-            return position(param, row[param.key]) * (len(param.options) - 1) + jitter[id(row)]
-
-        finished = [r for r in drawn if counts_as_finished(r, results.metric)]
-        ax.scatter([x(r) for r in finished], [r[results.metric] for r in finished], s=22, color="#4c72b0",
+        x = {id(r): _panel_x(param, r, jitter[id(r)]) for r in drawn}
+        ax.scatter([x[id(r)] for r in finished], [r[metric] for r in finished], s=22, color="#4c72b0",
                    label="finished", zorder=2)
         for status in sorted({r["status"] for r in drawn} - {FINISHED}):
             stopped = [r for r in drawn if r["status"] == status]
             style = _style(stopped[0])
-            ax.scatter([x(r) for r in stopped], [r[results.metric] for r in stopped], s=30, color=style["color"],
-                       marker=style["marker"], label=status, zorder=2)
+            ax.scatter([x[id(r)] for r in stopped], [r[metric] for r in stopped], s=30,
+                       color=style["color"], marker=style["marker"], label=status, zorder=2)
         if best is not None:
-            ax.scatter([x(best)], [best[results.metric]], s=180, marker="*", color="gold", edgecolors="black",
+            ax.scatter([x[id(best)]], [best[metric]], s=180, marker="*", color="gold", edgecolors="black",
                        label="best", zorder=3)
         if param.numeric:
             margin = (param.high / param.low) ** 0.03 if param.log else (param.high - param.low) * 0.03
@@ -195,7 +201,8 @@ def _cell(value: Any, digits: str = ".4g") -> str:
 def results_table(results: SweepResults) -> str:
     """Every trial, best first; the best trial marked, the ones that did not finish greyed out."""
     numbers = [c for c in ("val_acc", "epochs", "seconds") if c in results.columns and c != results.metric]
-    head = ["rank", "stage", "trial", *(p.key for p in results.params), results.metric, *numbers, "status", "run"]
+    keys = [p.key for p in results.params]
+    head = ["rank", "stage", "trial", *keys, results.metric, *numbers, "status", "run"]
     body = []
     for rank, row in enumerate(results.rows, 1):
         finished = counts_as_finished(row, results.metric)
@@ -207,7 +214,8 @@ def results_table(results: SweepResults) -> str:
             *(f"<td class='num'>{_cell(row.get(c), '.0f')}</td>" for c in ("stage", "trial")),
             *(f"<td{' class=num' if p.numeric else ''}>{_cell(row[p.key])}</td>" for p in results.params),
             f"<td class='num'>{_cell(row[results.metric], '.4f')}</td>",
-            *(f"<td class='num'>{_cell(row.get(c), '.4f' if c == 'val_acc' else '.4g')}</td>" for c in numbers),
+            *(f"<td class='num'>{_cell(row.get(c), '.4f' if c == 'val_acc' else '.4g')}</td>"
+              for c in numbers),
             f"<td>{status}</td>",
             f"<td title='{html.escape(run)}'>{html.escape(Path(run).name)}</td>",
         ]
@@ -233,12 +241,14 @@ def _summary(results: SweepResults) -> str:
     counts: dict[str, int] = {}
     for row in results.rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    told = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: kv[0] != FINISHED))
-    lines = [f"<p><code>{html.escape(str(results.folder))}</code>: {len(results.rows)} trials ({told}); "
-             f"ranked by <b>{html.escape(results.metric)}</b> ({html.escape(results.goal)}).</p>"]
+    finished_first = sorted(counts.items(), key=lambda kv: kv[0] != FINISHED)
+    told = ", ".join(f"{n} {status}" for status, n in finished_first)
+    lines = [(f"<p><code>{html.escape(str(results.folder))}</code>: {len(results.rows)} trials ({told}); "
+              f"ranked by <b>{html.escape(results.metric)}</b> ({html.escape(results.goal)}).</p>")]
     best = results.best
     if best is None:
-        lines.append("<p class='note'>No trial trained to its end with a finite metric: there is no best.</p>")
+        lines.append("<p class='note'>No trial trained to its end with a finite metric: "
+                     "there is no best.</p>")
     else:
         shown = ", ".join(f"<code>{html.escape(p.key)}={_cell(best[p.key])}</code>" for p in results.params)
         lines.append(f"<p>Best: {shown}, {html.escape(results.metric)} = {best[results.metric]:.4f} "
@@ -259,7 +269,8 @@ def build_sweep_report(results: SweepResults, found: Importance) -> str:
         "<h2>Parallel coordinates</h2>",
         figure.format(alt="parallel coordinates of every trial", src=parallel_coordinates(results)),
         "<h2>The metric against each parameter</h2>",
-        figure.format(alt=f"{html.escape(results.metric)} against each parameter", src=metric_panels(results)),
+        figure.format(alt=f"{html.escape(results.metric)} against each parameter",
+                      src=metric_panels(results)),
         "<h2>Trials, best first</h2>",
         results_table(results),
         "</body></html>\n",

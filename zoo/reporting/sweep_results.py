@@ -77,7 +77,8 @@ def _record(folder: Path) -> dict[str, Any]:
     try:
         record = json.loads(read_text(path, MAX_TEXT_BYTES, "sweep record"))
     except json.JSONDecodeError as exc:
-        raise ZooError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}): the file is damaged") from None
+        raise ZooError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}): the file is damaged") from None
     sweep = record.get("sweep") if isinstance(record, dict) else None
     if not (isinstance(sweep, dict) and isinstance(sweep.get("params"), list) and sweep.get("metric")):
         raise ZooError(f"{path}: no sweep in it (expected 'sweep' with its 'params' and 'metric')")
@@ -123,7 +124,8 @@ def _rows(path: Path, params: list[SearchedParam], metric: str) -> tuple[list[st
             for key, cell in line.items():
                 if key in by_key:
                     param = by_key[key]
-                    row[key] = _number(cell, path, reader.line_num, key) if param.numeric else param.value(cell)
+                    row[key] = (_number(cell, path, reader.line_num, key) if param.numeric
+                                else param.value(cell))
                 elif key in (metric, "val_acc", "seconds", "epochs", "stage", "trial"):
                     row[key] = _number(cell, path, reader.line_num, key)
             rows.append(row)
@@ -197,9 +199,11 @@ def _searched(row: dict[str, Any], params: list[SearchedParam]) -> bool:
 
 def importance(results: SweepResults, seed: int = 0) -> Importance:
     """Each parameter's importance over the finished trials, by Optuna's fANOVA (``seed``: its forest's)."""
-    finished = [r for r in results.rows if counts_as_finished(r, results.metric) and _searched(r, results.params)]
+    finished = [r for r in results.rows
+                if counts_as_finished(r, results.metric) and _searched(r, results.params)]
     if len(results.params) < 2:
-        return Importance({}, len(finished), "one parameter was searched: there is nothing to rank it against")
+        return Importance({}, len(finished),
+                          "one parameter was searched: there is nothing to rank it against")
     if len(finished) < 2:
         return Importance({}, len(finished), f"{len(finished)} trial(s) finished: fANOVA needs at least 2")
     if len({row[results.metric] for row in finished}) == 1:  # fANOVA divides by the metric's variance
