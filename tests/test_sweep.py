@@ -127,7 +127,7 @@ def test_wandb_definition(tmp_path):
     spec = load_sweep(write_sweep(tmp_path))
     d = wandb_definition(spec)
     assert d["method"] == "random" and d["program"] == "zoo"
-    assert d["metric"] == {"name": "val_acc", "goal": "maximize"}
+    assert d["metric"] == {"name": "val/acc", "goal": "maximize"}
     assert d["parameters"]["optimizer.lr"] == {"distribution": "log_uniform_values", "min": 1e-5, "max": 1.0}
     assert d["parameters"]["trainer.max_epochs"] == {"value": 1}
     assert d["command"][:3] == ["${env}", "${program}", "train"] and d["command"][-1] == "${args_no_hyphens}"

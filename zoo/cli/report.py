@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from zoo.cli.args import add_plugin_argument
 from zoo.core.errors import ZooError
@@ -15,12 +16,26 @@ def cmd_report(ns: argparse.Namespace) -> int:
         return _publish(ns)
     if not ns.run_dirs:
         raise ZooError("zoo report: name the run folders to compare (or --publish SPEC.json)")
+    sweeps = [d for d in ns.run_dirs if (Path(d) / "sweep.json").is_file()]
+    if sweeps:
+        return _sweep(ns, sweeps)
     if ns.wandb:
         return _wandb(ns)
     from zoo.reporting.html_report import write_report
 
     out = write_report(ns.run_dirs, ns.out or "report.html", confusion=not ns.no_confusion, plugins=ns.plugin)
     print(f"wrote {out}")
+    return 0
+
+
+def _sweep(ns: argparse.Namespace, sweeps: list[str]) -> int:
+    from zoo.reporting.sweep_report import write_sweep_report
+
+    if len(ns.run_dirs) > 1 or ns.wandb:
+        raise ZooError(f"zoo report: {sweeps[0]} is a sweep folder: report it alone, without --wandb "
+                       "(zoo report SWEEP_DIR [--out FILE.html])")
+    out, importance_file = write_sweep_report(sweeps[0], ns.out)
+    print(f"wrote {out} and {importance_file}")
     return 0
 
 
@@ -68,13 +83,17 @@ def add_parser(subparsers) -> None:
         "plots embedded as PNG; opens offline): the metrics of each run and ensemble member, train/val "
         "loss and accuracy per epoch, the learning rate, and each run's test confusion matrix. With --wandb, "
         "a W&B Report over exactly these runs' W&B runs: saved on the server when an API key is configured, "
-        "otherwise written as a spec (--out) to publish later with --publish.",
+        "otherwise written as a spec (--out) to publish later with --publish. Given a sweep folder (one with "
+        "sweep.json), a report of the sweep instead: its trials best first, a parallel-coordinates plot, the "
+        "metric against each parameter and each parameter's importance (Optuna's fANOVA), written to "
+        "SWEEP_DIR/report.html (or --out) with importance.json beside it.",
     )
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders (runs/<name>-<time>-<id>)")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                   help="run folders (runs/<name>-<time>-<id>), or one sweep folder")
     p.add_argument(
         "--out",
         help="the file to write (default: report.html; with --wandb, report.json, and "
-        "then nothing is published)",
+        "then nothing is published; for a sweep folder, report.html in it, importance.json beside it)",
     )
     p.add_argument(
         "--no-confusion", action="store_true", help="skip loading each model to draw its confusion matrix"

@@ -218,7 +218,8 @@ def add_confusion(info: RunInfo, plugins: Iterable[str] = ()) -> None:
     info.classes = [str(c) for c in getattr(dm, "classes", range(model.num_classes))]
 
 
-def _png(fig) -> str:
+def png_uri(fig) -> str:
+    """The figure as a data: URI to inline in HTML; the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -256,7 +257,7 @@ def _figure(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_uri(fig)
 
 
 def curve_lines(
@@ -314,7 +315,7 @@ def _curve_figures(runs: list[RunInfo]) -> list[tuple[str, str]]:
 def _confusion_figure(run: RunInfo) -> str:
     from zoo.monitoring.figures import confusion_figure
 
-    return _png(confusion_figure(run.confusion, run.classes, run.name))
+    return png_uri(confusion_figure(run.confusion, run.classes, run.name))
 
 
 def _seconds(value: Any) -> str:

@@ -548,6 +548,26 @@ def format_table(result: SweepResult, spec: SweepSpec) -> str:
     return "\n".join(lines)
 
 
+# The name under which a run logs each metric a sweep may rank by: zoo's W&B logger writes <split>/<metric>
+# (zoo.training.classifier), and an ensemble's own run its loss (the combination's NLL) and the members' mean
+# (zoo.monitoring.wandb_ensemble). W&B's controller only sees the metric by the name the runs log.
+WANDB_METRICS = {
+    "val_acc": "val/acc", "val_loss": "val/loss", "test_acc": "test/acc", "test_loss": "test/loss",
+    "test_nll": "test/loss", "mean_member_test_acc": "test/mean_member_acc",
+}
+
+
+def wandb_metric(spec: SweepSpec) -> str:
+    """The sweep's metric by the name its runs log it to W&B; one no trial reports is refused (``--wandb``
+    runs no trial, so nothing else would catch a misspelt one)."""
+    from zoo.core.errors import did_you_mean
+
+    if spec.metric not in WANDB_METRICS:
+        raise ZooError(f"{spec.path}: metric: {spec.metric!r} is not a metric a trial reports"
+                       f"{did_you_mean(spec.metric, WANDB_METRICS)}; trials report {', '.join(WANDB_METRICS)}")
+    return WANDB_METRICS[spec.metric]
+
+
 def wandb_definition(spec: SweepSpec) -> dict[str, Any]:
     """The first stage as a W&B sweep configuration (for ``wandb sweep``), without importing wandb.
 
@@ -572,7 +592,7 @@ def wandb_definition(spec: SweepSpec) -> dict[str, Any]:
         "name": spec.name,
         "program": "zoo",
         "method": spec.method,
-        "metric": {"name": spec.metric, "goal": spec.goal},
+        "metric": {"name": wandb_metric(spec), "goal": spec.goal},
         "parameters": parameters,
         "command": ["${env}", "${program}", "train", str(spec.base), *spec.overrides, *spec.stage_overrides[0],
                     "monitors=[divergence]", "${args_no_hyphens}"],
