@@ -1,0 +1,110 @@
+"""``zoo sweep --workers N``: N trials at once on one machine, each worker a Python process of its own.
+
+Processes, not threads: a trial is a whole ``zoo.train`` run, and torch's and Lightning's global settings
+and the signal handlers a run installs belong to a process. The workers share the sweep's storage and
+work on its studies as any other process would (zoo.tools.sweep_study); this process holds the sweep
+folder's lock, waits for them, and passes SIGINT, SIGTERM and SIGHUP on to them: each stops its trial as
+``zoo train`` stops (checkpoint, then exit 130, 143 or 129), and the sweep then exits with the same code.
+The workers run in their own process group, so a Ctrl-C in the terminal reaches them once, through here.
+With more than one worker, each uses one torch thread (``torch.set_num_threads(1)``): N processes with a
+thread per core each would fight over the cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zoo.core.errors import ZooError
+
+if TYPE_CHECKING:
+    from zoo.tools.sweep_spec import SweepSpec
+
+# the worker's entry point, run with ``python -c``: zoo's own command line has no hidden worker command
+WORKER_CODE = "import sys; from zoo.tools.sweep_workers import worker_main; sys.exit(worker_main(sys.argv[1]))"
+
+
+def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, owner: bool, plugins: list[str],
+                log: Callable[[str], None]) -> None:
+    """Start the workers, wait for all of them; a signal is passed on, and raised here once they stopped."""
+    from zoo.training.checkpoints import Interrupted, SignalStop
+
+    job = {"sweep_file": str(Path(spec.path).resolve()), "folder": str(folder), "storage": storage,
+           "owner": owner, "plugins": plugins, "threads": 1}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    received: list[int] = []
+    procs: list[subprocess.Popen] = []
+
+    def pass_on(signum, frame) -> None:
+        received.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in SignalStop.SIGNALS}
+    try:
+        for index in range(workers):
+            procs.append(subprocess.Popen([sys.executable, "-c", WORKER_CODE, json.dumps({**job, "worker": index + 1})],
+                                          env=env, start_new_session=True))
+        log(f"{workers} workers (pids {', '.join(str(p.pid) for p in procs)}), one torch thread each")
+        codes = [proc.wait() for proc in procs]
+    finally:
+        for proc in procs:  # a failure here: no worker outlives the sweep
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0], when="while its workers ran trials")
+    failed = [(i, c) for i, c in enumerate(codes, 1) if c != 0]
+    if failed:
+        index, code = failed[0]
+        raise ZooError(f"sweep worker {index} failed (exit status {code}); its message is above")
+
+
+def worker_main(job_text: str) -> int:
+    """One worker: the sweep's stages with the others on the storage; exit status as ``zoo train``'s."""
+    from zoo.core.errors import ZooError as Refused
+    from zoo.training.checkpoints import Interrupted
+
+    job = json.loads(job_text)
+    prefix = f"[worker {job['worker']}] "
+
+    def log(line: str) -> None:
+        print(prefix + line, file=sys.stderr, flush=True)
+
+    try:
+        import torch
+
+        torch.set_num_threads(int(job["threads"]))
+        if job["plugins"]:
+            from zoo.core import discovery
+
+            discovery.load_local(job["plugins"], kind="--plugin")
+        from zoo.tools.sweep_spec import load_sweep
+        from zoo.tools.sweep_study import open_storage, participate
+        from zoo.tools.sweep_trial import run_trial
+        from zoo.training.checkpoints import SignalStop
+
+        spec = load_sweep(job["sweep_file"])
+        signals = SignalStop()
+        signals.when = "between trials"
+        signals.install()
+        try:
+            participate(open_storage(job["storage"]), spec, Path(job["folder"]), run_trial, log, owner=job["owner"])
+        finally:
+            signals.restore()
+    except Interrupted as stop:
+        log(f"stopped: {stop}")
+        return stop.exit_code
+    except Refused as exc:
+        print(f"zoo: {prefix}{exc}", file=sys.stderr)
+        return 2
+    return 0
