@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -395,3 +396,30 @@ def test_a_sweep_count_out_of_bounds_or_not_a_whole_number_is_refused(tmp_path, 
     with pytest.raises(ZooError) as caught:
         load_sweep(write_sweep(tmp_path, **extra))
     assert str(caught.value).startswith(f"{tmp_path / 'sweep.yaml'}: {message}")
+
+
+def test_a_trial_whose_process_died_is_failed_and_queued_again_once_its_heartbeat_stops(tmp_path, monkeypatch):
+    """On a shared SQL storage, a machine that died leaves its trial running; a worker that looks after the
+    grace period fails it and enqueues its parameters again, with the run folder it ran in."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from zoo.tools import sweep_study
+
+    monkeypatch.setattr(sweep_study, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep_study, "GRACE_SECONDS", 1)
+    study = optuna.create_study(storage=sweep_study.open_storage(f"sqlite:///{tmp_path}/study.db"), study_name="s")
+    trial = sweep_study.ask(study)
+    lr = trial.suggest_float("optimizer.lr", 1e-3, 1e-2, log=True)
+    trial.set_user_attr("folder", "/elsewhere/sw")
+    trial.set_user_attr("run_name", "s1-t01")
+    with sweep_study._Heartbeat(study, trial):
+        pass  # its last beat: the process is gone
+    sweep_study.fail_dead_trials(study)
+    assert study.trials[0].state == TrialState.RUNNING  # within the grace period
+    time.sleep(2.1)
+    sweep_study.fail_dead_trials(study)
+    died, again = study.get_trials(deepcopy=False)
+    assert died.state == TrialState.FAIL and again.state == TrialState.WAITING
+    assert again.system_attrs["fixed_params"] == {"optimizer.lr": lr}
+    assert again.user_attrs == {"folder": "/elsewhere/sw", "run_name": "s1-t01", "rerun_of": 0}

@@ -178,7 +178,7 @@ def _run_in(folder, spec: SweepSpec, workers: int, trial_fn: TrialFn, log: Calla
     arrives between trials stops the sweep at once, one during a trial after that trial's checkpoint
     (with ``workers``, each worker's; the signal is passed on to them)."""
     from zoo.tools import sweep_folder
-    from zoo.tools.sweep_study import open_storage, participate
+    from zoo.tools.sweep_study import open_storage, participate, take_back_stale
     from zoo.tools.sweep_workers import run_workers
     from zoo.training.checkpoints import Interrupted, SignalStop
 
@@ -189,6 +189,8 @@ def _run_in(folder, spec: SweepSpec, workers: int, trial_fn: TrialFn, log: Calla
         try:
             url = sweep_folder.storage_of(folder.path)
             storage = open_storage(url)
+            if owner:
+                take_back_stale(storage, spec, folder.path, log)
             if workers == 1:
                 participate(storage, spec, folder.path, trial_fn, log, owner=owner)
             else:

@@ -16,8 +16,12 @@ for that): asking pops a waiting trial atomically, so no point runs twice and ev
 Handing back: a trial stopped by a signal, or found still RUNNING by ``zoo sweep --resume`` of the sweep
 folder it ran in (that process holds the folder's lock, so nothing else runs it: it was killed), is told
 FAIL and enqueued again with its parameters and its run folder's name; the worker of that folder that pops
-it resumes it from its checkpoint (a worker of another folder starts it afresh in its own). Trials of
-another machine that died stay RUNNING until that machine's folder is resumed.
+it resumes it from its checkpoint (a worker of another folder starts it afresh in its own). A machine
+that died without a resume: on an SQL storage every running trial's process records a heartbeat (Optuna's,
+kept by a thread here since Study.optimize is not used), and a worker that finds one silent past the grace
+period fails it and enqueues it again (``fail_stale_trials``); a journal file has no heartbeats, so its
+trials wait for their machine's ``zoo sweep --resume``. A worker whose sweep process was killed stops its
+trial (SIGTERM to itself) rather than run on unseen.
 
 Samplers are seeded per trial from the sweep's seed, the stage and the trial's number: reproducible,
 and different in every worker (the same seed in each would draw the same values).
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +48,9 @@ if TYPE_CHECKING:
 
 POLL_SECONDS = 0.5  # how often a worker waiting for the others looks at the study again
 SQLITE_BUSY_SECONDS = 60  # workers share one SQLite file: wait for its lock rather than fail
+# SQL storages: a running trial's process records a heartbeat this often; one silent for the grace period
+# (a machine that died) is failed by whichever worker looks next, and enqueued again
+HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 180
 
 
 def open_storage(url: str, where: str = "--storage") -> optuna.storages.BaseStorage:
@@ -57,7 +66,10 @@ def open_storage(url: str, where: str = "--storage") -> optuna.storages.BaseStor
         if "://" not in url:
             raise ValueError("not a URL (sqlite:///FILE, postgresql://..., mysql://..., journal:///FILE)")
         kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else None
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=_enqueue_again)
     except Exception as exc:  # SQLAlchemy and the drivers raise their own kinds
         raise ZooError(f"{where} {url}: Optuna cannot open it: {str(exc).splitlines()[0]}") from None
 
@@ -164,25 +176,81 @@ def _folder_id(folder: Path) -> str:
     return str(Path(folder).resolve())
 
 
-def hand_back(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
-    """Fail a trial that will not finish here and enqueue it again, to go on in its run folder."""
-    from optuna.trial import TrialState
-
+def _enqueue_again(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial that will not finish where it ran, queued to run again: in its run folder (from its checkpoint)
+    if a worker of that folder takes it, afresh elsewhere."""
     attrs = {k: trial.user_attrs[k] for k in ("folder", "run_name") if k in trial.user_attrs}
     study.enqueue_trial(trial.params, user_attrs={**attrs, "rerun_of": trial.number})
+
+
+def hand_back(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
+    """Fail a trial that will not finish here and enqueue it again."""
+    from optuna.trial import TrialState
+
+    _enqueue_again(study, trial)
     study._storage.set_trial_user_attr(trial._trial_id, "handed_back", why)
     study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
 
 
-def take_back_stale(study: optuna.Study, folder: Path) -> int:
-    """Hand back the trials this folder's killed sweep left RUNNING (its resume holds the folder's lock)."""
+class _Heartbeat:
+    """While a trial runs: its heartbeat in the storage, from a thread (storages without heartbeats: nothing)."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+        storage = study._storage
+        self.storage = storage if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage) else None
+        self.trial_id = trial._trial_id
+        self.stop = threading.Event()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __enter__(self) -> _Heartbeat:
+        if self.storage is not None:
+            self.storage.record_heartbeat(self.trial_id)
+            threading.Thread(target=self._beat, name="zoo-sweep-heartbeat", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """A new trial (a waiting one first), numbered by the storage."""
+    with warnings.catch_warnings():
+        # Optuna would have heartbeats kept by Study.optimize; here :class:`_Heartbeat` keeps them
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        return study.ask()
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Fail (and enqueue again) the running trials whose heartbeat stopped: their process died."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def take_back_stale(storage, spec: SweepSpec, folder: Path, log: Callable[[str], None]) -> None:
+    """Hand back the trials this folder's killed sweep left RUNNING: its resume holds the folder's lock, so
+    none of them runs. Called once, before any worker of the resumed sweep starts."""
+    import optuna
     from optuna.trial import TrialState
 
-    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-             if t.user_attrs.get("folder") == _folder_id(folder)]
-    for t in stale:
-        hand_back(study, t, "its sweep was killed; resumed")
-    return len(stale)
+    for stage in range(spec.stages):
+        try:
+            study = optuna.load_study(study_name=study_name(spec, stage), storage=storage)
+        except KeyError:
+            return
+        stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t.user_attrs.get("folder") == _folder_id(folder)]
+        for t in stale:
+            hand_back(study, t, "its sweep was killed; resumed")
+        if stale:
+            log(f"stage {stage + 1}: {len(stale)} trial(s) the killed sweep left running go on")
 
 
 def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequence[Param], folder: Path,
@@ -194,6 +262,7 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
 
     count = stage_size(spec, params, stage)
     while True:
+        fail_dead_trials(study)
         trials = study.get_trials(deepcopy=False)
         live = [t for t in trials if t.state != TrialState.FAIL]
         if sum(t.state.is_finished() for t in live) >= count:
@@ -201,7 +270,7 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
         if len(live) >= count and not any(t.state == TrialState.WAITING for t in live):
             time.sleep(POLL_SECONDS)  # the last trials run in other workers
             continue
-        trial = study.ask()
+        trial = ask(study)
         earlier = sum(t.number < trial.number and t.state != TrialState.FAIL for t in study.get_trials(deepcopy=False))
         if earlier >= count:
             trial.set_user_attr("surplus", f"{earlier} trials numbered below it already make the count")
@@ -216,7 +285,8 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
         overrides = trial_overrides(spec, stage, folder) + [override_text(k, v) for k, v in values.items()]
         report = ReportToTrial(trial, reported_key(spec.metric), prune=spec.pruner != "none")
         try:
-            metrics, status, seconds, epochs = trial_fn(spec.base, overrides, run_dir, [report])
+            with _Heartbeat(study, trial):
+                metrics, status, seconds, epochs = trial_fn(spec.base, overrides, run_dir, [report])
         except BaseException as exc:
             hand_back(study, study._storage.get_trial(trial._trial_id), f"stopped: {brief(str(exc))}")
             raise
@@ -266,14 +336,12 @@ def stage_rows(storage, spec: SweepSpec, stage: int) -> list[dict[str, Any]] | N
 
 def participate(storage, spec: SweepSpec, folder: Path, trial_fn: TrialFn, log: Callable[[str], None],
                 *, owner: bool) -> None:
-    """Work on every stage of the sweep with the other processes on its storage."""
+    """Work on every stage of the sweep with the other processes on its storage. ``owner``: this process
+    resumes the sweep's folder (or is its first worker), and finishes a stage's setup a killed process left
+    halfway."""
     params = list(spec.params)
     for stage in range(spec.stages):
         study = stage_study(storage, spec, stage, params, owner=owner)
-        if owner:
-            taken = take_back_stale(study, folder)
-            if taken:
-                log(f"stage {stage + 1}: {taken} trial(s) the killed sweep left running go on")
         epochs = spec.epochs_per_stage[stage]
         log(f"stage {stage + 1}/{spec.stages}: {stage_size(spec, params, stage)} trials"
             + (f", {epochs} epochs each" if epochs else "") + "; "

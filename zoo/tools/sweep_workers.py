@@ -17,6 +17,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from zoo.tools.sweep_spec import SweepSpec
 
 # the worker's entry point, run with ``python -c``: zoo's own command line has no hidden worker command
+ORPHAN_CHECK_SECONDS = 1.0
 WORKER_CODE = "import sys; from zoo.tools.sweep_workers import worker_main; sys.exit(worker_main(sys.argv[1]))"
 
 
@@ -36,7 +39,7 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
     from zoo.training.checkpoints import Interrupted, SignalStop
 
     job = {"sweep_file": str(Path(spec.path).resolve()), "folder": str(folder), "storage": storage,
-           "owner": owner, "plugins": plugins, "threads": 1}
+           "owner": owner, "plugins": plugins, "threads": 1, "parent": os.getpid()}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     received: list[int] = []
     procs: list[subprocess.Popen] = []
@@ -50,7 +53,9 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
     previous = {sig: signal.signal(sig, pass_on) for sig in SignalStop.SIGNALS}
     try:
         for index in range(workers):
-            procs.append(subprocess.Popen([sys.executable, "-c", WORKER_CODE, json.dumps({**job, "worker": index + 1})],
+            # only the first worker finishes a stage's setup that a killed sweep left halfway: one is enough
+            mine = {**job, "worker": index + 1, "owner": owner and index == 0}
+            procs.append(subprocess.Popen([sys.executable, "-c", WORKER_CODE, json.dumps(mine)],
                                           env=env, start_new_session=True))
         log(f"{workers} workers (pids {', '.join(str(p.pid) for p in procs)}), one torch thread each")
         codes = [proc.wait() for proc in procs]
@@ -67,6 +72,18 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
     if failed:
         index, code = failed[0]
         raise ZooError(f"sweep worker {index} failed (exit status {code}); its message is above")
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """SIGTERM to this worker once the sweep's process is gone (kill -9): its trial stops at a checkpoint and
+    is handed back, instead of running on unseen while a resumed sweep hands the same trial to another."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="zoo-sweep-orphan-watch", daemon=True).start()
 
 
 def worker_main(job_text: str) -> int:
@@ -97,6 +114,7 @@ def worker_main(job_text: str) -> int:
         signals = SignalStop()
         signals.when = "between trials"
         signals.install()
+        _stop_when_orphaned(job["parent"])
         try:
             participate(open_storage(job["storage"]), spec, Path(job["folder"]), run_trial, log, owner=job["owner"])
         finally:
