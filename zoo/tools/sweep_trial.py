@@ -63,7 +63,9 @@ class ReportToTrial(L.Callback):
         if value is None or not math.isfinite(float(value)):
             return
         self.trial.report(float(value), step=trainer.current_epoch)
-        if self.prune and self.trial.should_prune():
+        # pruned means stopped early: after the last epoch the trial is simply finished
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
+        if self.prune and not last and self.trial.should_prune():
             self.pruned = True
             trainer.should_stop = True
 
