@@ -14,7 +14,6 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     import yaml
 
     from zoo.tools.sweep import format_table, load_sweep, resume_sweep, run_sweep, stopped_sweep, wandb_definition
-    from zoo.tools.sweep_study import open_storage
     from zoo.training.checkpoints import Interrupted
 
     if ns.resume is not None:
@@ -24,8 +23,6 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     elif ns.sweep is None:
         raise ZooError("zoo sweep: name the sweep file (or --resume a stopped sweep's folder)")
     spec = stopped_sweep(ns.resume) if ns.resume is not None else load_sweep(ns.sweep)
-    if ns.storage is not None and not ns.wandb:
-        open_storage(ns.storage)  # refused before anything else happens
     if ns.wandb:
         text = "# W&B sweep definition of stage 1 (W&B has no coarse-to-fine stages); run it with:\n"
         text += "#   wandb sweep <this file>, then wandb agent <sweep id>\n"

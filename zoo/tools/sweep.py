@@ -81,10 +81,12 @@ from zoo.tools.sweep_spec import (  # the sweep file's side, here with the rest 
     load_sweep,
     override_text,
     parse_param,
+    study_name,
 )
 
 __all__ = ["Param", "SweepResult", "SweepSpec", "best_trial", "check_before_trials", "edge_warnings", "load_sweep",
            "override_text", "parse_param", "resume_sweep", "run_sweep", "stopped_sweep", "wandb_definition"]
+
 
 @dataclass
 class SweepResult:
@@ -160,6 +162,7 @@ def resume_sweep(
     on from their checkpoints, the rest run (see zoo.tools.sweep_study). ``spec``: what :func:`stopped_sweep`
     returned for it, if called already."""
     from zoo.tools import sweep_folder
+    from zoo.tools.sweep_trial import run_trial
 
     start = time.perf_counter()
     path = Path(sweep_dir)
@@ -167,8 +170,6 @@ def resume_sweep(
     check_workers(workers)
     check_before_trials(spec, resumed=True)
     folder = sweep_folder.reopen(path)
-    from zoo.tools.sweep_trial import run_trial
-
     return _run_in(folder, spec, workers, trial_fn or run_trial, log, start, owner=True, plugins=plugins)
 
 
@@ -211,7 +212,6 @@ def _run_in(folder, spec: SweepSpec, workers: int, trial_fn: TrialFn, log: Calla
 
 def _results(storage, url: str, folder: Path, spec: SweepSpec, start: float) -> SweepResult:
     """Every stage's finished trials (every worker's, on every machine), best first; written to the folder."""
-    from zoo.tools.sweep_spec import study_name
     from zoo.tools.sweep_study import ranges_of, stage_rows
 
     rows = [r for stage in range(spec.stages) for r in stage_rows(storage, spec, stage) or []]
