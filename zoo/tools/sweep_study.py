@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 import warnings
@@ -234,23 +235,38 @@ def fail_dead_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def take_back_stale(storage, spec: SweepSpec, folder: Path, log: Callable[[str], None]) -> None:
-    """Hand back the trials this folder's killed sweep left RUNNING: its resume holds the folder's lock, so
-    none of them runs. Called once, before any worker of the resumed sweep starts."""
+def _take_back(storage, spec: SweepSpec, match: dict[str, Any], why: str) -> list[int]:
+    """Hand back the RUNNING trials whose user attributes include ``match``; how many, stage by stage."""
     import optuna
     from optuna.trial import TrialState
 
+    counts = []
     for stage in range(spec.stages):
         try:
             study = optuna.load_study(study_name=study_name(spec, stage), storage=storage)
         except KeyError:
-            return
+            break
         stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                 if t.user_attrs.get("folder") == _folder_id(folder)]
+                 if all(t.user_attrs.get(k) == v for k, v in match.items())]
         for t in stale:
-            hand_back(study, t, "its sweep was killed; resumed")
-        if stale:
-            log(f"stage {stage + 1}: {len(stale)} trial(s) the killed sweep left running go on")
+            hand_back(study, t, why)
+        counts.append(len(stale))
+    return counts
+
+
+def take_back_stale(storage, spec: SweepSpec, folder: Path, log: Callable[[str], None]) -> None:
+    """Hand back the trials this folder's killed sweep left RUNNING: its resume holds the folder's lock, so
+    none of them runs. Called once, before any worker of the resumed sweep starts."""
+    mine = {"folder": _folder_id(folder)}
+    for stage, count in enumerate(_take_back(storage, spec, mine, "its sweep was killed")):
+        if count:
+            log(f"stage {stage + 1}: {count} trial(s) the killed sweep left running go on")
+
+
+def take_back_of_process(storage, spec: SweepSpec, folder: Path, pid: int) -> int:
+    """Hand back the trials that a worker of this folder, killed, left RUNNING."""
+    mine = {"folder": _folder_id(folder), "pid": pid}
+    return sum(_take_back(storage, spec, mine, f"its worker (pid {pid}) was killed"))
 
 
 def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequence[Param], folder: Path,
@@ -282,6 +298,7 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
         run_dir = folder / (own or f"s{stage + 1}-t{trial.number + 1:02d}")
         trial.set_user_attr("folder", _folder_id(folder))
         trial.set_user_attr("run_name", run_dir.name)
+        trial.set_user_attr("pid", os.getpid())
         overrides = trial_overrides(spec, stage, folder) + [override_text(k, v) for k, v in values.items()]
         report = ReportToTrial(trial, reported_key(spec.metric), prune=spec.pruner != "none")
         try:

@@ -6,6 +6,9 @@ work on its studies as any other process would (zoo.tools.sweep_study); this pro
 folder's lock, waits for them, and passes SIGINT, SIGTERM and SIGHUP on to them: each stops its trial as
 ``zoo train`` stops (checkpoint, then exit 130, 143 or 129), and the sweep then exits with the same code.
 The workers run in their own process group, so a Ctrl-C in the terminal reaches them once, through here.
+A signal sent to one worker alone stops the sweep as if sent to it; a worker killed outright (kill -9, out of
+memory) has its running trial handed back at once, for the other workers to run (from its checkpoint: they
+share the sweep folder); a worker whose sweep process was killed stops its trial and exits.
 With more than one worker, each uses one torch thread (``torch.set_num_threads(1)``): N processes with a
 thread per core each would fight over the cores.
 """
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 # the worker's entry point, run with ``python -c``: zoo's own command line has no hidden worker command
 ORPHAN_CHECK_SECONDS = 1.0
+POLL_SECONDS = 0.2  # how often the sweep looks at its workers
 WORKER_CODE = "import sys; from zoo.tools.sweep_workers import worker_main; sys.exit(worker_main(sys.argv[1]))"
 
 
@@ -58,7 +62,7 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
             procs.append(subprocess.Popen([sys.executable, "-c", WORKER_CODE, json.dumps(mine)],
                                           env=env, start_new_session=True))
         log(f"{workers} workers (pids {', '.join(str(p.pid) for p in procs)}), one torch thread each")
-        codes = [proc.wait() for proc in procs]
+        codes = _wait(procs, received, pass_on, storage, spec, folder, log)
     finally:
         for proc in procs:  # a failure here: no worker outlives the sweep
             if proc.poll() is None:
@@ -69,9 +73,38 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
     if received:
         raise Interrupted(received[0], when="while its workers ran trials")
     failed = [(i, c) for i, c in enumerate(codes, 1) if c != 0]
-    if failed:
+    if len(failed) == len(codes) or any(c > 0 for _, c in failed):
         index, code = failed[0]
         raise ZooError(f"sweep worker {index} failed (exit status {code}); its message is above")
+
+
+# a worker's exit status after SIGINT, SIGTERM or SIGHUP stopped it (as zoo train's): the signal, to pass on
+STOPPED_BY = {128 + sig: sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+
+def _wait(procs: list[subprocess.Popen], received: list[int], pass_on, storage: str, spec: SweepSpec,
+          folder: Path, log: Callable[[str], None]) -> list[int]:
+    """Every worker's exit status. A worker a signal stopped by itself (sent to it, not to the sweep) stops
+    the sweep as that signal would; the trials of one killed outright (kill -9, out of memory) are handed
+    back at once, so that the others run them and the sweep still finishes."""
+    from zoo.tools.sweep_study import open_storage, take_back_of_process
+
+    seen: set[int] = set()
+    while True:
+        for proc in procs:
+            code = proc.poll()
+            if code is None or proc.pid in seen:
+                continue
+            seen.add(proc.pid)
+            if code in STOPPED_BY and not received:
+                pass_on(STOPPED_BY[code], None)
+            elif code < 0:
+                taken = take_back_of_process(open_storage(storage), spec, folder, proc.pid)
+                log(f"a worker (pid {proc.pid}) was killed by {signal.Signals(-code).name}; "
+                    f"{taken} trial(s) it ran go to the others")
+        if len(seen) == len(procs):
+            return [proc.returncode for proc in procs]
+        time.sleep(POLL_SECONDS)
 
 
 def _stop_when_orphaned(parent: int) -> None:
