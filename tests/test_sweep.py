@@ -423,3 +423,44 @@ def test_a_trial_whose_process_died_is_failed_and_queued_again_once_its_heartbea
     assert died.state == TrialState.FAIL and again.state == TrialState.WAITING
     assert again.system_attrs["fixed_params"] == {"optimizer.lr": lr}
     assert again.user_attrs == {"folder": "/elsewhere/sw", "run_name": "s1-t01", "rerun_of": 0}
+
+
+def test_the_sweep_passes_a_workers_stop_on_and_hands_a_killed_workers_trial_back(tmp_path):
+    """What the sweep process does as its workers end (stand-ins here, not trainings): a worker stopped by
+    SIGTERM sent to it alone stops the others with the same signal; the running trial of a worker killed
+    outright is failed and enqueued again, to go on in its run folder."""
+    import signal as signals
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from zoo.tools.sweep_study import ask, open_storage
+    from zoo.tools.sweep_workers import _wait
+
+    spec = load_sweep(write_sweep(tmp_path, stages=1, trials_per_stage=[2], epochs_per_stage=[1]))
+    url, folder = f"sqlite:///{tmp_path}/study.db", tmp_path / "sw"
+    received, lines = [], []
+
+    def pass_on(signum, frame):
+        received.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    procs = [subprocess.Popen(["sh", "-c", "exit 143"]), subprocess.Popen(["sleep", "60"])]
+    assert _wait(procs, received, pass_on, url, spec, folder, lines.append) == [143, -signals.SIGTERM]
+    assert received == [signals.SIGTERM]
+
+    killed = subprocess.Popen(["sleep", "60"])
+    study = optuna.create_study(storage=open_storage(url), study_name="sweep/stage-1")
+    trial = ask(study)
+    trial.suggest_float("optimizer.lr", 1e-5, 1.0, log=True)
+    for key, value in {"folder": str(folder.resolve()), "run_name": "s1-t01", "pid": killed.pid}.items():
+        trial.set_user_attr(key, value)
+    killed.kill()
+    procs = [killed]
+    assert _wait(procs, [], pass_on, url, spec, folder, lines.append) == [-signals.SIGKILL]
+    assert lines == [f"a worker (pid {killed.pid}) was killed by SIGKILL; 1 trial(s) it ran go to the others"]
+    died, again = study.get_trials(deepcopy=False)
+    assert died.state == TrialState.FAIL and again.state == TrialState.WAITING
+    assert again.user_attrs["run_name"] == "s1-t01" and again.system_attrs["fixed_params"] == died.params

@@ -98,7 +98,7 @@ def _wait(procs: list[subprocess.Popen], received: list[int], pass_on, storage: 
             seen.add(proc.pid)
             if code in STOPPED_BY and not received:
                 pass_on(STOPPED_BY[code], None)
-            elif code < 0:
+            elif code < 0 and not received:  # (one ended by a signal passed on: resume takes its trial back)
                 taken = take_back_of_process(open_storage(storage), spec, folder, proc.pid)
                 log(f"a worker (pid {proc.pid}) was killed by {signal.Signals(-code).name}; "
                     f"{taken} trial(s) it ran go to the others")
