@@ -52,6 +52,7 @@ SQLITE_BUSY_SECONDS = 60  # workers share one SQLite file: wait for its lock rat
 # SQL storages: a running trial's process records a heartbeat this often; one silent for the grace period
 # (a machine that died) is failed by whichever worker looks next, and enqueued again
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 180
+SETUP_SECONDS = 120  # a study's creator enqueues a grid in well under a second; past this, it died doing it
 
 
 def open_storage(url: str, where: str = "--storage") -> optuna.storages.BaseStorage:
@@ -145,8 +146,12 @@ def stage_study(storage, spec: SweepSpec, stage: int, params: Sequence[Param], *
             for point in grid_points(spec, params)[len(study.get_trials(deepcopy=False)):]:
                 study.enqueue_trial(point)
         study.set_user_attr("ready", True)
-    while not study.user_attrs.get("ready"):
-        time.sleep(POLL_SECONDS)  # its creator is enqueueing the grid
+    deadline = time.monotonic() + SETUP_SECONDS
+    while not study.user_attrs.get("ready"):  # its creator is enqueueing the grid
+        if time.monotonic() > deadline:
+            raise ZooError(f"study {name!r}: the process that created it stopped before setting it up; "
+                           "zoo sweep --resume the sweep folder it ran in")
+        time.sleep(POLL_SECONDS)
     theirs = study.user_attrs.get("sweep")
     if theirs != _sweep_identity(spec) or study.direction.name.lower() != direction:
         raise ZooError(f"study {name!r} in this storage belongs to another sweep of that name "
