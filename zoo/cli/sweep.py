@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoo.cli.args import add_plugin_argument
+from zoo.cli.args import add_plugin_argument, whole_number
 from zoo.core.errors import ZooError
 from zoo.core.io import json_text
 
@@ -17,9 +17,9 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     from zoo.training.checkpoints import Interrupted
 
     if ns.resume is not None:
-        if ns.sweep or ns.sweep_dir or ns.overwrite or ns.wandb:
-            raise ZooError("zoo sweep --resume DIR takes the sweep folder alone: it records its sweep file "
-                           "(drop SWEEP.yaml, --sweep-dir, --overwrite and --wandb)")
+        if ns.sweep or ns.sweep_dir or ns.overwrite or ns.wandb or ns.storage:
+            raise ZooError("zoo sweep --resume DIR takes the sweep folder alone: it records its sweep file and "
+                           "storage (drop SWEEP.yaml, --sweep-dir, --overwrite, --storage and --wandb)")
     elif ns.sweep is None:
         raise ZooError("zoo sweep: name the sweep file (or --resume a stopped sweep's folder)")
     spec = stopped_sweep(ns.resume) if ns.resume is not None else load_sweep(ns.sweep)
@@ -42,9 +42,10 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
 
     try:
         if ns.resume is not None:
-            result = resume_sweep(ns.resume, spec=spec, log=log)
+            result = resume_sweep(ns.resume, spec=spec, workers=ns.workers, log=log, plugins=ns.plugin)
         else:
-            result = run_sweep(spec, sweep_dir=ns.sweep_dir, overwrite=ns.overwrite, log=log)
+            result = run_sweep(spec, sweep_dir=ns.sweep_dir, overwrite=ns.overwrite, storage=ns.storage,
+                               workers=ns.workers, log=log, plugins=ns.plugin)
     except Interrupted as stop:
         print(_stopped_message(stop), file=sys.stderr)
         return stop.exit_code
@@ -75,19 +76,30 @@ def _stopped_message(stop) -> str:
 
 
 def add_parser(subparsers) -> None:
+    from zoo.tools.sweep import MAX_WORKERS
+
     p = subparsers.add_parser(
         "sweep",
-        help="coarse-to-fine hyperparameter search over a recipe (random or grid, log-space sampling)",
+        help="coarse-to-fine hyperparameter search over a recipe (Optuna: random, grid or TPE, pruning)",
         description="Run the trials of a sweep file (see zoo/tools/sweep.py for its keys): stage 1 samples the "
         "parameters' full ranges with few epochs; each later stage narrows every numeric range to the square "
         "root of its extent around the best trial so far and trains longer. Every trial is a zoo train run "
         "with the divergence monitor on (loss above 3x its initial value stops it: status 'diverged'). "
+        "The trials are Optuna studies (one per stage) in --storage; processes on the same storage share them. "
         "Prints the table sorted by the metric, writes results.csv/results.json into the sweep folder "
         "(runs/<name>/...), and warns when a best value sits at the edge of its range. Ctrl-C or SIGTERM "
         "stops it as it stops zoo train; --resume goes on with the trials not finished.",
     )
     p.add_argument("sweep", metavar="SWEEP.yaml", nargs="?")
     p.add_argument("--sweep-dir", help="write the trials here instead of a new folder under runs/<name>/")
+    p.add_argument("--workers", type=whole_number(1, MAX_WORKERS), default=1, metavar="N",
+                   help="run N trials at once, each in a worker process of its own with one torch thread "
+                   "(default: 1, in this process)")
+    p.add_argument("--storage", metavar="URL",
+                   help="the Optuna storage of the trials (default: sqlite:///<sweep folder>/study.db): "
+                   "sqlite:///FILE, postgresql://..., mysql://..., or journal:///FILE (a file on a shared file "
+                   "system); a zoo sweep of the same sweep file on the same storage, here or on another "
+                   "machine, joins its study")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --sweep-dir")
     p.add_argument("--resume", metavar="SWEEP_DIR",
                    help="go on with a stopped sweep: its finished trials are kept (no SWEEP.yaml then)")

@@ -1,38 +1,42 @@
 """A sweep's folder: claimed, locked and removed by the rules of a run folder (zoo.training.run_folder),
 plus ``sweep.json``, the record that lets a stopped sweep go on.
 
-The record holds the sweep as it was read (every key, the base recipe's resolved path) and each finished
-trial's row. ``zoo sweep --resume DIR`` reads the sweep file again from where it was, refuses it if it
-changed, keeps the recorded trials, resumes a trial a signal stopped from its checkpoint, and runs the
-rest: the same trials, since a sweep's draws follow from its seed and the earlier stages' rows.
+The record holds the sweep as it was read (every key, the base recipe's resolved path), the Optuna storage
+that holds its trials (``storage``: by default ``study.db`` in the folder) and its studies' names.
+``zoo sweep --resume DIR`` reads the sweep file again from where it was, refuses it if it changed, and goes
+on with the studies: finished trials are kept, the trials it left running go on from their checkpoints
+(zoo.tools.sweep_study), the rest run.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.core.errors import ZooError
 from zoo.core.io import read_text, write_json
+from zoo.tools.sweep_spec import described, study_name
 from zoo.training.run_folder import RUNS_DIR, RunFolder, Wording, check_target, new_run_path
 
 if TYPE_CHECKING:
-    from zoo.tools.sweep import SweepSpec
+    from zoo.tools.sweep_spec import SweepSpec
 
 RECORD = "sweep.json"
 WORDS = Wording(option="--sweep-dir", resume="zoo sweep --resume", name="sweep folder")
 
 
-def described(spec: SweepSpec) -> dict[str, Any]:
-    """The sweep as JSON values, independent of the folder it was started from."""
-    data = {**asdict(spec), "path": None, "base": str(Path(spec.base).resolve())}
-    return json.loads(json.dumps(data))
+STUDY_FILE = "study.db"  # the default storage of the sweep's trials
 
 
-def claim(spec: SweepSpec, sweep_dir: str | Path | None, overwrite: bool) -> RunFolder:
-    """A new sweep's folder, locked (``sweep_dir``, or a fresh one under runs/<name>/), with its record."""
+def default_storage(folder: Path) -> str:
+    return f"sqlite:///{Path(folder).resolve() / STUDY_FILE}"
+
+
+def claim(spec: SweepSpec, sweep_dir: str | Path | None, overwrite: bool, storage: str | None = None) -> RunFolder:
+    """A new sweep's folder, locked (``sweep_dir``, or a fresh one under runs/<name>/), with its record.
+    ``storage``: the Optuna storage URL of its trials (None: SQLite in the folder)."""
+
     path = Path(sweep_dir) if sweep_dir is not None else new_run_path(spec.name, RUNS_DIR / spec.name)
     if sweep_dir is not None:
         check_target(path, overwrite, words=WORDS)
@@ -40,7 +44,8 @@ def claim(spec: SweepSpec, sweep_dir: str | Path | None, overwrite: bool) -> Run
     folder.can_resume = False  # what keeps a stopped sweep is its trials (see :func:`keep_if_started`)
     try:
         write_json(path / RECORD, {"sweep_file": str(Path(spec.path).resolve()), "sweep": described(spec),
-                                   "trials": {}})
+                                   "storage": storage or default_storage(path),
+                                   "studies": [study_name(spec, stage) for stage in range(spec.stages)]})
     except BaseException:
         folder.abandon()
         raise
@@ -52,7 +57,7 @@ def read_record(path: Path) -> dict[str, Any]:
         record = json.loads(read_text(path / RECORD))
     except (OSError, ValueError):
         record = None
-    if not (isinstance(record, dict) and isinstance(record.get("trials"), dict) and record.get("sweep_file")):
+    if not (isinstance(record, dict) and isinstance(record.get("sweep_file"), str)):
         raise ZooError(f"--resume {path}: not a sweep folder (no readable {RECORD} in it)")
     return record
 
@@ -73,15 +78,15 @@ def reopen(path: Path) -> RunFolder:
     return RunFolder.reopen(path)
 
 
-def record_trial(path: Path, key: str, row: dict[str, Any]) -> None:
-    record = read_record(path)
-    record["trials"][key] = row
-    write_json(path / RECORD, record)
+def storage_of(path: Path) -> str:
+    """The Optuna storage URL that holds the sweep's trials."""
+    storage = read_record(path).get("storage")
+    return storage if isinstance(storage, str) else default_storage(path)
 
 
 def keep_if_started(folder: RunFolder) -> None:
     """A sweep that fails or is stopped keeps its folder once a trial finished or can be resumed, so it can go
     on; before that the folder goes, as a refused run's does."""
-    started = bool(read_record(folder.path)["trials"]) or any(p.is_dir() for p in folder.path.glob("s*-t*"))
+    started = any(p.is_dir() for p in folder.path.glob("s*-t*"))
     if started:
         folder.fresh = False

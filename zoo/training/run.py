@@ -49,11 +49,13 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
     resume: str | Path | None = None,
+    callbacks: Iterable[L.Callback] = (),
 ) -> RunResult:
     """Train a recipe (one model or an ensemble) and evaluate it; the Python form of ``zoo train``.
 
     ``resume``: a run folder whose training stopped (killed, interrupted); it goes on from its
     ``checkpoints/last.ckpt`` with the folder's own recipe and ends as the uninterrupted run would.
+    ``callbacks``: more Lightning callbacks for a single model's Trainer (a sweep's pruning report).
     """
     start = time.perf_counter()
     _quiet_lightning()
@@ -61,7 +63,7 @@ def train(
         if recipe is not None or list(overrides) or run_dir is not None or overwrite:
             raise ZooError("--resume takes the run folder alone: its recipe.yaml is the recipe (drop RECIPE, "
                            "key=value overrides, --run-dir and --overwrite)")
-        return _resume(Path(resume), progress, start)
+        return _resume(Path(resume), progress, start, list(callbacks))
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
     if process_rank() > 0:
         # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
@@ -84,7 +86,7 @@ def train(
     signals = SignalStop(requeue_signal(resolved.checkpoint))
     prepared = None
     if resolved.ensemble is None:
-        prepared = prepare_fit(resolved, path, progress, signals=signals)
+        prepared = prepare_fit(resolved, path, progress, signals=signals, callbacks=callbacks)
     else:
         from zoo.training.ensemble_training import member_recipes
 
@@ -110,7 +112,7 @@ def train(
     return result
 
 
-def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
+def _resume(path: Path, progress: bool | None, start: float, callbacks: list[L.Callback]) -> RunResult:
     if not (path / "recipe.yaml").exists():
         raise ZooError(f"--resume {path}: not a run folder (no recipe.yaml in it)")
     if process_rank() > 0:  # rank 0 checked the folder and holds its lock
@@ -124,7 +126,7 @@ def _resume(path: Path, progress: bool | None, start: float) -> RunResult:
             _report(result, path, start, earlier=result.seconds)
             return result
         resolved, ckpt, step, earlier, rows = resume_point(path)
-        prepared = prepare_fit(resolved, path, progress, signals=signals)
+        prepared = prepare_fit(resolved, path, progress, signals=signals, callbacks=callbacks)
         wandb_id = prepare_resume(path, step, rows)
         os.environ[RUN_DIR_ENV] = str(path)
         signals.install()
