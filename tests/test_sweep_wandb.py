@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from zoo.monitoring.wandb_offline import offline_run_dirs, read_run_file, run_file, wait_until_written
-from zoo.tools.sweep import ENSEMBLE_METRICS, RUN_METRICS, load_sweep, wandb_definition
+from zoo.tools.sweep import load_sweep, wandb_definition
+from zoo.tools.sweep_spec import ENSEMBLE_METRICS, RUN_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["trainer.max_epochs=1", "model.width=16", "trainer.limit_train_batches=5",

@@ -40,7 +40,7 @@ WORKER_CODE = "import sys; from zoo.tools.sweep_workers import worker_main; sys.
 def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, owner: bool, plugins: list[str],
                 log: Callable[[str], None]) -> None:
     """Start the workers, wait for all of them; a signal is passed on, and raised here once they stopped."""
-    from zoo.training.checkpoints import Interrupted, SignalStop
+    from zoo.training.checkpoints import STOP_SIGNALS, Interrupted
 
     job = {"sweep_file": str(Path(spec.path).resolve()), "folder": str(folder), "storage": storage,
            "owner": owner, "plugins": plugins, "threads": 1, "parent": os.getpid()}
@@ -54,7 +54,7 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
             if proc.poll() is None:
                 proc.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, pass_on) for sig in SignalStop.SIGNALS}
+    previous = {sig: signal.signal(sig, pass_on) for sig in STOP_SIGNALS}
     try:
         for index in range(workers):
             # only the first worker finishes a stage's setup that a killed sweep left halfway: one is enough
