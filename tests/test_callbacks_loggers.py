@@ -147,9 +147,12 @@ def test_mlflow_and_tensorboard_go_on_in_one_place_across_a_resume(tmp_path, mon
         ("trainer.callbacks=[{class_path: LearningRateFinder}]", "use zoo lr-find"),
         ("trainer.callbacks=[{class_path: Timer}, {class_path: Timer}]", "would collide with trainer.callbacks[0]'s"),
         ("logger.extra=[{class_path: TensorBoardLogger, init_args: {save_dir: tb}}]", "use the logger.tensorboard section"),
+        ("trainer.callbacks=[{class_path: EarlyStopping, init_args: {monitor: val_accuracy, mode: max}}]",
+         "EarlyStopping: monitor 'val_accuracy' is not a metric zoo logs (did you mean: val/acc?)"),
     ],
     ids=["unknown-class", "unknown-argument", "bad-value", "checkpoint", "swa", "second-average", "not-a-callback",
-         "spike-detection", "backbone", "tuner", "same-state-twice", "tensorboard-as-extra"],
+         "spike-detection", "backbone", "tuner", "same-state-twice", "tensorboard-as-extra",
+         "unlogged-monitor"],
 )
 def test_entries_refused_before_the_run_folder(override, fragment, tmp_path, capsys):
     code = main(["train", "mlp-digits", *override.split("\n"), "trainer.max_epochs=1"])
@@ -158,6 +161,26 @@ def test_entries_refused_before_the_run_folder(override, fragment, tmp_path, cap
     where = "logger.extra[0]" if override.startswith("logger") else f"trainer.callbacks[{override.count('{class_path') - 1}]"
     assert f": {where}: " in err and fragment in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_metric_names_zoo_checks_a_monitor_against_are_those_a_run_logs(plain_run):
+    from zoo.core.logged_metrics import LEARNING_RATE_GROUP, TRAINING_METRICS
+
+    with open(Path(plain_run.run_dir) / "logs" / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    logged = {c for c in columns if c.startswith(("train/", "val/"))}
+    # this recipe has two parameter groups, so its learning rates are train/lr/pg1 and pg2, not train/lr
+    assert logged - set(TRAINING_METRICS) == {"train/lr/pg1", "train/lr/pg2"}
+    assert all(LEARNING_RATE_GROUP.fullmatch(c) for c in logged - set(TRAINING_METRICS))
+    assert set(TRAINING_METRICS) - logged == {"train/lr"}
+
+
+@pytest.mark.parametrize("monitors, callback", [
+    ("monitors=[{name: update_ratio}]", "{class_path: EarlyStopping, init_args: {monitor: grad_norm/net.0, mode: min}}"),
+    ("monitors=[]", "{class_path: EarlyStopping, init_args: {monitor: train/lr/pg2, mode: min}}"),
+])
+def test_a_monitor_on_a_name_zoo_logs_is_accepted(monitors, callback, capsys):
+    assert main(["show", "mlp-digits", monitors, f"trainer.callbacks=[{callback}]"]) == 0, capsys.readouterr().err
 
 
 def test_a_class_path_imports_no_module_zoo_does_not_trust(tmp_path, capsys):
