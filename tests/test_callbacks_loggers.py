@@ -195,6 +195,24 @@ def test_a_class_path_imports_no_module_zoo_does_not_trust(tmp_path, capsys):
     assert "this" not in sys.modules
 
 
+@pytest.mark.parametrize("setting, fragment", [
+    ("env", "MLFLOW_TRACKING_URI: the MLflow store sqlite:///"),
+    ("recipe", ": logger.mlflow.tracking_uri: the MLflow store file:///"),
+])
+def test_an_mlflow_store_that_cannot_be_written_is_refused_before_the_run_folder(setting, fragment, tmp_path,
+                                                                                  monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")  # no folder can be made under it, even by root
+    overrides = ["logger.mlflow.enabled=true", "trainer.max_epochs=1", "model.width=16", "logger.wandb.mode=disabled"]
+    if setting == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
+    else:
+        overrides.append(f"logger.mlflow.tracking_uri=file://{tmp_path}/a-file/mlruns")
+    assert main(["train", "mlp-digits", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_logger_whose_package_is_missing_says_what_to_install(capsys, monkeypatch):
     from zoo.core import recipe_callbacks
 

@@ -24,6 +24,7 @@ import lightning as L
 from zoo.core.errors import ZooError
 from zoo.core.io import write_json
 from zoo.core.recipe import Recipe, load
+from zoo.monitoring.extra_loggers import check_mlflow_store
 from zoo.monitoring.wandb_logging import announce_sync
 from zoo.training.checkpoints import Interrupted, SignalStop
 from zoo.training.fit import LAST_CHECKPOINT, RunResult, _quiet_lightning, prepare_fit, process_rank, run_fit
@@ -91,6 +92,7 @@ def train(
         from zoo.training.ensemble_training import member_recipes
 
         member_recipes(resolved)  # every member's recipe is checked before the folder is claimed
+    check_mlflow_store(resolved)
     signals.install()
     try:
         folder = RunFolder.claim(path, overwrite)
@@ -120,6 +122,7 @@ def _resume(path: Path, progress: bool | None, start: float, callbacks: list[L.C
     folder = RunFolder.reopen(path)  # refused while another process runs it
     with _owning(folder):
         resolved = load_unfinished(path)
+        check_mlflow_store(resolved)
         signals = SignalStop(requeue_signal(resolved.checkpoint))
         if resolved.ensemble is not None:
             result = _resume_ensemble(resolved, path, progress, signals)
