@@ -149,16 +149,21 @@ def test_mlflow_and_tensorboard_go_on_in_one_place_across_a_resume(tmp_path, mon
         ("logger.extra=[{class_path: TensorBoardLogger, init_args: {save_dir: tb}}]", "use the logger.tensorboard section"),
         ("trainer.callbacks=[{class_path: EarlyStopping, init_args: {monitor: val_accuracy, mode: max}}]",
          "EarlyStopping: monitor 'val_accuracy' is not a metric zoo logs (did you mean: val/acc?)"),
+        ("trainer.callbacks=[EarlyStopping]", "expected {class_path: ..., init_args: {...}}, "
+         "got 'EarlyStopping'"),
+        ("logger.extra=[TensorBoardLogger]", "expected {class_path: ..., init_args: {...}}, "
+         "got 'TensorBoardLogger'"),
     ],
     ids=["unknown-class", "unknown-argument", "bad-value", "checkpoint", "swa", "second-average", "not-a-callback",
          "spike-detection", "backbone", "tuner", "same-state-twice", "tensorboard-as-extra",
-         "unlogged-monitor"],
+         "unlogged-monitor", "callback-as-a-name", "logger-as-a-name"],
 )
 def test_entries_refused_before_the_run_folder(override, fragment, tmp_path, capsys):
     code = main(["train", "mlp-digits", *override.split("\n"), "trainer.max_epochs=1"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    where = "logger.extra[0]" if override.startswith("logger") else f"trainer.callbacks[{override.count('{class_path') - 1}]"
+    last = max(override.count("{class_path") - 1, 0)
+    where = "logger.extra[0]" if override.startswith("logger") else f"trainer.callbacks[{last}]"
     assert f": {where}: " in err and fragment in err, err
     assert not (tmp_path / "runs").exists()
 
@@ -176,11 +181,13 @@ def test_the_metric_names_zoo_checks_a_monitor_against_are_those_a_run_logs(plai
 
 
 @pytest.mark.parametrize("monitors, callback", [
-    ("monitors=[{name: update_ratio}]", "{class_path: EarlyStopping, init_args: {monitor: grad_norm/net.0, mode: min}}"),
+    ("monitors=[{name: update_ratio}]",
+     "{class_path: EarlyStopping, init_args: {monitor: grad_norm/net.0, mode: min}}"),
     ("monitors=[]", "{class_path: EarlyStopping, init_args: {monitor: train/lr/pg2, mode: min}}"),
 ])
 def test_a_monitor_on_a_name_zoo_logs_is_accepted(monitors, callback, capsys):
-    assert main(["show", "mlp-digits", monitors, f"trainer.callbacks=[{callback}]"]) == 0, capsys.readouterr().err
+    code = main(["show", "mlp-digits", monitors, f"trainer.callbacks=[{callback}]"])
+    assert code == 0, capsys.readouterr().err
 
 
 def test_a_class_path_imports_no_module_zoo_does_not_trust(tmp_path, capsys):
@@ -202,7 +209,8 @@ def test_a_class_path_imports_no_module_zoo_does_not_trust(tmp_path, capsys):
 def test_an_mlflow_store_that_cannot_be_written_is_refused_before_the_run_folder(setting, fragment, tmp_path,
                                                                                   monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")  # no folder can be made under it, even by root
-    overrides = ["logger.mlflow.enabled=true", "trainer.max_epochs=1", "model.width=16", "logger.wandb.mode=disabled"]
+    overrides = ["logger.mlflow.enabled=true", "trainer.max_epochs=1", "model.width=16",
+                 "logger.wandb.mode=disabled"]
     if setting == "env":
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
     else:

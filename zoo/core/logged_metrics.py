@@ -17,12 +17,16 @@ from typing import Any
 TRAINING_METRICS = ("val/acc", "val/loss", "train/loss_step", "train/loss_epoch", "train/acc", "train/lr")
 LEARNING_RATE_GROUP = re.compile(r"train/lr/pg\d+")
 # zoo's own monitors (zoo.monitoring.monitors) and the prefixes of what each logs
-MONITOR_PREFIXES = {"activations": ("activations/",), "update_ratio": ("update_ratio/", "grad_norm/"), "divergence": ()}
+MONITOR_PREFIXES = {
+    "activations": ("activations/",),
+    "update_ratio": ("update_ratio/", "grad_norm/"),
+    "divergence": (),
+}
 
 
 def known_names(recipe: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """(exact names, prefixes) of every metric ``recipe``'s run can log, or None when a plugin's monitor may log
-    names zoo cannot know (its callbacks under trainer.callbacks are checked by the caller)."""
+    """(exact names, prefixes) of every metric ``recipe``'s run can log, or None when a plugin's monitor may
+    log names zoo cannot know (its callbacks under trainer.callbacks are checked by the caller)."""
     prefixes: tuple[str, ...] = ()
     for i, spec in enumerate(recipe.monitors):
         origin = recipe.provenance.get(f"monitors[{i}]", {})

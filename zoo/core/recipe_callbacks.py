@@ -47,9 +47,9 @@ def build_callbacks(recipe: Any, where: str = "recipe") -> list[Any]:
 
 
 def _check_monitored_metrics(recipe: Any, callbacks: list[Any], where: str) -> None:
-    """Refuse an EarlyStopping that monitors a metric no zoo run logs; Lightning would say so only at the first
-    validation. Checked only where every metric name is known: no plugin's callback or monitor, which may log
-    names of their own."""
+    """Refuse an EarlyStopping that monitors a metric no zoo run logs; Lightning would say so only at the
+    first validation. Checked only where every metric name is known: no plugin's callback or monitor, which
+    may log names of their own."""
     from lightning.pytorch.callbacks import EarlyStopping
 
     from zoo.core.class_paths import TRUSTED_PACKAGES
@@ -64,8 +64,8 @@ def _check_monitored_metrics(recipe: Any, callbacks: list[Any], where: str) -> N
     for i, callback in enumerate(callbacks):
         if isinstance(callback, EarlyStopping) and not is_logged(callback.monitor, names, prefixes):
             raise RecipeError(
-                f"{where}: trainer.callbacks[{i}]: EarlyStopping: monitor {callback.monitor!r} is not a metric zoo "
-                f"logs{did_you_mean(callback.monitor, names)}; zoo logs {', '.join(names)}"
+                f"{where}: trainer.callbacks[{i}]: EarlyStopping: monitor {callback.monitor!r} is not a "
+                f"metric zoo logs{did_you_mean(callback.monitor, names)}; zoo logs {', '.join(names)}"
                 + (f" and {', '.join(p + '...' for p in prefixes)}" if prefixes else "")
             )
 
