@@ -4,6 +4,7 @@ sweep folder's results.csv and sweep.json alone."""
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -115,6 +116,22 @@ def test_a_damaged_sweep_folder_is_one_line_and_nothing_written(tmp_path, capsys
     assert err.startswith(f"zoo: error: {folder}") and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (folder / "report.html").exists() and not (folder / "importance.json").exists()
+
+
+def test_a_sweep_still_running_is_reported_as_running_not_stopped(tmp_path, capsys):
+    from zoo.training.run_folder import RunLock
+
+    folder = fabricate(tmp_path / "sweep", trials=3)
+    (folder / "results.csv").unlink()  # written only as the sweep ends
+    lock = RunLock.acquire(folder)  # the sweep's process holds its folder's lock
+    try:
+        assert main(["report", str(folder)]) == 2
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert f"{folder}: the sweep is still running, in zoo (pid {os.getpid()} on" in err, err
+    assert "report it once it has finished" in err and "--resume" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (folder / "report.html").exists()
 
 
 def test_choices_of_any_kind_are_ranked(tmp_path):
