@@ -118,6 +118,20 @@ def test_a_damaged_sweep_folder_is_one_line_and_nothing_written(tmp_path, capsys
     assert not (folder / "report.html").exists() and not (folder / "importance.json").exists()
 
 
+def test_parallel_coordinates_ticks_are_round_values_powers_of_ten_on_a_log_axis():
+    from zoo.reporting.sweep_report import axis_ticks
+    from zoo.reporting.sweep_results import SearchedParam
+
+    lr = axis_ticks(SearchedParam("optimizer.lr", "log_uniform", 1e-5, 1.0))
+    assert [label for _, label in lr] == ["1e-05", "0.0001", "0.001", "0.01", "0.1", "1"]
+    assert [place for place, _ in lr] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1])
+    # a log range that does not span a whole decade has its ends as ticks
+    assert [label for _, label in axis_ticks(SearchedParam("lr", "log_uniform", 2e-3, 8e-3))] == ["0.002", "0.008"]
+    dropout = axis_ticks(SearchedParam("model.dropout", "uniform", 0.0, 0.5))
+    assert [label for _, label in dropout] == ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]
+    assert axis_ticks(SearchedParam("model.depth", "choice", options=(1, 2, 3))) == [(0, "1"), (0.5, "2"), (1, "3")]
+
+
 def test_a_sweep_still_running_is_reported_as_running_not_stopped(tmp_path, capsys):
     from zoo.training.run_folder import RunLock
 
