@@ -118,6 +118,23 @@ def test_a_damaged_sweep_folder_is_one_line_and_nothing_written(tmp_path, capsys
     assert not (folder / "report.html").exists() and not (folder / "importance.json").exists()
 
 
+def test_a_folder_that_is_neither_a_run_nor_a_sweep_says_what_it_is(tmp_path, capsys):
+    sweep = fabricate(tmp_path / "lr-digits" / "20260101-120000-ab12", trials=3)
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "recipe.yaml").write_text("{}\n")
+    (tmp_path / "empty").mkdir()
+    told = {
+        "lr-digits": f"holds sweep folders, and is not one: report one of them (zoo report {sweep})",
+        "stopped": "no metrics.json: the run has not finished (zoo train --resume continues it)",
+        "empty": "no metrics.json and no sweep.json: neither a finished run folder nor a sweep folder",
+    }
+    for name, message in told.items():
+        assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"zoo: error: {tmp_path / name}: {message}", err
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_parallel_coordinates_ticks_are_round_values_powers_of_ten_on_a_log_axis():
     from zoo.reporting.sweep_report import axis_ticks
     from zoo.reporting.sweep_results import SearchedParam
