@@ -135,6 +135,23 @@ def test_a_folder_that_is_neither_a_run_nor_a_sweep_says_what_it_is(tmp_path, ca
     assert not (tmp_path / "r.html").exists()
 
 
+def test_an_out_path_zoo_report_cannot_write_is_one_line_before_anything_is_written(tmp_path, capsys):
+    sweep = fabricate(tmp_path / "sweep", trials=3)
+    missing = tmp_path / "no-such"
+    cases = [([str(sweep), "--out", str(missing / "lr.html")], f"no folder {missing}"),
+             ([str(sweep), "--out", str(sweep)], f"a directory; name the HTML file to write, e.g. --out "
+                                                 f"{sweep / 'report.html'}"),
+             # a run report is checked the same way, before its run folders are read
+             ([str(tmp_path / "run"), "--out", str(tmp_path / "no-such" / "r.html")], "no folder")]
+    for args, message in cases:
+        assert main(["report", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"zoo: error: --out {args[-1]}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "--debug" not in err, err
+    assert not (tmp_path / "no-such").exists() and not (tmp_path / "importance.json").exists()
+    assert not (sweep / "report.html").exists() and not (sweep / "importance.json").exists()
+
+
 def test_parallel_coordinates_ticks_are_round_values_powers_of_ten_on_a_log_axis():
     from zoo.reporting.sweep_report import axis_ticks
     from zoo.reporting.sweep_results import SearchedParam
