@@ -147,17 +147,47 @@ def test_mlflow_and_tensorboard_go_on_in_one_place_across_a_resume(tmp_path, mon
         ("trainer.callbacks=[{class_path: LearningRateFinder}]", "use zoo lr-find"),
         ("trainer.callbacks=[{class_path: Timer}, {class_path: Timer}]", "would collide with trainer.callbacks[0]'s"),
         ("logger.extra=[{class_path: TensorBoardLogger, init_args: {save_dir: tb}}]", "use the logger.tensorboard section"),
+        ("trainer.callbacks=[{class_path: EarlyStopping, init_args: {monitor: val_accuracy, mode: max}}]",
+         "EarlyStopping: monitor 'val_accuracy' is not a metric zoo logs (did you mean: val/acc?)"),
+        ("trainer.callbacks=[EarlyStopping]", "expected {class_path: ..., init_args: {...}}, "
+         "got 'EarlyStopping'"),
+        ("logger.extra=[TensorBoardLogger]", "expected {class_path: ..., init_args: {...}}, "
+         "got 'TensorBoardLogger'"),
     ],
     ids=["unknown-class", "unknown-argument", "bad-value", "checkpoint", "swa", "second-average", "not-a-callback",
-         "spike-detection", "backbone", "tuner", "same-state-twice", "tensorboard-as-extra"],
+         "spike-detection", "backbone", "tuner", "same-state-twice", "tensorboard-as-extra",
+         "unlogged-monitor", "callback-as-a-name", "logger-as-a-name"],
 )
 def test_entries_refused_before_the_run_folder(override, fragment, tmp_path, capsys):
     code = main(["train", "mlp-digits", *override.split("\n"), "trainer.max_epochs=1"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    where = "logger.extra[0]" if override.startswith("logger") else f"trainer.callbacks[{override.count('{class_path') - 1}]"
+    last = max(override.count("{class_path") - 1, 0)
+    where = "logger.extra[0]" if override.startswith("logger") else f"trainer.callbacks[{last}]"
     assert f": {where}: " in err and fragment in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_metric_names_zoo_checks_a_monitor_against_are_those_a_run_logs(plain_run):
+    from zoo.core.logged_metrics import LEARNING_RATE_GROUP, TRAINING_METRICS
+
+    with open(Path(plain_run.run_dir) / "logs" / "metrics.csv") as f:
+        columns = set(next(csv.reader(f)))
+    logged = {c for c in columns if c.startswith(("train/", "val/"))}
+    # this recipe has two parameter groups, so its learning rates are train/lr/pg1 and pg2, not train/lr
+    assert logged - set(TRAINING_METRICS) == {"train/lr/pg1", "train/lr/pg2"}
+    assert all(LEARNING_RATE_GROUP.fullmatch(c) for c in logged - set(TRAINING_METRICS))
+    assert set(TRAINING_METRICS) - logged == {"train/lr"}
+
+
+@pytest.mark.parametrize("monitors, callback", [
+    ("monitors=[{name: update_ratio}]",
+     "{class_path: EarlyStopping, init_args: {monitor: grad_norm/net.0, mode: min}}"),
+    ("monitors=[]", "{class_path: EarlyStopping, init_args: {monitor: train/lr/pg2, mode: min}}"),
+])
+def test_a_monitor_on_a_name_zoo_logs_is_accepted(monitors, callback, capsys):
+    code = main(["show", "mlp-digits", monitors, f"trainer.callbacks=[{callback}]"])
+    assert code == 0, capsys.readouterr().err
 
 
 def test_a_class_path_imports_no_module_zoo_does_not_trust(tmp_path, capsys):
@@ -170,6 +200,25 @@ def test_a_class_path_imports_no_module_zoo_does_not_trust(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trainer.callbacks[0]: class_path this.Zen: zoo imports" in err and "list it under plugins:" in err, err
     assert "this" not in sys.modules
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("env", "MLFLOW_TRACKING_URI: the MLflow store sqlite:///"),
+    ("recipe", ": logger.mlflow.tracking_uri: the MLflow store file:///"),
+])
+def test_an_mlflow_store_that_cannot_be_written_is_refused_before_the_run_folder(setting, fragment, tmp_path,
+                                                                                  monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")  # no folder can be made under it, even by root
+    overrides = ["logger.mlflow.enabled=true", "trainer.max_epochs=1", "model.width=16",
+                 "logger.wandb.mode=disabled"]
+    if setting == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
+    else:
+        overrides.append(f"logger.mlflow.tracking_uri=file://{tmp_path}/a-file/mlruns")
+    assert main(["train", "mlp-digits", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_logger_whose_package_is_missing_says_what_to_install(capsys, monkeypatch):

@@ -4,6 +4,7 @@ sweep folder's results.csv and sweep.json alone."""
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -115,6 +116,70 @@ def test_a_damaged_sweep_folder_is_one_line_and_nothing_written(tmp_path, capsys
     assert err.startswith(f"zoo: error: {folder}") and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (folder / "report.html").exists() and not (folder / "importance.json").exists()
+
+
+def test_a_folder_that_is_neither_a_run_nor_a_sweep_says_what_it_is(tmp_path, capsys):
+    sweep = fabricate(tmp_path / "lr-digits" / "20260101-120000-ab12", trials=3)
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "recipe.yaml").write_text("{}\n")
+    (tmp_path / "empty").mkdir()
+    told = {
+        "lr-digits": f"holds sweep folders, and is not one: report one of them (zoo report {sweep})",
+        "stopped": "no metrics.json: the run has not finished (zoo train --resume continues it)",
+        "empty": "no metrics.json and no sweep.json: neither a finished run folder nor a sweep folder",
+    }
+    for name, message in told.items():
+        assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"zoo: error: {tmp_path / name}: {message}", err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_an_out_path_zoo_report_cannot_write_is_one_line_before_anything_is_written(tmp_path, capsys):
+    sweep = fabricate(tmp_path / "sweep", trials=3)
+    missing = tmp_path / "no-such"
+    cases = [([str(sweep), "--out", str(missing / "lr.html")], f"no folder {missing}"),
+             ([str(sweep), "--out", str(sweep)], f"a directory; name the HTML file to write, e.g. --out "
+                                                 f"{sweep / 'report.html'}"),
+             # a run report is checked the same way, before its run folders are read
+             ([str(tmp_path / "run"), "--out", str(tmp_path / "no-such" / "r.html")], "no folder")]
+    for args, message in cases:
+        assert main(["report", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"zoo: error: --out {args[-1]}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "--debug" not in err, err
+    assert not (tmp_path / "no-such").exists() and not (tmp_path / "importance.json").exists()
+    assert not (sweep / "report.html").exists() and not (sweep / "importance.json").exists()
+
+
+def test_parallel_coordinates_ticks_are_round_values_powers_of_ten_on_a_log_axis():
+    from zoo.reporting.sweep_report import axis_ticks
+    from zoo.reporting.sweep_results import SearchedParam
+
+    lr = axis_ticks(SearchedParam("optimizer.lr", "log_uniform", 1e-5, 1.0))
+    assert [label for _, label in lr] == ["1e-05", "0.0001", "0.001", "0.01", "0.1", "1"]
+    assert [place for place, _ in lr] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1])
+    # a log range that does not span a whole decade has its ends as ticks
+    assert [label for _, label in axis_ticks(SearchedParam("lr", "log_uniform", 2e-3, 8e-3))] == ["0.002", "0.008"]
+    dropout = axis_ticks(SearchedParam("model.dropout", "uniform", 0.0, 0.5))
+    assert [label for _, label in dropout] == ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]
+    assert axis_ticks(SearchedParam("model.depth", "choice", options=(1, 2, 3))) == [(0, "1"), (0.5, "2"), (1, "3")]
+
+
+def test_a_sweep_still_running_is_reported_as_running_not_stopped(tmp_path, capsys):
+    from zoo.training.run_folder import RunLock
+
+    folder = fabricate(tmp_path / "sweep", trials=3)
+    (folder / "results.csv").unlink()  # written only as the sweep ends
+    lock = RunLock.acquire(folder)  # the sweep's process holds its folder's lock
+    try:
+        assert main(["report", str(folder)]) == 2
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert f"{folder}: the sweep is still running, in zoo (pid {os.getpid()} on" in err, err
+    assert "report it once it has finished" in err and "--resume" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (folder / "report.html").exists()
 
 
 def test_choices_of_any_kind_are_ranked(tmp_path):

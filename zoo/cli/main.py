@@ -188,11 +188,9 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     if not ns.out:
         csv.writer(sys.stdout).writerows(rows)
         return 0
-    from zoo.core.io import atomic_write_text
+    from zoo.core.io import atomic_write_text, output_file
 
-    out = Path(ns.out)
-    if out.is_dir():
-        raise ZooError(f"--out {out}: a directory; name the CSV file to write, e.g. --out {out / 'predictions.csv'}")
+    out = output_file(ns.out, "CSV file", "predictions.csv")
     text = io.StringIO()
     csv.writer(text).writerows(rows)
     try:

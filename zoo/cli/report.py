@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zoo.cli.args import add_plugin_argument
 from zoo.core.errors import ZooError
+from zoo.core.io import output_file
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
@@ -23,7 +24,8 @@ def cmd_report(ns: argparse.Namespace) -> int:
         return _wandb(ns)
     from zoo.reporting.html_report import write_report
 
-    out = write_report(ns.run_dirs, ns.out or "report.html", confusion=not ns.no_confusion, plugins=ns.plugin)
+    out = output_file(ns.out or "report.html", "HTML file", "report.html")
+    out = write_report(ns.run_dirs, out, confusion=not ns.no_confusion, plugins=ns.plugin)
     print(f"wrote {out}")
     return 0
 
@@ -34,7 +36,8 @@ def _sweep(ns: argparse.Namespace, sweeps: list[str]) -> int:
     if len(ns.run_dirs) > 1 or ns.wandb:
         raise ZooError(f"zoo report: {sweeps[0]} is a sweep folder: report it alone, without --wandb "
                        "(zoo report SWEEP_DIR [--out FILE.html])")
-    out, importance_file = write_sweep_report(sweeps[0], ns.out)
+    out = output_file(ns.out, "HTML file", "report.html") if ns.out else None
+    out, importance_file = write_sweep_report(sweeps[0], out)
     print(f"wrote {out} and {importance_file}")
     return 0
 

@@ -156,6 +156,17 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _write_atomically(path, lambda f: f.write(buffer.getbuffer()))
 
 
+def output_file(path: str | Path, what: str, example: str) -> Path:
+    """``--out PATH`` checked before anything is built or written: a folder, or a folder that does not exist,
+    is one line (``what``: the kind of file, ``example``: the name to suggest inside a folder given)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ZooError(f"--out {path}: a directory; name the {what} to write, e.g. --out {path / example}")
+    if not path.parent.is_dir():
+        raise ZooError(f"--out {path}: no folder {path.parent} to write it in")
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: never half a file."""
     data = text.encode("utf-8")

@@ -79,7 +79,7 @@ class TrainerSection(_Section):
     check_val_every_n_epoch: int = Field(1, ge=1, description="Validate every this many epochs.")
     log_every_n_steps: int = Field(10, ge=1, description="Log training metrics every this many steps.")
     enable_progress_bar: bool | None = Field(None, description="None: only when the terminal is interactive.")
-    callbacks: list[dict[str, Any]] = Field(
+    callbacks: list[Any] = Field(
         default_factory=list,
         description="Lightning callbacks besides zoo's own, as LightningCLI writes them: `{class_path: "
         "lightning.pytorch.callbacks.EarlyStopping, init_args: {monitor: val/acc, mode: max, patience: 5}}` "
@@ -89,7 +89,9 @@ class TrainerSection(_Section):
         "StochasticWeightAveraging is refused: its average would never be tested). A class path imports only lightning, pytorch_lightning or "
         "torch modules, or a module loaded as a plugin. Checkpoint, progress-bar, model-summary, learning-rate "
         "monitor, spike-detection and tuner callbacks are refused (zoo has its own, or the recipe says), as is "
-        "a second weight average beside ema. "
+        "a second weight average beside ema. EarlyStopping's monitor is a metric a run logs: val/acc, "
+        "val/loss, train/acc, train/loss_epoch, train/loss_step, train/lr (train/lr/pg1, ... with several "
+        "parameter groups) or one its monitors log. "
         "A resumed run rebuilds them from its recipe.yaml and gets their "
         "state back from the checkpoint.",
     )
@@ -249,14 +251,18 @@ class TensorBoardSection(_Section):
 
     enabled: bool = Field(
         False, description="Write the metrics to <run>/logs/tensorboard (tensorboard --logdir runs); a resumed run "
-        "writes there too."
+        "writes there too. E.g. `logger: {tensorboard: {enabled: true}}`."
     )
 
 
 class MLflowSection(_Section):
     """An MLflow run per zoo run (rank 0 only; Lightning's MLFlowLogger; the `loggers` extra)."""
 
-    enabled: bool = Field(False, description="Log the recipe and metrics to MLflow; a resumed run continues its MLflow run.")
+    enabled: bool = Field(
+        False,
+        description="Log the recipe and metrics to MLflow; a resumed run continues its MLflow run. E.g. "
+        "`logger: {mlflow: {enabled: true, tracking_uri: sqlite:///mlflow.db, experiment: digits}}`.",
+    )
     tracking_uri: str | None = Field(
         None,
         description="The tracking store; None: MLFLOW_TRACKING_URI if set, else sqlite:///mlruns/mlflow.db (in the "
@@ -272,11 +278,12 @@ class LoggerSection(_Section):
     wandb: WandbSection = Field(default_factory=WandbSection)
     tensorboard: TensorBoardSection = Field(default_factory=TensorBoardSection)
     mlflow: MLflowSection = Field(default_factory=MLflowSection)
-    extra: list[dict[str, Any]] = Field(
+    extra: list[Any] = Field(
         default_factory=list,
         description="Other Lightning loggers, as `{class_path: ..., init_args: {...}}` (a bare name is looked up "
         "in lightning.pytorch.loggers), under the same import rule as trainer.callbacks; they log on global "
-        "rank 0, and a resumed run starts them afresh.",
+        "rank 0, and a resumed run starts them afresh. E.g. `[{class_path: CometLogger, init_args: {project: "
+        "zoo}}]` (with comet_ml installed).",
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.core.class_paths import construct
-from zoo.core.errors import RecipeError
+from zoo.core.errors import RecipeError, did_you_mean
 
 CALLBACKS_MODULE = "lightning.pytorch.callbacks"
 LOGGERS_MODULE = "lightning.pytorch.loggers"
@@ -42,7 +42,32 @@ def build_callbacks(recipe: Any, where: str = "recipe") -> list[Any]:
         if problem:
             raise RecipeError(f"{at}: {type(callback).__name__}: {problem}")
         built.append(callback)
+    _check_monitored_metrics(recipe, built, where)
     return built
+
+
+def _check_monitored_metrics(recipe: Any, callbacks: list[Any], where: str) -> None:
+    """Refuse an EarlyStopping that monitors a metric no zoo run logs; Lightning would say so only at the
+    first validation. Checked only where every metric name is known: no plugin's callback or monitor, which
+    may log names of their own."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from zoo.core.class_paths import TRUSTED_PACKAGES
+    from zoo.core.logged_metrics import is_logged, known_names
+
+    if any(type(c).__module__.split(".")[0] not in TRUSTED_PACKAGES for c in callbacks):
+        return
+    known = known_names(recipe)
+    if known is None:
+        return
+    names, prefixes = known
+    for i, callback in enumerate(callbacks):
+        if isinstance(callback, EarlyStopping) and not is_logged(callback.monitor, names, prefixes):
+            raise RecipeError(
+                f"{where}: trainer.callbacks[{i}]: EarlyStopping: monitor {callback.monitor!r} is not a "
+                f"metric zoo logs{did_you_mean(callback.monitor, names)}; zoo logs {', '.join(names)}"
+                + (f" and {', '.join(p + '...' for p in prefixes)}" if prefixes else "")
+            )
 
 
 def _state_key(callback: Any) -> str | None:

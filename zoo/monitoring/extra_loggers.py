@@ -18,6 +18,7 @@ from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from zoo.core.errors import ZooError
 from zoo.core.io import atomic_write_text
 
 MLFLOW_RUN_ID_FILE = "mlflow_run_id.txt"
@@ -59,16 +60,55 @@ def read_mlflow_run_id(run_dir: Path) -> str | None:
     return path.read_text().strip() or None
 
 
+def _tracking_uri(recipe: Any) -> tuple[str, str]:
+    """The MLflow tracking URI a run logs to, and where it was set (for messages)."""
+    if recipe.logger.mlflow.tracking_uri:
+        return recipe.logger.mlflow.tracking_uri, f"{recipe.source or 'recipe'}: logger.mlflow.tracking_uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    return default_tracking_uri(), f"{recipe.source or 'recipe'}: logger.mlflow (the default store, ./mlruns)"
+
+
+# served stores are not opened up front: MLflow retries an unreachable server for minutes
+SERVED_STORES = ("http", "https", "databricks")
+
+
+def check_mlflow_store(recipe: Any) -> None:
+    """Open the MLflow store the recipe logs to, so that one that cannot be written (a missing or read-only
+    folder, MLflow 3's refused plain-file store) is one line before the run folder is claimed, not an MLflow
+    traceback at the run's first log."""
+    if not recipe.logger.mlflow.enabled:
+        return
+    uri, where = _tracking_uri(recipe)
+    if uri.split(":", 1)[0] in SERVED_STORES:
+        return
+    from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow()
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 -- any store's failure, told in its own words
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "MLFLOW_ALLOW_FILE_STORE" in reason:  # MLflow's own words run to a paragraph
+            reason = ("MLflow 3 refuses its plain-file store; use a sqlite:///FILE URI (or set "
+                      "MLFLOW_ALLOW_FILE_STORE=true)")
+        raise ZooError(f"{where}: the MLflow store {uri} cannot be opened: {reason}") from None
+
+
+def _quiet_mlflow() -> None:
+    # the SQLite store announces each schema migration it checks at INFO: a dozen lines per run
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def mlflow_logger(recipe: Any, run_dir: Path) -> RunMLFlowLogger:
     section = recipe.logger.mlflow
-    uri = section.tracking_uri or default_tracking_uri()
+    uri = _tracking_uri(recipe)[0]
     artifacts = None
     if section.tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         (MLFLOW_STORE / "artifacts").mkdir(parents=True, exist_ok=True)
         artifacts = str((MLFLOW_STORE / "artifacts").resolve())
-    # the SQLite store announces each schema migration it checks at INFO: a dozen lines per run
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_mlflow()
     return RunMLFlowLogger(
         run_dir,
         experiment_name=section.experiment or "zoo",

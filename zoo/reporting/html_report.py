@@ -169,11 +169,22 @@ def _read_recipe(recipe_file: Path) -> tuple[str, dict[str, Any]]:
     return text, recipe or {}
 
 
+def _not_a_run(path: Path) -> str:
+    """What a folder with no metrics.json is, said so that the user can give zoo report the right one."""
+    # zoo sweep's default folder is runs/<sweep name>/<time>-<id>: its parent is an easy folder to give instead
+    sweeps = sorted(p for p in path.glob("*/sweep.json") if p.is_file()) if path.is_dir() else []
+    if sweeps:
+        return f"holds sweep folders, and is not one: report one of them (zoo report {sweeps[-1].parent})"
+    if (path / "recipe.yaml").is_file():
+        return "no metrics.json: the run has not finished (zoo train --resume continues it)"
+    return "no metrics.json and no sweep.json: neither a finished run folder nor a sweep folder"
+
+
 def load_run(path: str | Path) -> RunInfo:
     path = Path(path)
     metrics_file = path / "metrics.json"
     if not metrics_file.exists():
-        raise ZooError(f"{path}: no metrics.json; not a finished run folder")
+        raise ZooError(f"{path}: {_not_a_run(path)}")
     metrics = _read_metrics(metrics_file)
     recipe_text, recipe = _read_recipe(path / "recipe.yaml")
     info = RunInfo(

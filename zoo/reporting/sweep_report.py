@@ -61,12 +61,28 @@ def position(param: SearchedParam, value: Any) -> float:
     return (to(value) - to(param.low)) / (to(param.high) - to(param.low))
 
 
-def _axis_labels(param: SearchedParam) -> list[tuple[float, str]]:
+def axis_ticks(param: SearchedParam) -> list[tuple[float, str]]:
+    """(place on the axis, label) of a parameter's ticks in the parallel-coordinates plot: each option, or
+    round values inside the range searched (powers of ten on a log axis), as matplotlib would place them."""
     if not param.numeric:
         return [(position(param, option), str(option)) for option in param.options]
-    to, back = (math.log10, lambda u: 10**u) if param.log else (float, float)
-    lo, hi = to(param.low), to(param.high)
-    return [(f, f"{back(lo + f * (hi - lo)):.3g}") for f in (0, 0.25, 0.5, 0.75, 1)]
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    locator = LogLocator(base=10, numticks=8) if param.log else MaxNLocator(nbins=5)
+    # the locator's values are computed (10 ** -5 comes back a hair under 1e-5): the ends are compared loosely
+    slack = 1e-9 * (param.high - param.low)
+    inside = [v for v in locator.tick_values(param.low, param.high)
+              if param.low - slack <= v <= param.high + slack]
+    if len(inside) < 2:  # a range within one decade, or narrower than a round step: its ends
+        inside = [param.low, param.high]
+    return [(position(param, v), f"{v:.3g}") for v in inside]
+
+
+def _metric_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
+    from matplotlib.ticker import MaxNLocator
+
+    inside = [v for v in MaxNLocator(nbins=5).tick_values(lo, hi) if lo <= v <= hi] or [lo, hi]
+    return [((v - lo) / (hi - lo), f"{v:.3g}") for v in inside]
 
 
 def _metric_range(results: SweepResults) -> tuple[float, float]:
@@ -115,13 +131,14 @@ def parallel_coordinates(results: SweepResults) -> str:
             style = _style(row)
             ax.plot(range(axes), ys, color=style["color"], linestyle=style["linestyle"],
                     marker=style["marker"], markersize=4, linewidth=1.0, alpha=0.7, zorder=1)
-    labels = [*(_axis_labels(p) for p in results.params),
-              [(f, f"{lo + f * (hi - lo):.3g}") for f in (0, 0.25, 0.5, 0.75, 1)]]
+    labels = [*(axis_ticks(p) for p in results.params), _metric_ticks(lo, hi)]
     for i, ticks in enumerate(labels):
         ax.axvline(i, color="#333", linewidth=0.8, zorder=0)
         for y, text in ticks:
-            ax.text(i + 0.04, y, text, fontsize=7, va="center", color="#333",
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
+            # a tick mark on the axis, its label beside it and above the trials' lines and markers
+            ax.plot([i - 0.02, i], [y, y], color="#333", linewidth=0.8, zorder=0)
+            ax.text(i + 0.05, y, text, fontsize=7, va="center", color="#333", zorder=5,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.5})
     names = [p.key + (" (log)" if p.log else "") for p in results.params]
     ax.set_xticks(range(axes), [*names, results.metric], fontsize=8)
     ax.set_xlim(-0.15, axes - 0.6)

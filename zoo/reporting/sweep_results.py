@@ -152,6 +152,12 @@ def read_sweep(folder: str | Path) -> SweepResults:
     if not (folder / RECORD).is_file():
         raise ZooError(f"{folder}: no {RECORD}: not a sweep folder")
     if not (folder / RESULTS).is_file():
+        from zoo.training.run_folder import RunLock
+
+        # results.csv is written as the sweep ends: a locked folder's sweep is running still, not stopped
+        holder = RunLock.holder(folder)
+        if holder is not None:
+            raise ZooError(f"{folder}: the sweep is still running, in {holder}; report it once it has finished")
         raise ZooError(f"{folder}: no {RESULTS}: the sweep has not finished (zoo sweep --resume {folder})")
     sweep = _record(folder)
     params = [_param(entry, folder / RECORD) for entry in sweep["params"]]

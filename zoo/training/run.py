@@ -24,6 +24,7 @@ import lightning as L
 from zoo.core.errors import ZooError
 from zoo.core.io import write_json
 from zoo.core.recipe import Recipe, load
+from zoo.monitoring.extra_loggers import check_mlflow_store
 from zoo.monitoring.wandb_logging import announce_sync
 from zoo.training.checkpoints import Interrupted, SignalStop
 from zoo.training.fit import LAST_CHECKPOINT, RunResult, _quiet_lightning, prepare_fit, process_rank, run_fit
@@ -78,7 +79,7 @@ def train(
     if run_dir is not None:
         job = None if overwrite else requeued_run(path)
         if job is not None:
-            return _resume_requeued(resolved, path, job, progress, start)
+            return _resume_requeued(resolved, path, job, progress, start, list(callbacks))
         check_target(path, overwrite)
     elif batch_job() is not None:
         print("zoo: in a SLURM batch job without --run-dir: if the job is requeued, it starts a new run in a "
@@ -91,6 +92,7 @@ def train(
         from zoo.training.ensemble_training import member_recipes
 
         member_recipes(resolved)  # every member's recipe is checked before the folder is claimed
+    check_mlflow_store(resolved)
     signals.install()
     try:
         folder = RunFolder.claim(path, overwrite)
@@ -120,6 +122,7 @@ def _resume(path: Path, progress: bool | None, start: float, callbacks: list[L.C
     folder = RunFolder.reopen(path)  # refused while another process runs it
     with _owning(folder):
         resolved = load_unfinished(path)
+        check_mlflow_store(resolved)
         signals = SignalStop(requeue_signal(resolved.checkpoint))
         if resolved.ensemble is not None:
             result = _resume_ensemble(resolved, path, progress, signals)
@@ -138,7 +141,8 @@ def _resume(path: Path, progress: bool | None, start: float, callbacks: list[L.C
     return result
 
 
-def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | None, start: float) -> RunResult:
+def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | None, start: float,
+                     callbacks: list[L.Callback]) -> RunResult:
     """A requeued SLURM job runs its ``zoo train RECIPE --run-dir PATH`` again: the run it started there goes
     on as ``--resume PATH`` would, provided the recipe asked for is still the run's own."""
     from zoo.training.resume import recipe_changes
@@ -152,7 +156,7 @@ def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | No
         )
     print(f"zoo: {path}: started by this SLURM job ({job}), which was requeued: going on from its last "
           f"checkpoint, as {resume_command(path)} would", file=sys.stderr)
-    return _resume(path, progress, start)
+    return _resume(path, progress, start, callbacks)
 
 
 def _resume_ensemble(resolved: Recipe, path: Path, progress: bool | None, signals: SignalStop) -> RunResult:
