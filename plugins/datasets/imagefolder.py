@@ -23,7 +23,7 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 from zoo import Seed, datasets
-from zoo.core.errors import ZooError
+from zoo.core.errors import ZooError, did_you_mean
 from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -209,26 +209,30 @@ def _images(folder: Path, seen: dict[str, str]) -> list[str]:
 
 
 def _scan(
-    root: Path, limit_per_class: int | None, seed: int
+    root: Path, limit_per_class: int | None, seed: int, chosen: list[str] | None = None
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """The class names and, per folder part, its (path relative to root, label) pairs."""
+    """The class names and, per folder part, its (path relative to root, label) pairs.
+
+    ``chosen`` keeps only those class folders, labelled 0..k-1 in its order; None keeps them all, sorted.
+    """
     import torch
 
     if (root / "train").is_dir():
         folders = {part: root / part for part in PARTS if (root / part).is_dir()}
     else:
         folders = {"train": root}  # one folder of classes: val and test are carved from it
-    classes = _subdirs(folders["train"])
-    if not classes:
+    present = _subdirs(folders["train"])
+    if not present:
         raise ZooError(
             f"imagefolder: {folders['train']} has no class folders; expected {root}/train/<class>/<image> "
             f"(and optionally val/, test/) or {root}/<class>/<image>"
         )
+    classes = present if chosen is None else _chosen_classes(chosen, present, folders["train"])
     gen = torch.Generator().manual_seed(seed)
     parts: dict[str, list[tuple[str, int]]] = {}
     seen: dict[str, str] = {}  # real folders read, across parts and classes (see _images)
     for part, folder in folders.items():
-        stray = sorted(set(_subdirs(folder)) - set(classes))
+        stray = sorted(set(_subdirs(folder)) - set(present))
         if stray:
             raise ZooError(f"imagefolder: {folder / stray[0]} is a class {folders['train']} does not have")
         entries = []
@@ -246,6 +250,20 @@ def _scan(
         if entries:
             parts[part] = entries
     return classes, parts
+
+
+def _chosen_classes(chosen: list[str], present: list[str], folder: Path) -> list[str]:
+    """``chosen`` checked against the class folders ``present`` in ``folder``."""
+    for name in chosen:
+        if name not in present:
+            raise ZooError(
+                f"imagefolder: data.classes: {name!r} is not a class folder of {folder}"
+                f"{did_you_mean(name, present)}; its class folders: {', '.join(present)}"
+            )
+    twice = sorted({name for name in chosen if chosen.count(name) > 1})
+    if twice:
+        raise ZooError(f"imagefolder: data.classes: {twice[0]!r} is listed twice; list each class once")
+    return list(chosen)
 
 
 def _key(root: Path, classes: list[str], parts: dict[str, list[tuple[str, int]]], settings: dict) -> str:
@@ -303,6 +321,7 @@ def imagefolder(
     root: str,
     size: Union[int, list[int], None] = None,
     color: Literal["rgb", "gray"] = "rgb",
+    classes: Annotated[list[str], Field(min_length=1)] | None = None,
     limit_per_class: Positive | None = None,
     val_fraction: Fraction = 0.1,
     test_fraction: Fraction = 0.2,
@@ -317,7 +336,8 @@ def imagefolder(
     With ``root/train`` present, ``root/val`` and ``root/test`` are used where they exist; a missing
     val or test part is carved from train by a stratified ``val_fraction`` / ``test_fraction`` drawn
     with ``split_seed``, as both are when ``root`` itself holds the class folders. Classes are the
-    sorted subfolder names of the training folder. Images become uint8 tensors (``color``), 3 channels
+    sorted subfolder names of the training folder, or ``classes``: those subfolders alone, labelled 0..k-1
+    in the order given (a subset for transfer experiments, say); other folders are left unread. Images become uint8 tensors (``color``), 3 channels
     for ``rgb`` or 1 for ``gray``, resized to ``size`` (one number for square, or [H, W]) when given; without
     it all images must share one size. ``limit_per_class`` keeps a seeded random subset of that many
     images per class in each folder, for quick runs. Decoded images are cached in
@@ -337,13 +357,17 @@ def imagefolder(
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     if hw is not None and (len(hw) != 2 or min(hw) < 1):
         raise ZooError(f"imagefolder: size must be a positive N or [H, W], got {size}")
-    classes, parts = _scan(top, limit_per_class, split_seed)
+    classes, parts = _scan(top, limit_per_class, split_seed, classes)
     carve = [part for part in ("test", "val") if part not in parts]
     if carve == ["test", "val"] and val_fraction + test_fraction >= 1:
         total = val_fraction + test_fraction
         raise ZooError(f"imagefolder: val_fraction + test_fraction must be below 1, got {total}")
 
-    settings = {"format": CACHE_FORMAT, "size": hw, "color": color, "limit_per_class": limit_per_class}
+    # the class list is in the cache's name as well as its key: runs on different classes of one folder
+    # keep a cache each instead of overwriting one another's
+    settings = {
+        "format": CACHE_FORMAT, "size": hw, "color": color, "limit_per_class": limit_per_class, "classes": classes
+    }
     if limit_per_class is not None:
         settings["split_seed"] = split_seed  # it picks the subset, so the subset's cache is its own
     digest = hashlib.sha256(json.dumps({**settings, "parts": sorted(parts)}, sort_keys=True).encode())
