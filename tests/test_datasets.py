@@ -200,6 +200,17 @@ def test_imagefolder_classes_keeps_those_folders_labelled_in_their_order(folder,
     assert torch.equal(swapped.test.x[swapped.test.y == 0], two.test.x[two.test.y == 1])
 
 
+def test_imagefolder_limit_parts_limits_those_folders_alone(folder, count_decodes):
+    limited = {"name": "imagefolder", "root": str(folder), "limit_per_class": 3, "val_fraction": 0.34}
+    everywhere = zoo.datasets.build(limited)
+    assert (len(everywhere.train), len(everywhere.val), len(everywhere.test)) == (6, 3, 9)
+    count_decodes.clear()
+    train_only = zoo.datasets.build({**limited, "limit_parts": ["train"]})
+    assert (len(train_only.train), len(train_only.val), len(train_only.test)) == (6, 3, 12)
+    assert torch.equal(train_only.train.x, everywhere.train.x)  # the same training subset
+    assert len(count_decodes) == 21 and len(_caches(folder)) == 2  # a cache of its own, the other kept
+
+
 def test_imagefolder_single_folder_is_carved_and_limit_is_seeded(tmp_path):
     root = _folder(tmp_path / "flat", {"train": 10})
     for cls in CLASSES:  # one folder of classes, no train/

@@ -209,11 +209,16 @@ def _images(folder: Path, seen: dict[str, str]) -> list[str]:
 
 
 def _scan(
-    root: Path, limit_per_class: int | None, seed: int, chosen: list[str] | None = None
+    root: Path,
+    limit_per_class: int | None,
+    seed: int,
+    chosen: list[str] | None = None,
+    limit_parts: tuple[str, ...] = PARTS,
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
     """The class names and, per folder part, its (path relative to root, label) pairs.
 
     ``chosen`` keeps only those class folders, labelled 0..k-1 in its order; None keeps them all, sorted.
+    ``limit_per_class`` applies to the folders of ``limit_parts`` alone.
     """
     import torch
 
@@ -242,7 +247,7 @@ def _scan(
             files = _images(folder / cls, seen)
             if not files and part == "train":
                 raise ZooError(f"imagefolder: class folder {folder / cls} has no images")
-            if limit_per_class is not None and len(files) > limit_per_class:
+            if limit_per_class is not None and part in limit_parts and len(files) > limit_per_class:
                 keep = torch.randperm(len(files), generator=gen)[:limit_per_class].sort().values
                 files = [files[i] for i in keep.tolist()]
             rel = os.path.relpath(folder / cls, root)
@@ -323,6 +328,7 @@ def imagefolder(
     color: Literal["rgb", "gray"] = "rgb",
     classes: Annotated[list[str], Field(min_length=1)] | None = None,
     limit_per_class: Positive | None = None,
+    limit_parts: list[Literal["train", "val", "test"]] = list(PARTS),
     val_fraction: Fraction = 0.1,
     test_fraction: Fraction = 0.2,
     split_seed: Seed = 0,
@@ -337,10 +343,11 @@ def imagefolder(
     val or test part is carved from train by a stratified ``val_fraction`` / ``test_fraction`` drawn
     with ``split_seed``, as both are when ``root`` itself holds the class folders. Classes are the
     sorted subfolder names of the training folder, or ``classes``: those subfolders alone, labelled 0..k-1
-    in the order given (a subset for transfer experiments, say); other folders are left unread. Images become uint8 tensors (``color``), 3 channels
-    for ``rgb`` or 1 for ``gray``, resized to ``size`` (one number for square, or [H, W]) when given; without
-    it all images must share one size. ``limit_per_class`` keeps a seeded random subset of that many
-    images per class in each folder, for quick runs. Decoded images are cached in
+    in the order given (a subset for transfer experiments, say); other folders are left unread. Images
+    become uint8 tensors (``color``), 3 channels for ``rgb`` or 1 for ``gray``, resized to ``size`` (one
+    number for square, or [H, W]) when given; without it all images must share one size. ``limit_per_class`` keeps a seeded random subset of that many
+    images per class in each folder, for quick runs, or in the folders ``limit_parts`` names alone
+    (``[train]``: few training images, the whole test folder). Decoded images are cached in
     ``root/.zoo-cache-*.pt`` (see the module docs); ``cache: false`` neither reads nor writes it.
     ``standardize`` takes statistics (per pixel: feature, per channel, or none) from the train part
     only; ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes.
@@ -357,7 +364,7 @@ def imagefolder(
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     if hw is not None and (len(hw) != 2 or min(hw) < 1):
         raise ZooError(f"imagefolder: size must be a positive N or [H, W], got {size}")
-    classes, parts = _scan(top, limit_per_class, split_seed, classes)
+    classes, parts = _scan(top, limit_per_class, split_seed, classes, tuple(limit_parts))
     carve = [part for part in ("test", "val") if part not in parts]
     if carve == ["test", "val"] and val_fraction + test_fraction >= 1:
         total = val_fraction + test_fraction
@@ -366,10 +373,15 @@ def imagefolder(
     # the class list is in the cache's name as well as its key: runs on different classes of one folder
     # keep a cache each instead of overwriting one another's
     settings = {
-        "format": CACHE_FORMAT, "size": hw, "color": color, "limit_per_class": limit_per_class, "classes": classes
+        "format": CACHE_FORMAT,
+        "size": hw,
+        "color": color,
+        "limit_per_class": limit_per_class,
+        "classes": classes,
     }
     if limit_per_class is not None:
         settings["split_seed"] = split_seed  # it picks the subset, so the subset's cache is its own
+        settings["limit_parts"] = sorted(set(limit_parts))
     digest = hashlib.sha256(json.dumps({**settings, "parts": sorted(parts)}, sort_keys=True).encode())
     cache_path = top / f".zoo-cache-{digest.hexdigest()[:16]}.pt"
     counts = {part: len(entries) for part, entries in parts.items()}
