@@ -78,7 +78,7 @@ def train(
     if run_dir is not None:
         job = None if overwrite else requeued_run(path)
         if job is not None:
-            return _resume_requeued(resolved, path, job, progress, start)
+            return _resume_requeued(resolved, path, job, progress, start, list(callbacks))
         check_target(path, overwrite)
     elif batch_job() is not None:
         print("zoo: in a SLURM batch job without --run-dir: if the job is requeued, it starts a new run in a "
@@ -138,7 +138,8 @@ def _resume(path: Path, progress: bool | None, start: float, callbacks: list[L.C
     return result
 
 
-def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | None, start: float) -> RunResult:
+def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | None, start: float,
+                     callbacks: list[L.Callback]) -> RunResult:
     """A requeued SLURM job runs its ``zoo train RECIPE --run-dir PATH`` again: the run it started there goes
     on as ``--resume PATH`` would, provided the recipe asked for is still the run's own."""
     from zoo.training.resume import recipe_changes
@@ -152,7 +153,7 @@ def _resume_requeued(resolved: Recipe, path: Path, job: str, progress: bool | No
         )
     print(f"zoo: {path}: started by this SLURM job ({job}), which was requeued: going on from its last "
           f"checkpoint, as {resume_command(path)} would", file=sys.stderr)
-    return _resume(path, progress, start)
+    return _resume(path, progress, start, callbacks)
 
 
 def _resume_ensemble(resolved: Recipe, path: Path, progress: bool | None, signals: SignalStop) -> RunResult:
