@@ -48,6 +48,11 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
                                workers=ns.workers, log=log, plugins=ns.plugin)
     except Interrupted as stop:
         print(_stopped_message(stop), file=sys.stderr)
+        if stop.requeue:
+            from zoo.cli.main import requeue_job
+
+            requeue_job(goes_on=ns.sweep_dir is not None or ns.resume is not None, what="sweep",
+                        option="--sweep-dir")
         return stop.exit_code
     print(format_table(result, spec))
     for i, ranges in enumerate(result.ranges, 1):

@@ -14,7 +14,7 @@ import yaml
 
 from zoo.core.errors import ZooError, brief
 from zoo.core.io import MAX_TEXT_BYTES, read_text
-from zoo.core.recipe import folder_name_problem, load_yaml
+from zoo.core.recipe import Recipe, folder_name_problem, load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
 # What a trial reports (zoo.training.fit.run_fit: each split's loss and accuracy; an ensemble's summary,
@@ -247,10 +247,10 @@ def _sampler_key(data: dict, where: str) -> str:
     return sampler
 
 
-def check_before_trials(spec: SweepSpec, resumed: bool = False) -> None:
+def check_before_trials(spec: SweepSpec, resumed: bool = False) -> Recipe:
     """Refuse now what would otherwise stop the sweep at its first trial or later: the base recipe with the
-    sweep's overrides, and a metric no trial reports. ``resumed``: the sweep file is the one a stopped
-    sweep's folder records, not one the user named, so its plugins need --plugin."""
+    sweep's overrides, and a metric no trial reports; that recipe. ``resumed``: the sweep file is the one a
+    stopped sweep's folder records, not one the user named, so its plugins need --plugin."""
     from zoo.core.errors import did_you_mean
     from zoo.core.recipe import load
 
@@ -264,6 +264,7 @@ def check_before_trials(spec: SweepSpec, resumed: bool = False) -> None:
             f"{spec.path}: metric: {spec.metric!r} is not a metric a trial reports"
             f"{did_you_mean(spec.metric, reported)}; trials report {', '.join(reported)}"
         )
+    return recipe
 
 
 def override_text(key: str, value: Any) -> str:
