@@ -135,6 +135,8 @@ def test_sweep_file_errors(tmp_path):
     with pytest.raises(ZooError, match="pruner_warmup_epochs: only with pruner: median"):
         load_sweep(write_sweep(tmp_path, pruner="hyperband", pruner_warmup_epochs=1))
     load_sweep(write_sweep(tmp_path, sampler="grid", pruner="median"))  # a grid with a pruner is fine
+    with pytest.raises(ZooError, match=r"grid_points: only with sampler: grid \(this sweep has sampler: tpe\)"):
+        load_sweep(write_sweep(tmp_path, sampler="tpe", grid_points=5))  # it would draw, not lay out, 5 points
     with pytest.raises(ZooError, match="unknown key 'trails'"):
         load_sweep(write_sweep(tmp_path, trails=3))
     with pytest.raises(ZooError, match="name: a run name is one folder name under runs/"):
@@ -247,6 +249,9 @@ def test_a_pruned_trial_is_marked_and_never_best(tmp_path):
     (["--storage", "nosuch://x"], "--storage nosuch://x: Optuna cannot open it"),
     (["--storage", "sqlite:////no/such/folder/study.db"], "Optuna cannot open it: (sqlite3.OperationalError)"),
     (["--storage", "journal:///no/such/folder/study.log"], "Optuna cannot open it: [Errno 2] No such file"),
+    # options of the W&B definition and of a run, each ignored by the other
+    (["--wandb-out", "w.yaml"], "--wandb-out FILE writes the W&B sweep definition: it goes with --wandb"),
+    (["--wandb", "--workers", "2"], "--wandb only prints the W&B sweep definition and runs nothing: drop"),
 ])
 def test_sweep_command_line_mistakes_are_refused_before_any_folder(tmp_path, monkeypatch, capsys, args, problem):
     from zoo.cli.main import main
@@ -388,7 +393,7 @@ GRID_3M = {"optimizer.lr": {"log_uniform": [1e-5, 1.0]}, "optimizer.weight_decay
     ({"sampler": "grid", "grid_points": 1000, "parameters": GRID_3M}, "a grid of 3,000,000 trials; at most 10,000"),
     ({"sampler": "grid", "grid_points": 0}, "grid_points: expected a whole number from 1 to 1000, got 0"),
     # taken as written, as recipe values are: no silent int()
-    ({"grid_points": "3"}, "grid_points: expected a whole number from 1 to 1000, got '3'"),
+    ({"sampler": "grid", "grid_points": "3"}, "grid_points: expected a whole number from 1 to 1000, got '3'"),
     ({"seed": 1.5}, "seed: expected a whole number from 0 to 4294967295, got 1.5"),
     ({"seed": -1}, "seed: expected a whole number from 0 to 4294967295, got -1"),
 ])
@@ -464,3 +469,26 @@ def test_the_sweep_passes_a_workers_stop_on_and_hands_a_killed_workers_trial_bac
     died, again = study.get_trials(deepcopy=False)
     assert died.state == TrialState.FAIL and again.state == TrialState.WAITING
     assert again.user_attrs["run_name"] == "s1-t01" and again.system_attrs["fixed_params"] == died.params
+
+
+def test_a_sweep_with_nothing_left_to_run_says_so(tmp_path, monkeypatch, capsys):
+    """The same sweep on a storage where its studies already ran their count, or --resume of a finished sweep:
+    one line saying so, no folder, nothing rewritten, rather than an empty run that prints the old trials as
+    if it had found them."""
+    from zoo.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path, name="lr-digits", stages=2, trials_per_stage=[3, 2])
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    run_sweep(load_sweep(path), sweep_dir=tmp_path / "first", storage=storage, trial_fn=_no_training)
+    assert main(["sweep", str(path), "--sweep-dir", "second", "--storage", storage]) == 2
+    err = capsys.readouterr().err
+    assert (f"--storage {storage}: the studies of sweep lr-digits there (lr-digits/stage-1, lr-digits/stage-2) "
+            "already ran their 5 trials: nothing to run; name the sweep anew (name: in ") in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "second").exists()
+
+    results = (tmp_path / "first" / "results.json").read_text()
+    assert main(["sweep", "--resume", "first"]) == 2
+    assert ("--resume first: that sweep finished (see its results.json); there is nothing to resume"
+            in capsys.readouterr().err)
+    assert (tmp_path / "first" / "results.json").read_text() == results

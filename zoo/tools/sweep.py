@@ -133,14 +133,27 @@ def run_sweep(
         spec = load_sweep(spec)
     check_workers(workers)
     stop_on = requeue_signal(check_before_trials(spec).checkpoint)
-    if storage is not None:
-        open_storage(storage)
+    shared = open_storage(storage) if storage is not None else None
     if sweep_dir is not None and not overwrite and sweep_folder.requeued_sweep(Path(sweep_dir), spec, storage, log):
         folder, owner = sweep_folder.reopen(Path(sweep_dir)), True
     else:
+        if shared is not None:
+            _refuse_finished(shared, storage, spec)
         folder, owner = sweep_folder.claim(spec, sweep_dir, overwrite, storage), False
     return _run_in(folder, spec, workers, trial_fn or run_trial, log, start, owner=owner, plugins=plugins,
                    stop_on=stop_on)
+
+
+def _refuse_finished(storage, url: str, spec: SweepSpec) -> None:
+    """A new sweep folder on a storage where this sweep's studies already ran every trial would run nothing and
+    report the old trials as its own."""
+    from zoo.tools.sweep_study import finished_trials
+
+    ran = finished_trials(storage, spec)
+    if ran is not None:
+        studies = ", ".join(study_name(spec, stage) for stage in range(spec.stages))
+        raise ZooError(f"--storage {url}: the studies of sweep {spec.name} there ({studies}) already ran their "
+                       f"{ran} trials: nothing to run; name the sweep anew (name: in {spec.path}) to search again")
 
 
 def check_workers(workers: int) -> None:
@@ -154,6 +167,8 @@ def stopped_sweep(sweep_dir: str | Path) -> SweepSpec:
 
     path = Path(sweep_dir)
     record = sweep_folder.read_record(path)
+    if (path / "results.json").is_file():  # written once every stage has run its count
+        raise ZooError(f"--resume {path}: that sweep finished (see its results.json); there is nothing to resume")
     spec = load_sweep(record["sweep_file"])
     sweep_folder.check_same(path, record, spec)
     return spec

@@ -128,7 +128,7 @@ ALLOWED = {"base", "name", "sampler", "method", "trials", "trials_per_stage", "g
            "tpe_startup_trials", "pruner_startup_trials", "pruner_warmup_epochs"}
 # keys that tune one sampler or pruner, refused with the others (they would do nothing)
 ONLY_WITH = {"tpe_startup_trials": ("sampler", "tpe"), "pruner_startup_trials": ("pruner", "median"),
-             "pruner_warmup_epochs": ("pruner", "median")}
+             "pruner_warmup_epochs": ("pruner", "median"), "grid_points": ("sampler", "grid")}
 
 
 # Bounds of a sweep's counts: far above any search worth running, far below lists that fill the memory
