@@ -22,8 +22,8 @@ FAULTS = ROOT / "tests" / "plugins" / "faults.py"
 def test_requeue_signal_stops_the_sweep_requeues_and_the_requeued_job_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({
         "base": str(ROOT / "recipes" / "mlp-digits.yaml"), "plugins": [str(FAULTS)], "model": {"width": 16},
-        "trainer": {"limit_train_batches": 3, "max_epochs": 2}, "performance": {"steps_per_execution": 1}}))
-    signal_once = {"name": "signal_at_step", "step": 4, "marker": str(tmp_path / "fired"), "signal_name": "SIGUSR1"}
+        "trainer": {"limit_train_batches": 2, "max_epochs": 2}, "performance": {"steps_per_execution": 1}}))
+    signal_once = {"name": "signal_at_step", "step": 3, "marker": str(tmp_path / "fired"), "signal_name": "SIGUSR1"}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
         "base": "base.yaml", "sampler": "grid", "parameters": {"monitors": {"values": [[], [signal_once]]}}}))
     bin_dir, calls = _stand_in_scontrol(tmp_path)
