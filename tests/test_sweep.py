@@ -292,7 +292,8 @@ def test_a_sweep_folder_follows_the_rules_of_a_run_folder(tmp_path, monkeypatch,
     assert main(["sweep", str(path), "--sweep-dir", "done"]) == 2
     assert "sweep folder done already exists; continue it with zoo sweep --resume done, or replace it with --overwrite" in (
         capsys.readouterr().err)
-    lock = RunLock.acquire(tmp_path / "done")  # as a sweep still running holds it
+    (tmp_path / "done" / "results.json").unlink()  # a sweep still running has written none yet
+    lock = RunLock.acquire(tmp_path / "done")  # and holds the lock
     try:
         assert main(["sweep", "--resume", "done"]) == 2
         assert f"is in use by zoo (pid {os.getpid()}" in capsys.readouterr().err
