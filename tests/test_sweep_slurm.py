@@ -58,3 +58,35 @@ def test_requeue_signal_stops_the_sweep_requeues_and_the_requeued_job_goes_on(tm
     assert (sw / "s1-t01" / "metrics.json").stat().st_mtime_ns == first
     rows = json.loads((sw / "results.json").read_text())["rows"]
     assert len(rows) == 2 and rows[0]["val_acc"] == rows[1]["val_acc"] and [r["epochs"] for r in rows] == [2, 2]
+
+
+def test_the_requeue_signal_between_trials_stops_the_sweep_rather_than_the_process(tmp_path, monkeypatch):
+    """Outside the training of a trial (here one that trains nothing) the sweep itself handles SIGUSR1, whose
+    default action would end the process there and then, with no requeue."""
+    from test_sweep import _no_training, write_sweep
+
+    from zoo.tools.sweep import load_sweep, run_sweep
+    from zoo.training.checkpoints import Interrupted
+
+    _in_job(monkeypatch, "4242")
+    trials: list[str] = []
+
+    def signal_after_first(recipe, overrides, run_dir, callbacks):
+        trials.append(run_dir.name)
+        if len(trials) == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)  # arrives as the trial returns
+        return _no_training(recipe, overrides, run_dir, callbacks)
+
+    unhandled: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: unhandled.append(signum))  # not the default
+    try:
+        spec = load_sweep(write_sweep(tmp_path, stages=1, trials_per_stage=[3], epochs_per_stage=[1]))
+        try:
+            run_sweep(spec, sweep_dir=tmp_path / "sw", trial_fn=signal_after_first)
+            stop = None
+        except Interrupted as caught:
+            stop = caught
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert unhandled == [] and stop is not None and stop.requeue and stop.exit_code == 128 + signal.SIGUSR1
+    assert trials == ["s1-t01"] and stop.run_dir == tmp_path / "sw"
