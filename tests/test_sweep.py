@@ -44,6 +44,8 @@ def write_sweep(tmp_path, **extra):
         "parameters": {"optimizer.lr": {"log_uniform": ["1e-5", "1e0"]}},
         **extra,
     }
+    if "grid" in (data.get("sampler"), data.get("method")) and "trials_per_stage" not in extra:
+        del data["trials_per_stage"]  # a grid runs its points
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -77,7 +79,7 @@ def test_samplers_draw_inside_the_ranges_from_the_seed(tmp_path, sampler):
 
 
 def test_a_grid_runs_each_point_once_and_method_is_the_older_name_of_sampler(tmp_path):
-    path = write_sweep(tmp_path, method="grid", grid_points=3, stages=1, trials_per_stage=[1], epochs_per_stage=[1],
+    path = write_sweep(tmp_path, method="grid", grid_points=3, stages=1, epochs_per_stage=[1],
                        parameters={"optimizer.lr": {"log_uniform": [0.001, 0.01]},
                                    "model.activation": {"values": ["relu", "gelu"]}})
     spec = load_sweep(path)
@@ -137,6 +139,9 @@ def test_sweep_file_errors(tmp_path):
     load_sweep(write_sweep(tmp_path, sampler="grid", pruner="median"))  # a grid with a pruner is fine
     with pytest.raises(ZooError, match=r"grid_points: only with sampler: grid \(this sweep has sampler: tpe\)"):
         load_sweep(write_sweep(tmp_path, sampler="tpe", grid_points=5))  # it would draw, not lay out, 5 points
+    grid_trials = r"trials_per_stage: only with sampler: random \| tpe \(this sweep has sampler: grid\)"
+    with pytest.raises(ZooError, match=grid_trials):
+        load_sweep(write_sweep(tmp_path, sampler="grid", trials_per_stage=[4, 3]))  # 3 points a stage, not 4 and 3
     with pytest.raises(ZooError, match="unknown key 'trails'"):
         load_sweep(write_sweep(tmp_path, trails=3))
     with pytest.raises(ZooError, match="name: a run name is one folder name under runs/"):
@@ -179,8 +184,7 @@ def test_two_stage_sweep_on_digits(tmp_path):
 
 
 def test_exploding_trial_is_marked_diverged(tmp_path):
-    spec = load_sweep(write_sweep(tmp_path, stages=1, trials_per_stage=[1], epochs_per_stage=[2],
-                                  method="grid", grid_points=1,
+    spec = load_sweep(write_sweep(tmp_path, stages=1, epochs_per_stage=[2], method="grid", grid_points=1,
                                   overrides=[*TINY, "model.norm=none", "optimizer=sgd"],
                                   parameters={"optimizer.lr": {"values": [50.0]}}))
     result = run_sweep(spec, sweep_dir=tmp_path / "out")
@@ -228,7 +232,7 @@ def test_workers_and_a_process_that_joins_share_the_study_and_run_exactly_the_as
 
 def test_a_pruned_trial_is_marked_and_never_best(tmp_path):
     """The median pruner, after one finished trial, stops a rate too small to learn after its first epoch."""
-    spec = load_sweep(write_sweep(tmp_path, sampler="grid", stages=1, trials_per_stage=[1], epochs_per_stage=[3],
+    spec = load_sweep(write_sweep(tmp_path, sampler="grid", stages=1, epochs_per_stage=[3],
                                   pruner="median", pruner_startup_trials=1, pruner_warmup_epochs=0,
                                   overrides=["model.width=16", "model.depth=1", "trainer.limit_train_batches=4"],
                                   parameters={"optimizer.lr": {"values": [0.03, 1e-5]}}))

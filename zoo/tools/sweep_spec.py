@@ -126,9 +126,11 @@ class SweepSpec:
 ALLOWED = {"base", "name", "sampler", "method", "trials", "trials_per_stage", "grid_points", "metric", "goal",
            "stages", "epochs_per_stage", "stage_overrides", "overrides", "seed", "parameters", "pruner",
            "tpe_startup_trials", "pruner_startup_trials", "pruner_warmup_epochs"}
-# keys that tune one sampler or pruner, refused with the others (they would do nothing)
-ONLY_WITH = {"tpe_startup_trials": ("sampler", "tpe"), "pruner_startup_trials": ("pruner", "median"),
-             "pruner_warmup_epochs": ("pruner", "median"), "grid_points": ("sampler", "grid")}
+# keys that tune some samplers or pruners, refused with the others (they would do nothing): a grid runs each
+# of its points once, whatever trials says
+ONLY_WITH = {"tpe_startup_trials": ("sampler", ("tpe",)), "pruner_startup_trials": ("pruner", ("median",)),
+             "pruner_warmup_epochs": ("pruner", ("median",)), "grid_points": ("sampler", ("grid",)),
+             "trials": ("sampler", ("random", "tpe")), "trials_per_stage": ("sampler", ("random", "tpe"))}
 
 
 # Bounds of a sweep's counts: far above any search worth running, far below lists that fill the memory
@@ -178,9 +180,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     pruner = data.get("pruner", "none")
     if pruner not in PRUNERS:
         raise ZooError(f"{where}: pruner: expected {' | '.join(PRUNERS)}, got {brief(pruner)}")
-    for key, (owner, value) in ONLY_WITH.items():
-        if key in data and {"sampler": sampler, "pruner": pruner}[owner] != value:
-            raise ZooError(f"{where}: {key}: only with {owner}: {value} (this sweep has "
+    for key, (owner, values) in ONLY_WITH.items():
+        if key in data and {"sampler": sampler, "pruner": pruner}[owner] not in values:
+            raise ZooError(f"{where}: {key}: only with {owner}: {' | '.join(values)} (this sweep has "
                            f"{owner}: {sampler if owner == 'sampler' else pruner})")
     params_spec = data.get("parameters")
     if not isinstance(params_spec, dict) or not params_spec:
