@@ -356,6 +356,25 @@ def stage_rows(storage, spec: SweepSpec, stage: int) -> list[dict[str, Any]] | N
     return [dict(t.user_attrs["row"]) for t in sorted(done, key=lambda t: t.number) if "row" in t.user_attrs]
 
 
+def finished_trials(storage, spec: SweepSpec) -> int | None:
+    """The trials the sweep's studies in ``storage`` ran, when every stage already ran its count there (a sweep
+    of this name finished on this storage: joining it runs nothing); None otherwise."""
+    import optuna
+    from optuna.trial import TrialState
+
+    ran = 0
+    for stage in range(spec.stages):
+        try:
+            study = optuna.load_study(study_name=study_name(spec, stage), storage=storage)
+        except KeyError:
+            return None
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        if done < stage_size(spec, spec.params, stage):
+            return None
+        ran += done
+    return ran
+
+
 def participate(storage, spec: SweepSpec, folder: Path, trial_fn: TrialFn, log: Callable[[str], None],
                 *, owner: bool) -> None:
     """Work on every stage of the sweep with the other processes on its storage. ``owner``: this process
