@@ -384,6 +384,8 @@ def test_a_signal_stops_a_sweep_like_a_run_and_resume_runs_only_what_is_left(tmp
     assert len(rows) == 2 and rows[0]["val_acc"] == rows[1]["val_acc"]
     assert json.loads((sw / "s1-t02" / "metrics.json").read_text())["val_acc"] == rows[0]["val_acc"]
     assert sorted(r["epochs"] for r in rows) == [4, 4]
+    # the stopped trial was taken again under a new number in the study; its row keeps its folder's
+    assert sorted((r["trial"], Path(r["run_dir"]).name) for r in rows) == [(1, "s1-t01"), (2, "s1-t02")]
 
 
 GRID_3M = {"optimizer.lr": {"log_uniform": [1e-5, 1.0]}, "optimizer.weight_decay": {"uniform": [0, 0.1]},

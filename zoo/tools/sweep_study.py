@@ -317,7 +317,9 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
         value = float(metrics[spec.metric])
         if report.pruned:
             status = "pruned"
-        row = {"stage": stage + 1, "trial": trial.number + 1, **values, spec.metric: value, "status": status,
+        # a trial handed back and taken again has a new number in the study; the row keeps its folder's
+        number = int(run_dir.name.rsplit("-t", 1)[1])
+        row = {"stage": stage + 1, "trial": number, **values, spec.metric: value, "status": status,
                "epochs": epochs or report.epochs, "seconds": seconds, "run_dir": str(run_dir)}
         if spec.metric != "val_acc" and "val_acc" in metrics:
             row["val_acc"] = float(metrics["val_acc"])
@@ -328,7 +330,7 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
             worst = -math.inf if spec.goal == "maximize" else math.inf
             study.tell(trial, value if math.isfinite(value) else worst)
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        log(f"  s{stage + 1} t{trial.number + 1:02d}  {shown}  {spec.metric}={value:.4f}  {status}")
+        log(f"  s{stage + 1} t{number:02d}  {shown}  {spec.metric}={value:.4f}  {status}")
 
 
 def trial_overrides(spec: SweepSpec, stage: int, folder: Path) -> list[str]:
