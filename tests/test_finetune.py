@@ -208,3 +208,26 @@ def test_show_lists_what_trains(capsys, source_run):
     # the first layer's weight (no bias: batch norm follows) is frozen; its norms and the second layer train
     assert "# trains backbone: 5 tensors, 320 values, lr x 0.1" in out
     assert "# frozen for the whole run: layers.1.*: 1 tensors, 1,024 values" in out
+
+
+def test_freeze_stages_takes_the_stem_and_the_first_stages():
+    from zoo.training.finetune import frozen_names
+
+    resnet = zoo.models.build({"name": "resnet", "depth": 20}, input_shape=(1, 8, 8), num_classes=10)
+    frozen = frozen_names(resnet, {"freeze_stages": 1})["stem and 1 stages"]
+    blocks = {name.split(".")[1] for name in frozen if name.startswith("blocks.")}
+    assert blocks == {"0", "1", "2"} and any(name.startswith("stem.") for name in frozen)  # ResNet-20: 3 blocks a stage
+    timm_net = zoo.models.build({"name": "timm", "arch": "test_resnet"}, input_shape=SHAPE, num_classes=5)
+    stem = frozen_names(timm_net, {"freeze_stages": 0})["stem and 0 stages"]
+    assert stem and all(name.startswith(("net.conv1.", "net.bn1.")) for name in stem)
+    with pytest.raises(ZooError, match="4 asked for, but the model has a stem and 3 stages"):
+        frozen_names(resnet, {"freeze_stages": 4})
+    mlp = zoo.models.build({"name": "mlp", "width": 8}, input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(ZooError, match=r"finetune.freeze_stages: the model \(MLP\) does not name its stages"):
+        frozen_names(mlp, {"freeze_stages": 0})
+
+
+def test_unfreezing_under_ddp_is_refused(tmp_path):
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    with pytest.raises(ZooError, match=r"finetune.unfreeze_at_epoch: not under DDP \(2 processes here\)"):
+        prepared([*ddp, "finetune.freeze=[layers.1.*]", "finetune.unfreeze_at_epoch=1"], tmp_path)

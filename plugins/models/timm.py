@@ -36,6 +36,20 @@ class TimmModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def stages(self) -> list[list[str]]:
+        """Parameter names of the stem, then of each stage, as timm's coarse group_matcher groups them (a
+        ViT's stages are its blocks); the head in none (finetune.freeze_stages)."""
+        from timm.models import group_parameters
+
+        if not hasattr(self.net, "group_matcher"):
+            return []
+        head = self.net.get_classifier() if hasattr(self.net, "get_classifier") else None
+        in_head = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        params = dict(self.net.named_parameters())
+        groups = group_parameters(self.net, self.net.group_matcher(coarse=True))
+        stages = [[f"net.{n}" for n in names if id(params[n]) not in in_head] for _, names in sorted(groups.items())]
+        return [names for names in stages if names]
+
     def initialize(self, sample: torch.Tensor | None = None) -> None:
         if self.init_spec is None:
             return  # timm's own per-architecture init (truncated normal for ViTs, ...) already ran

@@ -148,6 +148,10 @@ class FinetuneSection(_Section):
         description="Parameters not trained, as fnmatch patterns on their names in the network (`zoo show` lists "
         "them: `stem.*`, `blocks.[0-3].*`, `net.layer1.*` for timm); a pattern matching nothing is an error.",
     )
+    freeze_stages: int | None = Field(
+        None, ge=0, description="Also freeze the stem and the first this many stages (0: the stem alone), for models "
+        "that name their stages (zoo's resnet, timm's through its group_matcher); null: none.",
+    )
     unfreeze_at_epoch: int | None = Field(
         None, ge=1, description="The frozen parameters train too from this epoch on (0-based, as the logs count); "
         "null: frozen for the whole run.",

@@ -28,13 +28,39 @@ def frozen_by_pattern(net: nn.Module, patterns: list[str]) -> dict[str, list[str
     return matched
 
 
+def frozen_stages(net: nn.Module, count: int | None) -> list[str]:
+    """The parameter names of the stem and the first ``count`` stages (``finetune.freeze_stages``)."""
+    if count is None:
+        return []
+    stages = net.stages() if hasattr(net, "stages") else []
+    if not stages:
+        raise ZooError(
+            f"finetune.freeze_stages: the model ({type(net).__name__}) does not name its stages; "
+            "freeze its parameters by name with finetune.freeze"
+        )
+    if count > len(stages) - 1:
+        raise ZooError(
+            f"finetune.freeze_stages: {count} asked for, but the model has a stem and {len(stages) - 1} stages"
+        )
+    return [name for stage in stages[: count + 1] for name in stage]
+
+
+def frozen_names(net: nn.Module, section: dict[str, Any]) -> dict[str, list[str]]:
+    """What the section freezes, by what names it (each pattern, and the stages)."""
+    frozen = frozen_by_pattern(net, section.get("freeze", []))
+    stages = frozen_stages(net, section.get("freeze_stages"))
+    if stages:
+        frozen[f"stem and {section['freeze_stages']} stages"] = stages
+    return frozen
+
+
 def freeze(net: nn.Module, section: dict[str, Any]) -> None:
-    """Hold the parameters ``section['freeze']`` names still: no gradient, so the optimizer leaves them alone.
+    """Hold the parameters ``section['freeze']`` and ``['freeze_stages']`` name still: no gradient, so the optimizer leaves them alone.
 
     They stay in the optimizer's groups (zoo.core.build.THAWS_LATER), so :class:`Unfreeze` can let them train
     from an epoch on without changing the optimizer, and a resumed run's optimizer state still fits.
     """
-    frozen = {name for hits in frozen_by_pattern(net, section.get("freeze", [])).values() for name in hits}
+    frozen = {name for hits in frozen_names(net, section).values() for name in hits}
     for name, param in net.named_parameters():
         if name in frozen:
             param.requires_grad_(False)
@@ -73,20 +99,32 @@ class Unfreeze(L.Callback):
 def callbacks(recipe) -> list[L.Callback]:
     """The callback a recipe's finetune section needs, if any."""
     section = recipe.finetune
-    if not section.freeze_bn_stats and not (section.freeze and section.unfreeze_at_epoch is not None):
+    frozen = bool(section.freeze) or section.freeze_stages is not None
+    if not section.freeze_bn_stats and not (frozen and section.unfreeze_at_epoch is not None):
         return []
-    return [Unfreeze(section.unfreeze_at_epoch if section.freeze else None, section.freeze_bn_stats)]
+    return [Unfreeze(section.unfreeze_at_epoch if frozen else None, section.freeze_bn_stats)]
+
+
+def check_world(recipe, trainer: L.Trainer) -> None:
+    """Refuse unfreezing under DDP: DDP synchronizes the gradients of the parameters that trained when it wrapped
+    the model, so the ones unfrozen later would train apart on every process."""
+    if trainer.world_size > 1 and recipe.finetune.unfreeze_at_epoch is not None:
+        raise ZooError(
+            f"finetune.unfreeze_at_epoch: not under DDP ({trainer.world_size} processes here): parameters frozen "
+            "when training starts are never synchronized across processes; freeze them for the whole run, or "
+            "train them from the start"
+        )
 
 
 def trainable_summary(net: nn.Module, section: dict[str, Any]) -> list[str]:
     """What ``zoo show`` prints: trained tensors and values per learning-rate group, the frozen ones by pattern."""
     head = head_module(net)
     in_head = {id(p) for p in head.parameters()} if head is not None else set()
-    frozen = frozen_by_pattern(net, section.get("freeze", []))
-    frozen_names = {name for hits in frozen.values() for name in hits}
+    frozen = frozen_names(net, section)
+    held = {name for hits in frozen.values() for name in hits}
     groups: dict[str, list[nn.Parameter]] = {"head": [], "backbone": []}
     for name, param in net.named_parameters():
-        if name not in frozen_names and param.requires_grad:
+        if name not in held and param.requires_grad:
             groups["head" if id(param) in in_head else "backbone"].append(param)
     mult = section.get("backbone_lr_mult", 1.0)
     lines = []

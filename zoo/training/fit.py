@@ -316,6 +316,7 @@ def prepare_fit(
     finetune.freeze(module.net, recipe.finetune.model_dump())
     _check_optimization(recipe, module, dm)
     trainer = make_trainer(recipe, path, progress, extra_callbacks=list(callbacks), wandb=False, signals=signals)
+    finetune.check_world(recipe, trainer)
     return PreparedFit(recipe, dm, module, trainer)
 
 
