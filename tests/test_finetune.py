@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from run_stops import CrashAt, one_torch_thread, with_callback
 
 import zoo
 from zoo.cli.main import main
@@ -182,23 +183,50 @@ class Snapshots(L.Callback):
         self._take(pl_module)
 
 
-def test_frozen_weights_stay_bit_identical_until_unfrozen_and_the_backbone_learns_slower(source_run, tmp_path):
+TUNING = ["trainer.max_epochs=3", "finetune.freeze=[layers.1.*]", "finetune.unfreeze_at_epoch=2",
+          "finetune.backbone_lr_mult=0.1", "finetune.freeze_bn_stats=true"]
+
+
+@pytest.fixture(scope="module")
+def tuned(source_run, tmp_path_factory):
+    """Three epochs from the source run, its first layer frozen for two (one torch thread: resumes compare exactly)."""
     snapshots = Snapshots()
-    zoo.train(RECIPE, [*QUICK, "trainer.max_epochs=3", f"init_from={source_run}", "finetune.freeze=[layers.1.*]",
-                       "finetune.unfreeze_at_epoch=2", "finetune.backbone_lr_mult=0.1", "finetune.freeze_bn_stats=true"],
-              run_dir=tmp_path / "tuned", callbacks=[snapshots])
+    with one_torch_thread():
+        result = zoo.train(RECIPE, [*QUICK, *TUNING, f"init_from={source_run}"],
+                           run_dir=tmp_path_factory.mktemp("tuned") / "run", callbacks=[snapshots])
+    return result, snapshots
+
+
+def test_frozen_weights_stay_bit_identical_until_unfrozen_and_the_backbone_learns_slower(tuned):
+    _, snapshots = tuned
     start, *epochs = snapshots.states
     assert len(epochs) == 3
     for epoch, state in enumerate(epochs):
         frozen = torch.equal(state["layers.1.weight"], start["layers.1.weight"])
         assert frozen == (epoch < 2), f"epoch {epoch}"  # frozen for epochs 0 and 1, trained in epoch 2
-        assert not torch.equal(state["layers.5.weight"], epochs[epoch - 1]["layers.5.weight"] if epoch else start["layers.5.weight"])
+        before = epochs[epoch - 1] if epoch else start
+        assert not torch.equal(state["layers.5.weight"], before["layers.5.weight"])
         assert torch.equal(state["layers.2.running_mean"], start["layers.2.running_mean"])  # freeze_bn_stats
     lr = load(RECIPE).optimizer["lr"]
     # weights and 1-d tensors (no weight decay) each split into the head (lr) and the rest (lr x 0.1)
     assert sorted(g["lr"] for g in snapshots.groups) == pytest.approx(sorted([lr, lr * 0.1, lr, lr * 0.1]))
-    assert sum(g["n"] for g in snapshots.groups) == len(list(p for k, p in start.items() if "running" not in k
-                                                             and "num_batches" not in k))
+    trained = [k for k in start if "running" not in k and "num_batches" not in k]
+    assert sum(g["n"] for g in snapshots.groups) == len(trained)  # the frozen ones included, without gradients
+
+
+def test_a_run_killed_while_frozen_resumes_exactly_across_the_unfreezing(tuned, source_run, tmp_path, monkeypatch):
+    uninterrupted, _ = tuned
+    run = tmp_path / "run"
+    with one_torch_thread():
+        with monkeypatch.context() as patch:
+            with_callback(patch, CrashAt(40))  # the end of epoch 1, before its checkpoint: goes on from epoch 1
+            with pytest.raises(SystemExit):
+                zoo.train(RECIPE, [*QUICK, *TUNING, f"init_from={source_run}"], run_dir=run)
+        resumed = zoo.train(resume=run, progress=False)
+    assert resumed.metrics == uninterrupted.metrics
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    expected = torch.load(Path(uninterrupted.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[key], value) for key, value in expected.items())
 
 
 def test_show_lists_what_trains(capsys, source_run):
