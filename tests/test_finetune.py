@@ -1,4 +1,4 @@
-"""Starting from trained weights: timm weights files, another zoo run (init_from), and what trains (finetune)."""
+"""Starting from trained weights: timm weights files, another zoo run (init_from), what trains (finetune)."""
 
 from __future__ import annotations
 
@@ -85,9 +85,11 @@ def test_pretrained_offline_says_to_pass_a_weights_file(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read by the hub when imported
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
     with pytest.raises(ZooError) as caught:
-        zoo.models.build({"name": "timm", "arch": "test_resnet", "pretrained": True}, input_shape=SHAPE, num_classes=5)
+        spec = {"name": "timm", "arch": "test_resnet", "pretrained": True}
+        zoo.models.build(spec, input_shape=SHAPE, num_classes=5)
     message = str(caught.value)
-    assert "could not be downloaded" in message and "model.pretrained_file=PATH" in message and "\n" not in message
+    assert "could not be downloaded" in message and "model.pretrained_file=PATH" in message
+    assert "\n" not in message
 
 
 def cli(capsys, *args: str) -> tuple[object, str, str]:
@@ -102,16 +104,21 @@ def cli(capsys, *args: str) -> tuple[object, str, str]:
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        (["model={name: timm, arch: test_resnet, pretrained_file: W, activation: gelu}"], "'activation' with pretrained_file"),
-        (["model={name: timm, arch: test_resnet, pretrained_file: W, init: kaiming_normal}"], "'init' with pretrained_file"),
+        (["model={name: timm, arch: test_resnet, pretrained_file: W, activation: gelu}"],
+         "'activation' with pretrained_file"),
+        (["model={name: timm, arch: test_resnet, pretrained_file: W, init: kaiming_normal}"],
+         "'init' with pretrained_file"),
         (["finetune.freeze=[layers.1.*, nothing.*]"], "finetune.freeze[1]: 'nothing.*' matches no parameter"),
         (["init_from=NOWHERE"], "init_from: NOWHERE: no such run directory or checkpoint"),
     ],
 )
-def test_refusals_are_one_line_exit_2_and_leave_no_run_folder(capsys, monkeypatch, tmp_path, timm_weights, overrides, fragment):
+def test_refusals_are_one_line_exit_2_and_leave_no_run_folder(
+    capsys, monkeypatch, tmp_path, timm_weights, overrides, fragment
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(L.Trainer, "fit", lambda *a, **k: pytest.fail("the mistake reached training"))
-    overrides = [o.replace(" W,", f" {timm_weights[1]},").replace("NOWHERE", str(tmp_path / "nowhere")) for o in overrides]
+    nowhere = str(tmp_path / "nowhere")
+    overrides = [o.replace(" W,", f" {timm_weights[1]},").replace("NOWHERE", nowhere) for o in overrides]
     fragment = fragment.replace("NOWHERE", str(tmp_path / "nowhere"))
     status, _, err = cli(capsys, "train", RECIPE, *QUICK, "augment=[]", *overrides)
     assert status == 2 and fragment in err
@@ -136,7 +143,8 @@ def trained_net(folder: Path) -> dict[str, torch.Tensor]:
 def prepared(overrides, tmp_path, resuming=False):
     from zoo.training.fit import prepare_fit
 
-    return prepare_fit(load(RECIPE, [*QUICK, *overrides]), tmp_path / "new", progress=False, resuming=resuming)
+    recipe = load(RECIPE, [*QUICK, *overrides])
+    return prepare_fit(recipe, tmp_path / "new", progress=False, resuming=resuming)
 
 
 def test_init_from_the_same_classes_starts_from_identical_weights(source_run, tmp_path, capsys):
@@ -144,7 +152,8 @@ def test_init_from_the_same_classes_starts_from_identical_weights(source_run, tm
     source = trained_net(source_run)
     assert all(torch.equal(module.net.state_dict()[key], value) for key, value in source.items())
     err = capsys.readouterr().err
-    assert f"init_from {source_run}: loaded {len(source)} tensors, re-initialized 0 (head kept), ignored 0" in err
+    loaded = f"init_from {source_run}: loaded {len(source)} tensors, re-initialized 0 (head kept), ignored 0"
+    assert loaded in err
     # a resumed run takes its weights from its own checkpoint, not from init_from again
     again = prepared([f"init_from={source_run}"], tmp_path, resuming=True).module
     assert not torch.equal(again.net.state_dict()["layers.1.weight"], source["layers.1.weight"])
@@ -161,12 +170,13 @@ def test_init_from_another_class_count_gets_a_new_head_and_says_so(source_run, t
     err = capsys.readouterr().err
     assert f"loaded {len(source) - 2} tensors, re-initialized 2 (head: layers.9.weight, layers.9.bias)" in err
     # a backbone that does not fit is refused naming its tensors
-    with pytest.raises(ZooError, match=r"outside the head: layers\.1\.weight \(16, 64\) in the source, \(16, 16\) here"):
+    wrong = r"outside the head: layers\.1\.weight \(16, 64\) in the source, \(16, 16\) here"
+    with pytest.raises(ZooError, match=wrong):
         prepared([f"init_from={source_run}", data.replace("[1, 8, 8]", "[1, 4, 4]")], tmp_path)
 
 
 class Snapshots(L.Callback):
-    """The network's weights and buffers as training starts and after each epoch, and the optimizer's groups."""
+    """The network's weights and buffers as training starts and after each epoch; the optimizer's groups."""
 
     def __init__(self) -> None:
         self.states: list[dict[str, torch.Tensor]] = []
@@ -177,7 +187,8 @@ class Snapshots(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._take(pl_module)
-        self.groups = [{"lr": g["initial_lr"], "n": len(g["params"])} for g in trainer.optimizers[0].param_groups]
+        groups = trainer.optimizers[0].param_groups
+        self.groups = [{"lr": g["initial_lr"], "n": len(g["params"])} for g in groups]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._take(pl_module)
@@ -189,7 +200,8 @@ TUNING = ["trainer.max_epochs=3", "finetune.freeze=[layers.1.*]", "finetune.unfr
 
 @pytest.fixture(scope="module")
 def tuned(source_run, tmp_path_factory):
-    """Three epochs from the source run, its first layer frozen for two (one torch thread: resumes compare exactly)."""
+    """Three epochs from the source run, its first layer frozen for two (one torch thread: resumes compare
+    exactly)."""
     snapshots = Snapshots()
     with one_torch_thread():
         result = zoo.train(RECIPE, [*QUICK, *TUNING, f"init_from={source_run}"],
@@ -211,26 +223,32 @@ def test_frozen_weights_stay_bit_identical_until_unfrozen_and_the_backbone_learn
     # weights and 1-d tensors (no weight decay) each split into the head (lr) and the rest (lr x 0.1)
     assert sorted(g["lr"] for g in snapshots.groups) == pytest.approx(sorted([lr, lr * 0.1, lr, lr * 0.1]))
     trained = [k for k in start if "running" not in k and "num_batches" not in k]
-    assert sum(g["n"] for g in snapshots.groups) == len(trained)  # the frozen ones included, without gradients
+    # the frozen ones included, without gradients
+    assert sum(g["n"] for g in snapshots.groups) == len(trained)
 
 
-def test_a_run_killed_while_frozen_resumes_exactly_across_the_unfreezing(tuned, source_run, tmp_path, monkeypatch):
+def test_a_run_killed_while_frozen_resumes_exactly_across_the_unfreezing(
+    tuned, source_run, tmp_path, monkeypatch
+):
     uninterrupted, _ = tuned
     run = tmp_path / "run"
     with one_torch_thread():
         with monkeypatch.context() as patch:
-            with_callback(patch, CrashAt(40))  # the end of epoch 1, before its checkpoint: goes on from epoch 1
+            # the end of epoch 1, before its checkpoint: the run goes on from epoch 1
+            with_callback(patch, CrashAt(40))
             with pytest.raises(SystemExit):
                 zoo.train(RECIPE, [*QUICK, *TUNING, f"init_from={source_run}"], run_dir=run)
         resumed = zoo.train(resume=run, progress=False)
     assert resumed.metrics == uninterrupted.metrics
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    expected = torch.load(Path(uninterrupted.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    last = Path(uninterrupted.run_dir) / "checkpoints" / "last.ckpt"
+    expected = torch.load(last, weights_only=True)["state_dict"]
     assert all(torch.equal(final[key], value) for key, value in expected.items())
 
 
 def test_show_lists_what_trains(capsys, source_run):
-    status, out, _ = cli(capsys, "show", RECIPE, *QUICK, "finetune.freeze=[layers.1.*]", "finetune.backbone_lr_mult=0.1")
+    tuning = ["finetune.freeze=[layers.1.*]", "finetune.backbone_lr_mult=0.1"]
+    status, out, _ = cli(capsys, "show", RECIPE, *QUICK, *tuning)
     assert status == 0
     assert "# trains head: 2 tensors, 170 values, lr x 1" in out
     # the first layer's weight (no bias: batch norm follows) is frozen; its norms and the second layer train
@@ -244,7 +262,8 @@ def test_freeze_stages_takes_the_stem_and_the_first_stages():
     resnet = zoo.models.build({"name": "resnet", "depth": 20}, input_shape=(1, 8, 8), num_classes=10)
     frozen = frozen_names(resnet, {"freeze_stages": 1})["stem and 1 stages"]
     blocks = {name.split(".")[1] for name in frozen if name.startswith("blocks.")}
-    assert blocks == {"0", "1", "2"} and any(name.startswith("stem.") for name in frozen)  # ResNet-20: 3 blocks a stage
+    # ResNet-20: 3 blocks a stage
+    assert blocks == {"0", "1", "2"} and any(name.startswith("stem.") for name in frozen)
     timm_net = zoo.models.build({"name": "timm", "arch": "test_resnet"}, input_shape=SHAPE, num_classes=5)
     stem = frozen_names(timm_net, {"freeze_stages": 0})["stem and 0 stages"]
     assert stem and all(name.startswith(("net.conv1.", "net.bn1.")) for name in stem)

@@ -19,7 +19,9 @@ from zoo.core.errors import RegistryError, ZooError
 class TimmModel(nn.Module):
     """A timm network plus the ``initialize`` hook every zoo model has."""
 
-    def __init__(self, net: nn.Module, arch: str, init, activation, weights: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, net: nn.Module, arch: str, init, activation, weights: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.net = net
         self.arch = arch
@@ -47,7 +49,8 @@ class TimmModel(nn.Module):
         in_head = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
         params = dict(self.net.named_parameters())
         groups = group_parameters(self.net, self.net.group_matcher(coarse=True))
-        stages = [[f"net.{n}" for n in names if id(params[n]) not in in_head] for _, names in sorted(groups.items())]
+        stages = [[f"net.{n}" for n in names if id(params[n]) not in in_head]
+                  for _, names in sorted(groups.items())]
         return [names for names in stages if names]
 
     def initialize(self, sample: torch.Tensor | None = None) -> None:
@@ -107,7 +110,7 @@ def timm(
     pretrained_file: str | None = None,
     **kwargs: Any,
 ) -> TimmModel:
-    """Any timm architecture by name (``arch``: resnet18, convnext_atto, vit_tiny_patch16_224, ...), from scratch or trained weights.
+    """Any timm architecture (``arch``: resnet18, convnext_atto, vit_tiny_patch16_224, ...), new or trained.
 
     Wraps ``timm.create_model`` (Ross Wightman, PyTorch Image Models, github.com/huggingface/
     pytorch-image-models); ``in_chans`` and ``num_classes`` come from the data, and for architectures
@@ -137,20 +140,25 @@ def timm(
         )
     if not timm_lib.is_model(arch):
         raise _unknown_arch(arch, timm_lib)
-    for reserved in ("pretrained_cfg", "pretrained_cfg_overlay", "num_classes", "in_chans", "act_layer", "norm_layer"):
+    reserved_keys = (
+        "pretrained_cfg", "pretrained_cfg_overlay", "num_classes", "in_chans", "act_layer", "norm_layer"
+    )
+    for reserved in reserved_keys:
         if reserved in kwargs:
             raise RegistryError(
-                f"model 'timm': '{reserved}' is set by zoo (weights come from 'pretrained' or 'pretrained_file'; "
-                "classes and channels come from the data; use 'activation' and 'norm' for the layers)"
+                f"model 'timm': '{reserved}' is set by zoo (weights come from 'pretrained' or "
+                "'pretrained_file'; classes and channels come from the data; use 'activation' and 'norm' "
+                "for the layers)"
             )
     trained = pretrained or pretrained_file is not None
     if trained:
-        overrides = [key for key, value in (("activation", activation), ("norm", norm), ("init", init)) if value is not None]
+        given = (("activation", activation), ("norm", norm), ("init", init))
+        overrides = [key for key, value in given if value is not None]
         if overrides:
             source = "pretrained_file" if pretrained_file is not None else "pretrained"
             raise RegistryError(
-                f"model 'timm': '{overrides[0]}' with {source} would replace layers or values the weights were "
-                f"trained with; leave '{overrides[0]}' unset to start from trained weights"
+                f"model 'timm': '{overrides[0]}' with {source} would replace layers or values the weights "
+                f"were trained with; leave '{overrides[0]}' unset to start from trained weights"
             )
 
     args: dict[str, Any] = dict(kwargs)
@@ -208,7 +216,8 @@ def timm(
             )
     if activation is not None or norm is not None:
         _try_forward(net, arch, input_shape)
-    return TimmModel(net, arch, init, activation, _weights_config(net, arch, input_shape) if trained else None)
+    weights = _weights_config(net, arch, input_shape) if trained else None
+    return TimmModel(net, arch, init, activation, weights)
 
 
 def _weights_config(net: nn.Module, arch: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -222,20 +231,21 @@ def _weights_config(net: nn.Module, arch: str, input_shape: tuple[int, ...]) -> 
     mean = torch.tensor(cfg.get("mean") or (0.0,) * channels, dtype=torch.float32)
     std = torch.tensor(cfg.get("std") or (1.0,) * channels, dtype=torch.float32)
     if len(mean) != channels:
-        # timm folds the first conv's colour channels into the data's (adapt_input_conv): so are the statistics
+        # timm folds the first conv's colour channels into the data's (adapt_input_conv): the statistics too
         mean, std = mean.mean().expand(channels).clone(), std.mean().expand(channels).clone()
     size = tuple(cfg.get("input_size") or ())[1:]
     if size and size != tuple(input_shape[1:]):
         warnings.warn(
-            f"model 'timm': the {arch} weights were trained on {size[0]}x{size[1]} images and the data's are "
-            f"{input_shape[1]}x{input_shape[2]}: features transfer less well the further the sizes are apart; "
-            "resize the images to match if accuracy falls short",
+            f"model 'timm': the {arch} weights were trained on {size[0]}x{size[1]} images and the data's "
+            f"are {input_shape[1]}x{input_shape[2]}: features transfer less well the further the sizes are "
+            "apart; resize the images to match if accuracy falls short",
             PluginWarning,
             stacklevel=2,
         )
     # per channel, shaped to broadcast over an image
-    return {"mean": mean.view(-1, 1, 1), "std": std.view(-1, 1, 1), "input_size": tuple(cfg.get("input_size") or ()),
-            "crop_pct": cfg.get("crop_pct"), "interpolation": cfg.get("interpolation")}
+    return {"mean": mean.view(-1, 1, 1), "std": std.view(-1, 1, 1),
+            "input_size": tuple(cfg.get("input_size") or ()), "crop_pct": cfg.get("crop_pct"),
+            "interpolation": cfg.get("interpolation")}
 
 
 def _head_size(timm_lib, arch: str, state: dict[str, torch.Tensor]) -> int:
@@ -252,7 +262,7 @@ def _head_size(timm_lib, arch: str, state: dict[str, torch.Tensor]) -> int:
 def _from_file(
     timm_lib, arch: str, args: dict[str, Any], num_classes: int, in_chans: int, auto_img_size: bool, file: str
 ) -> nn.Module:
-    """The network with the weights of ``file``, loaded strictly by timm; a new head for another class count."""
+    """The network with the weights of ``file``, loaded strictly by timm; a new head for other classes."""
     from pathlib import Path
 
     path = Path(file).expanduser()
@@ -282,13 +292,15 @@ def _from_file(
 def _mismatch(message: str, arch: str) -> str:
     """torch's load_state_dict complaint cut to the first keys of each kind."""
     parts = []
-    for kind, segment in re.findall(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]+\",? ?)+)", message):
+    listed = re.findall(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]+\",? ?)+)", message)
+    for kind, segment in listed:
         keys = re.findall(r'"([^"]+)"', segment)[:3]
         parts.append(f"{kind.lower()} {', '.join(keys)}")
-    sizes = re.findall(r"size mismatch for (\S+?): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from "
-                       r"checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)", message)
+    sizes = re.findall(r"size mismatch for (\S+?): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
+                       r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)", message)
     if sizes:
-        parts.append("shape " + ", ".join(f"{key} ({a}) in the file, ({b}) in the model" for key, a, b in sizes[:3]))
+        shapes = [f"{key} ({a}) in the file, ({b}) in the model" for key, a, b in sizes[:3]]
+        parts.append("shape " + ", ".join(shapes))
     if parts:
         return f"does not fit {arch} ({'; '.join(parts)})"
     return message.split(": ", 1)[-1][:300]
@@ -345,7 +357,8 @@ def _try_forward(net: nn.Module, arch: str, input_shape: tuple[int, ...]) -> Non
 
 
 def _create(
-    timm_lib, arch: str, args: dict[str, Any], num_classes: int, in_chans: int, auto_img_size: bool, **weights: Any
+    timm_lib, arch: str, args: dict[str, Any], num_classes: int, in_chans: int, auto_img_size: bool,
+    **weights: Any,
 ) -> nn.Module:
     """``weights``: timm's ``pretrained`` and ``pretrained_cfg_overlay``; none builds from scratch."""
     while True:

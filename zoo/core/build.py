@@ -57,7 +57,8 @@ def build_network(spec: dict[str, Any], input_shape: tuple[int, ...], num_classe
 
 
 # Set on a parameter that finetune.freeze holds still for now: it stays in the optimizer (without a gradient
-# the optimizer leaves it alone), so unfreezing it later changes no group and a resumed run loads the same state.
+# the optimizer leaves it alone), so unfreezing it later changes no group and a resumed run loads the same
+# state.
 THAWS_LATER = "zoo_thaws_later"
 
 
@@ -74,7 +75,10 @@ def head_module(net: nn.Module) -> nn.Module | None:
 
 
 def param_groups(
-    net: nn.Module, decay_norm_and_bias: bool = False, norm_and_bias_lr: float = 1.0, backbone_lr_mult: float = 1.0
+    net: nn.Module,
+    decay_norm_and_bias: bool = False,
+    norm_and_bias_lr: float = 1.0,
+    backbone_lr_mult: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Parameters split so weight decay skips biases and norm scales (1-D tensors), which it only hurts.
 
@@ -97,7 +101,9 @@ def param_groups(
     return split
 
 
-def _decay_groups(trained: list[nn.Parameter], decay_norm_and_bias: bool, norm_and_bias_lr: float) -> list[dict[str, Any]]:
+def _decay_groups(
+    trained: list[nn.Parameter], decay_norm_and_bias: bool, norm_and_bias_lr: float
+) -> list[dict[str, Any]]:
     if decay_norm_and_bias and norm_and_bias_lr == 1.0:
         return [{"params": trained}]
     weights = [p for p in trained if p.ndim > 1]

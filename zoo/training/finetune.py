@@ -1,4 +1,4 @@
-"""The recipe's ``finetune`` section: which parameters are frozen and until when, batch-norm statistics held."""
+"""The recipe's ``finetune`` section: which parameters are frozen, until when; batch-norm statistics held."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def frozen_stages(net: nn.Module, count: int | None) -> list[str]:
         )
     if count > len(stages) - 1:
         raise ZooError(
-            f"finetune.freeze_stages: {count} asked for, but the model has a stem and {len(stages) - 1} stages"
+            f"finetune.freeze_stages: {count} asked for, but the model has a stem and {len(stages) - 1} "
+            "stages"
         )
     return [name for stage in stages[: count + 1] for name in stage]
 
@@ -55,7 +56,8 @@ def frozen_names(net: nn.Module, section: dict[str, Any]) -> dict[str, list[str]
 
 
 def freeze(net: nn.Module, section: dict[str, Any]) -> None:
-    """Hold the parameters ``section['freeze']`` and ``['freeze_stages']`` name still: no gradient, so the optimizer leaves them alone.
+    """Hold the parameters ``section['freeze']`` and ``['freeze_stages']`` name still: no gradient, so the
+    optimizer leaves them alone.
 
     They stay in the optimizer's groups (zoo.core.build.THAWS_LATER), so :class:`Unfreeze` can let them train
     from an epoch on without changing the optimizer, and a resumed run's optimizer state still fits.
@@ -91,7 +93,9 @@ class Unfreeze(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._apply(trainer, pl_module)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.freeze_bn_stats:  # Lightning puts the module back in training mode after each validation
             self._apply(trainer, pl_module)
 
@@ -106,18 +110,18 @@ def callbacks(recipe) -> list[L.Callback]:
 
 
 def check_world(recipe, trainer: L.Trainer) -> None:
-    """Refuse unfreezing under DDP: DDP synchronizes the gradients of the parameters that trained when it wrapped
-    the model, so the ones unfrozen later would train apart on every process."""
+    """Refuse unfreezing under DDP: DDP synchronizes the gradients of the parameters that trained when it
+    wrapped the model, so the ones unfrozen later would train apart on every process."""
     if trainer.world_size > 1 and recipe.finetune.unfreeze_at_epoch is not None:
         raise ZooError(
-            f"finetune.unfreeze_at_epoch: not under DDP ({trainer.world_size} processes here): parameters frozen "
-            "when training starts are never synchronized across processes; freeze them for the whole run, or "
-            "train them from the start"
+            f"finetune.unfreeze_at_epoch: not under DDP ({trainer.world_size} processes here): parameters "
+            "frozen when training starts are never synchronized across processes; freeze them for the whole "
+            "run, or train them from the start"
         )
 
 
 def trainable_summary(net: nn.Module, section: dict[str, Any]) -> list[str]:
-    """What ``zoo show`` prints: trained tensors and values per learning-rate group, the frozen ones by pattern."""
+    """What ``zoo show`` prints: what trains per learning-rate group, and what is frozen."""
     head = head_module(net)
     in_head = {id(p) for p in head.parameters()} if head is not None else set()
     frozen = frozen_names(net, section)
@@ -130,7 +134,8 @@ def trainable_summary(net: nn.Module, section: dict[str, Any]) -> list[str]:
     lines = []
     for group, params in groups.items():
         scale = 1.0 if group == "head" else mult
-        lines.append(f"trains {group}: {len(params)} tensors, {sum(p.numel() for p in params):,} values, lr x {scale:g}")
+        values = sum(p.numel() for p in params)
+        lines.append(f"trains {group}: {len(params)} tensors, {values:,} values, lr x {scale:g}")
     until = section.get("unfreeze_at_epoch")
     when = f"until epoch {until}" if until is not None else "for the whole run"
     params = dict(net.named_parameters())
@@ -143,14 +148,14 @@ def trainable_summary(net: nn.Module, section: dict[str, Any]) -> list[str]:
 
 
 def starts_from_weights(recipe) -> bool:
-    """Whether the recipe fine-tunes: trained weights to start from, or a finetune section that says what trains."""
+    """Whether the recipe fine-tunes: weights to start from, or a finetune section saying what trains."""
     model = recipe.model
     return bool(model.get("pretrained") or model.get("pretrained_file") or recipe.init_from
                 or recipe.finetune != type(recipe.finetune)())
 
 
 def trainable_lines(recipe) -> list[str]:
-    """For ``zoo show``: the weights' own input configuration and what trains, from the network the recipe builds."""
+    """For ``zoo show``: the weights' input configuration and what trains, from the recipe's network."""
     from zoo.core.build import build_data
     from zoo.training.classifier import Classifier
 

@@ -11,7 +11,7 @@ from zoo.core.errors import ZooError
 
 
 def source_model(source: str):
-    """The run's model as ``zoo eval`` loads it: its best checkpoint, the same provenance and plugin checks."""
+    """The run's model as ``zoo eval`` loads it: its best checkpoint, the same provenance checks."""
     from zoo.core import discovery
     from zoo.training.ensemble_model import Ensemble
     from zoo.training.evaluation import find_checkpoint, load_model
@@ -19,14 +19,15 @@ def source_model(source: str):
     path = Path(source).expanduser()
     try:
         file = find_checkpoint(path)
-        # a plugin the source names is imported only if this run loaded it too (its recipe's plugins, --plugin)
+        # a plugin the source names is imported only if this run loaded it too (its recipe's plugins or
+        # --plugin)
         model = load_model(file, discovery.loaded_by_name())
     except ZooError as exc:
         raise ZooError(f"init_from: {exc}") from None
     if isinstance(model, Ensemble):
         raise ZooError(
-            f"init_from: {source} is an ensemble, whose members hold different weights; name one member's run "
-            f"folder instead ({path / 'members' / 'm0'} is the first)"
+            f"init_from: {source} is an ensemble, whose members hold different weights; name one member's "
+            f"run folder instead ({path / 'members' / 'm0'} is the first)"
         )
     return model
 
@@ -39,7 +40,8 @@ def load_weights(module, source: str) -> str:
     trained = source_model(source)
     target, given = module.net.state_dict(), trained.net.state_dict()
     head = head_module(module.net)
-    head_keys = {f"{name}.{key}" for name, m in module.net.named_modules() if m is head for key in m.state_dict()}
+    head_keys = {f"{name}.{key}" for name, m in module.net.named_modules() if m is head
+                 for key in m.state_dict()}
     loaded, new_head, wrong = {}, [], []
     for key, value in given.items():
         if key not in target:
@@ -62,8 +64,8 @@ def load_weights(module, source: str) -> str:
         # the weights expect inputs standardized the way they were trained
         module.set_input_stats(trained.input_mean, trained.input_std)
     head_note = f"head: {', '.join(new_head)}" if new_head else "head kept"
-    line = (f"init_from {source}: loaded {len(loaded)} tensors, re-initialized {len(new_head)} ({head_note}), "
-            f"ignored {len(ignored)} ({', '.join(ignored[:3]) or 'none'})")
+    line = (f"init_from {source}: loaded {len(loaded)} tensors, re-initialized {len(new_head)} "
+            f"({head_note}), ignored {len(ignored)} ({', '.join(ignored[:3]) or 'none'})")
     if kept:
         line += f"; {len(kept)} not in the source kept as initialized ({', '.join(kept[:3])})"
     return line
