@@ -209,8 +209,11 @@ def tuned(source_run, tmp_path_factory):
     return result, snapshots
 
 
-def test_frozen_weights_stay_bit_identical_until_unfrozen_and_the_backbone_learns_slower(tuned):
-    _, snapshots = tuned
+def test_frozen_weights_stay_bit_identical_until_unfrozen_and_the_backbone_learns_slower(tuned, source_run):
+    result, snapshots = tuned
+    # the run records the file it started from: the source folder's best checkpoint
+    recorded = load(Path(result.run_dir) / "recipe.yaml").init_from
+    assert recorded == str((source_run / "checkpoints" / "best.ckpt").resolve())
     start, *epochs = snapshots.states
     assert len(epochs) == 3
     for epoch, state in enumerate(epochs):

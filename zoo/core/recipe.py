@@ -335,7 +335,8 @@ class Recipe(_Section):
     init_from: str | None = Field(
         None, description="Start from another zoo run's weights: its run folder (its best checkpoint, as zoo eval "
         "picks) or a checkpoint file. Tensors of matching names and shapes are loaded, the head is new when the "
-        "class count differs; the source's own plugins load only with --plugin. A resumed run does not load it again.",
+        "class count differs; the source's own plugins load only with --plugin. The run's recipe.yaml records the "
+        "checkpoint file; a resumed run does not load it again.",
     )
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     performance: PerformanceSection = Field(default_factory=PerformanceSection)

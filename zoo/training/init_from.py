@@ -10,15 +10,25 @@ from zoo.core.build import head_module
 from zoo.core.errors import ZooError
 
 
+def source_checkpoint(source: str) -> Path:
+    """The file ``init_from`` names: itself, or a run folder's checkpoint as ``zoo eval`` picks it; the run
+    records this file, so what it started from stays named when the source run goes on."""
+    from zoo.training.evaluation import find_checkpoint
+
+    try:
+        return find_checkpoint(Path(source).expanduser()).resolve()
+    except ZooError as exc:
+        raise ZooError(f"init_from: {exc}") from None
+
+
 def source_model(source: str):
-    """The run's model as ``zoo eval`` loads it: its best checkpoint, the same provenance checks."""
+    """The run's model as ``zoo eval`` loads it, with the same provenance checks."""
     from zoo.core import discovery
     from zoo.training.ensemble_model import Ensemble
-    from zoo.training.evaluation import find_checkpoint, load_model
+    from zoo.training.evaluation import load_model
 
-    path = Path(source).expanduser()
+    file = source_checkpoint(source)
     try:
-        file = find_checkpoint(path)
         # a plugin the source names is imported only if this run loaded it too (its recipe's plugins or
         # --plugin)
         model = load_model(file, discovery.loaded_by_name())
@@ -27,7 +37,7 @@ def source_model(source: str):
     if isinstance(model, Ensemble):
         raise ZooError(
             f"init_from: {source} is an ensemble, whose members hold different weights; name one member's "
-            f"run folder instead ({path / 'members' / 'm0'} is the first)"
+            f"run folder instead ({file.parent / 'members' / 'm0'} is the first)"
         )
     return model
 
