@@ -281,3 +281,13 @@ def test_unfreezing_under_ddp_is_refused(tmp_path):
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     with pytest.raises(ZooError, match=r"finetune.unfreeze_at_epoch: not under DDP \(2 processes here\)"):
         prepared([*ddp, "finetune.freeze=[layers.1.*]", "finetune.unfreeze_at_epoch=1"], tmp_path)
+
+
+def test_the_run_records_its_weights_file_by_absolute_path(timm_weights, monkeypatch):
+    from zoo.training.init_from import with_weights_files
+
+    _, path = timm_weights
+    monkeypatch.chdir(path.parent)
+    recipe = load(RECIPE, [f"model={timm_spec(path.name)}"])
+    assert with_weights_files(recipe).model["pretrained_file"] == str(path.resolve())
+    assert recipe.model["pretrained_file"] == path.name  # the caller's recipe is left as it was

@@ -21,6 +21,18 @@ def source_checkpoint(source: str) -> Path:
         raise ZooError(f"init_from: {exc}") from None
 
 
+def with_weights_files(recipe):
+    """The recipe with the weights it starts from named by absolute path: ``init_from`` as the checkpoint file
+    itself, ``model.pretrained_file`` (read again by a resumed run, from whatever folder it runs in)."""
+    changes: dict = {}
+    if recipe.init_from is not None:
+        changes["init_from"] = str(source_checkpoint(recipe.init_from))
+    file = recipe.model.get("pretrained_file")
+    if isinstance(file, str):
+        changes["model"] = {**recipe.model, "pretrained_file": str(Path(file).expanduser().resolve())}
+    return recipe.model_copy(update=changes) if changes else recipe
+
+
 def source_model(source: str):
     """The run's model as ``zoo eval`` loads it, with the same provenance checks."""
     from zoo.core import discovery

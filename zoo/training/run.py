@@ -66,11 +66,10 @@ def train(
                            "key=value overrides, --run-dir and --overwrite)")
         return _resume(Path(resume), progress, start, list(callbacks))
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
-    if resolved.init_from is not None:
-        from zoo.training.init_from import source_checkpoint
+    from zoo.training.init_from import with_weights_files
 
-        # recipe.yaml records the file itself, before any member's recipe or the run's is written
-        resolved = resolved.model_copy(update={"init_from": str(source_checkpoint(resolved.init_from))})
+    # recipe.yaml records the files themselves, before any member's recipe or the run's is written
+    resolved = with_weights_files(resolved)
     if process_rank() > 0:
         # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
         shared = os.environ.get(RUN_DIR_ENV) or run_dir
