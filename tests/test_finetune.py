@@ -291,3 +291,14 @@ def test_the_run_records_its_weights_file_by_absolute_path(timm_weights, monkeyp
     recipe = load(RECIPE, [f"model={timm_spec(path.name)}"])
     assert with_weights_files(recipe).model["pretrained_file"] == str(path.resolve())
     assert recipe.model["pretrained_file"] == path.name  # the caller's recipe is left as it was
+
+
+def test_an_ensemble_as_the_source_is_refused_naming_a_member(source_run, tmp_path):
+    from zoo.training.ensemble_model import Ensemble
+    from zoo.training.evaluation import load_model
+
+    folder = tmp_path / "ensemble"
+    folder.mkdir()
+    Ensemble([load_model(source_run), load_model(source_run)]).save(folder / "ensemble.ckpt")
+    with pytest.raises(ZooError, match=rf"is an ensemble.*name one member's run folder instead \({folder}/members/m0"):
+        prepared([f"init_from={folder}"], tmp_path)
