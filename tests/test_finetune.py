@@ -300,5 +300,6 @@ def test_an_ensemble_as_the_source_is_refused_naming_a_member(source_run, tmp_pa
     folder = tmp_path / "ensemble"
     folder.mkdir()
     Ensemble([load_model(source_run), load_model(source_run)]).save(folder / "ensemble.ckpt")
-    with pytest.raises(ZooError, match=rf"is an ensemble.*name one member's run folder instead \({folder}/members/m0"):
+    member = rf"is an ensemble.*name one member's run folder instead \({folder}/members/m0"
+    with pytest.raises(ZooError, match=member):
         prepared([f"init_from={folder}"], tmp_path)
