@@ -215,9 +215,14 @@ def cmd_show(ns: argparse.Namespace) -> int:
         return _show_stats(resolved, ns)
     if ns.json:
         print(json.dumps(resolved.to_dict()))
-    else:
-        print(f"# {resolved.source}, resolved")
-        print(resolved.to_yaml(), end="")
+        return 0
+    from zoo.training.finetune import starts_from_weights, trainable_lines
+
+    # built before anything is printed: a freeze pattern that matches nothing is refused alone
+    trains = trainable_lines(resolved) if starts_from_weights(resolved) else []
+    print(f"# {resolved.source}, resolved")
+    print(resolved.to_yaml(), end="")
+    print("".join(f"# {line}\n" for line in trains), end="")
     return 0
 
 
