@@ -1,5 +1,6 @@
-"""zoo export and zoo.load: each kind of model (an MLP, a ResNet with test-time views, a mean ensemble) leaves
-zoo as one graph that gives zoo's own probabilities, checked as it is written, and comes back with zoo.load."""
+"""zoo export and zoo.load: each kind of model (an MLP, a ResNet with test-time views, a mean ensemble)
+leaves zoo as one graph that gives zoo's own probabilities, checked as it is written, and comes back with
+zoo.load."""
 
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ from zoo.training.ensemble_model import Ensemble
 
 # a ResNet on uint8 RGB images, evaluated over 6 views (the image and two 1-pixel shifts, each mirrored)
 RESNET = [
-    "resnet-digits", "data={name: synthetic, shape: [3, 8, 8], n_train: 160, n_val: 40, n_test: 48, num_classes: 4}",
+    "resnet-digits",
+    "data={name: synthetic, shape: [3, 8, 8], n_train: 160, n_val: 40, n_test: 48, num_classes: 4}",
     "model.depth=8", "model.width=4", "trainer.max_epochs=1", "schedule.warmup_epochs=0",
     "tta={flip: true, crops: 2, shift: 1}", "augment=[]",
 ]
-ENSEMBLE = ["mlp-digits-ensemble", "ensemble.members=2", "model.width=16", "trainer.max_epochs=1", "augment=[]"]
+ENSEMBLE = [
+    "mlp-digits-ensemble", "ensemble.members=2", "model.width=16", "trainer.max_epochs=1", "augment=[]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export")
     for name, args in (("resnet", RESNET), ("ensemble", ENSEMBLE)):
         assert main(["train", *args, "--run-dir", str(root / name)]) == 0
-    return {"mlp": root / "ensemble" / "members" / "m0", "resnet": root / "resnet", "ensemble": root / "ensemble"}
+    mlp = root / "ensemble" / "members" / "m0"
+    return {"mlp": mlp, "resnet": root / "resnet", "ensemble": root / "ensemble"}
 
 
 def zoo_probabilities(run: Path, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +61,7 @@ def export(capsys, run: Path, fmt: str, out: Path, *extra: str) -> dict:
 
 @pytest.mark.parametrize("kind", ["mlp", "resnet", "ensemble"])
 def test_onnx_export_gives_zoo_probabilities_and_carries_its_card(runs, kind, tmp_path, capsys):
-    """The ResNet is exported with its test-time views (--tta): the graph averages them as zoo's evaluation does."""
+    """The ResNet is exported with its test-time views (--tta), which the graph averages as zoo does."""
     out, tta = tmp_path / "onnx", kind == "resnet"
     summary = export(capsys, runs[kind], "onnx", out, *(["--tta"] if tta else []))
     x, expected = zoo_probabilities(runs[kind], tta=tta)
@@ -81,7 +86,8 @@ def test_onnx_export_gives_zoo_probabilities_and_carries_its_card(runs, kind, tm
     assert meta["input"]["dtype"] == ("uint8" if kind == "resnet" else "float32")
     assert meta["classes"] == predictor.classes == (
         ["class0", "class1", "class2", "class3"] if kind == "resnet" else list("0123456789"))
-    assert meta["versions"]["zoo"] == zoo.__version__ and meta["versions"]["plugins"] == {"zoo": zoo.__version__}
+    assert meta["versions"]["zoo"] == zoo.__version__
+    assert meta["versions"]["plugins"] == {"zoo": zoo.__version__}
     assert meta["precision"]["exported"] == "float32" and meta["check"]["samples"] == len(x)
     assert meta["training"]["command"] == f"zoo train {runs[kind]}/recipe.yaml"
     assert meta["tta"]["included"] == tta and meta["tta"]["views"] == (6 if tta else 1)
@@ -90,7 +96,8 @@ def test_onnx_export_gives_zoo_probabilities_and_carries_its_card(runs, kind, tm
         _, without = zoo_probabilities(runs[kind], tta=False)
         assert (got - without[:7]).abs().max() > 1e-3  # the views are inside: without them the numbers differ
         names = predictor.top_k(x[:2], k=2)
-        assert [len(n) for n in names] == [2, 2] and names[0][0][0] == predictor.classes[int(expected[0].argmax())]
+        assert [len(n) for n in names] == [2, 2]
+        assert names[0][0][0] == predictor.classes[int(expected[0].argmax())]
 
 
 def test_other_formats_load_without_the_run_and_overwrite_replaces_an_export(runs, tmp_path, capsys):
@@ -113,7 +120,8 @@ def test_other_formats_load_without_the_run_and_overwrite_replaces_an_export(run
 def test_zoo_load_of_a_run_predicts_as_zoo_eval_from_tensors_and_image_files(runs, tmp_path):
     from torchvision.io import write_png
 
-    x, expected = zoo_probabilities(runs["resnet"], tta=True)  # a run is evaluated as zoo eval does: with its views
+    # a run predicts as zoo eval does: with its views
+    x, expected = zoo_probabilities(runs["resnet"], tta=True)
     model = zoo.load(runs["resnet"])
     assert model.classes == ["class0", "class1", "class2", "class3"]
     assert torch.equal(model.predict(x), expected)
@@ -130,9 +138,13 @@ def test_an_export_that_differs_from_zoo_is_exit_1_and_writes_nothing(runs, tmp_
     import zoo.export.graph
 
     # a graph that lost its test-time views: zoo's evaluation of the same run has them
-    monkeypatch.setattr(zoo.export.graph, "views", lambda x, **tta: [x] * (1 + tta["crops"]) * (1 + tta["flip"]))
+    def unmoved(x, flip, crops, shift):
+        return [x] * (1 + crops) * (1 + flip)
+
+    monkeypatch.setattr(zoo.export.graph, "views", unmoved)
     out = tmp_path / "broken"
-    status = main(["export", str(runs["resnet"]), "--format", "safetensors", "--out", str(out), "--tta", "--json"])
+    args = ["export", str(runs["resnet"]), "--format", "safetensors", "--out", str(out), "--tta", "--json"]
+    status = main(args)
     captured = capsys.readouterr()
     assert status == 1
     assert json.loads(captured.out.strip().splitlines()[-1])["passed"] is False
@@ -149,20 +161,22 @@ def refused(capsys, args: list[str]) -> str:
 
 
 def test_user_mistakes_are_one_line_and_write_nothing(runs, tmp_path, capsys):
-    run = str(runs["mlp"])
     out = tmp_path / "out"
-    assert "invalid choice: 'tflite'" in refused(capsys, ["export", run, "--format", "tflite", "--out", str(out)])
+
+    def onnx(run: Path, *extra: str) -> list[str]:
+        return ["export", str(run), "--format", "onnx", "--out", str(out), *extra]
+
+    tflite = ["export", str(runs["mlp"]), "--format", "tflite", "--out", str(out)]
+    assert "invalid choice: 'tflite'" in refused(capsys, tflite)
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     shutil.copy(runs["mlp"] / "recipe.yaml", unfinished)
-    assert "not a finished run (no metrics.json)" in refused(
-        capsys, ["export", str(unfinished), "--format", "onnx", "--out", str(out)])
-    assert "not a run folder" in refused(capsys, ["export", str(tmp_path / "nothing"), "--format", "onnx", "--out", str(out)])
+    assert "not a finished run (no metrics.json)" in refused(capsys, onnx(unfinished))
+    assert "not a run folder" in refused(capsys, onnx(tmp_path / "nothing"))
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert "already exists; pass --overwrite" in refused(capsys, ["export", run, "--format", "onnx", "--out", str(out)])
-    assert "not a zoo export folder" in refused(
-        capsys, ["export", run, "--format", "onnx", "--out", str(out), "--overwrite"])
+    assert "already exists; pass --overwrite" in refused(capsys, onnx(runs["mlp"]))
+    assert "not a zoo export folder" in refused(capsys, onnx(runs["mlp"], "--overwrite"))
     assert (out / "keep.txt").read_text() == "mine"
     # a vote ensemble has no probabilities to put in a graph
     vote = tmp_path / "vote"
@@ -170,9 +184,9 @@ def test_user_mistakes_are_one_line_and_write_nothing(runs, tmp_path, capsys):
     ensemble = Ensemble.load(vote / "ensemble.ckpt")
     ensemble.combine = "vote"
     ensemble.save(vote / "ensemble.ckpt")
-    assert "combine: vote ensemble cannot be exported" in refused(
-        capsys, ["export", str(vote), "--format", "onnx", "--out", str(tmp_path / "v")])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "unfinished", "vote"]
+    shutil.rmtree(out)
+    assert "combine: vote ensemble cannot be exported" in refused(capsys, onnx(vote))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unfinished", "vote"]
 
 
 BRANCHY = """
@@ -204,21 +218,21 @@ def branchy(input_shape, num_classes):
 """
 
 
-def test_plugin_models_need_their_plugin_and_a_graph_that_cannot_hold_them_is_named(tmp_path, capsys, monkeypatch):
+def test_plugin_models_need_their_plugin_and_a_graph_that_cannot_hold_them_is_named(tmp_path, capsys):
     from tests.test_provenance import install
 
     plugin = tmp_path / "branchy.py"
     plugin.write_text(textwrap.dedent(BRANCHY))
     run = tmp_path / "run"
     try:
-        args = ["train", "mlp-digits", "model=branchy", "trainer.max_epochs=1", "augment=[]", "--run-dir", str(run)]
-        assert main([*args, "--plugin", str(plugin)]) == 0
+        args = ["train", "mlp-digits", "model=branchy", "trainer.max_epochs=1", "augment=[]"]
+        assert main([*args, "--run-dir", str(run), "--plugin", str(plugin)]) == 0
         install(None)  # the run folder names the file; nothing imports it unless asked
         with pytest.raises(zoo.ZooError, match=f"pass --plugin {plugin}"):
             zoo.load(run)
         assert zoo.load(run, plugins=[str(plugin)]).predict(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
-        err = refused(capsys, ["export", str(run), "--format", "exported-program", "--out", str(tmp_path / "e"),
-                               "--plugin", str(plugin)])
+        export_args = ["export", str(run), "--format", "exported-program", "--out", str(tmp_path / "e")]
+        err = refused(capsys, [*export_args, "--plugin", str(plugin)])
         assert "cannot be exported as exported-program: its forward branches on" in err
         assert f"(at {plugin}:15: if logits.sum() > 0:" in err
     finally:

@@ -13,7 +13,8 @@ def card_text(meta: dict[str, Any]) -> str:
     """README.md: the metadata between --- lines (as Hugging Face model cards have it), then prose."""
     fmt, dtype = meta["format"], meta["input"]["dtype"]
     shape = ", ".join(str(n) for n in meta["input"]["shape"])
-    scale = "uint8 pixels, 0-255" if dtype == "uint8" else "float32 on the [0, 1] scale (the data set's own values)"
+    scale = "uint8 pixels, 0-255" if dtype == "uint8" else "float32 on the [0, 1] scale"
+    accuracy = _percent(meta["metrics"].get("test_acc"))
     file = FILES[fmt]
     usage = {
         "onnx": (
@@ -31,7 +32,7 @@ def card_text(meta: dict[str, Any]) -> str:
             f"probabilities = model(torch.zeros((16, {shape}), dtype=torch.{dtype}))\n```\n"
         ),
         "safetensors": (
-            f"The weights alone; zoo rebuilds the networks from the recipes in zoo-export.json "
+            "The weights alone; zoo rebuilds the networks from the recipes in zoo-export.json "
             "(with the plugins they name installed):\n\n"
         ),
     }[fmt]
@@ -48,25 +49,25 @@ def card_text(meta: dict[str, Any]) -> str:
     check = meta["check"]
     text = [
         "---",
-        yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None).rstrip(),
+        _yaml(meta),
         "---",
         "",
         f"# {meta['name']}",
         "",
         f"A {meta['kind']} trained by zoo on `{meta['dataset']['name']}` ({len(meta['classes'])} classes), "
-        f"exported as {fmt} (`{file}`). Test accuracy of the run: {_percent(meta['metrics'].get('test_acc'))}.",
+        f"exported as {fmt} (`{file}`). Test accuracy of the run: {accuracy}.",
         "",
-        f"**Input**: `{INPUT_NAME}`, shape (N, {shape}), {scale}; N is any batch size. The conversion to floats "
-        "and the standardization with the run's training-split mean and std happen inside the model.",
+        f"**Input**: `{INPUT_NAME}`, shape (N, {shape}), {scale}; N is any batch size. The conversion to "
+        "floats and the standardization with the run's training-split mean and std happen inside the model.",
         "",
-        f"**Output**: `{OUTPUT_NAME}`, shape (N, {len(meta['classes'])}): class probabilities (softmax), each "
-        f"row summing to 1, in the order of `classes` above. {tta_text[0].upper()}{tta_text[1:]}",
+        f"**Output**: `{OUTPUT_NAME}`, shape (N, {len(meta['classes'])}): class probabilities (softmax), "
+        f"each row summing to 1, in the order of `classes` above. {tta_text[0].upper()}{tta_text[1:]}",
         "",
         f"Computed in float32 (the run trained with precision {meta['precision']['trained']}).",
         "",
-        f"Checked when written: on {check['samples']} test images the exported model's probabilities differ from "
-        f"zoo's evaluation of the run by at most {check['max_abs_diff']:.2e}, and their top-1 classes agree "
-        f"on {100 * check['top1_agreement']:.2f}% of them.",
+        f"Checked when written: on {check['samples']} test images the exported model's probabilities differ "
+        f"from zoo's evaluation of the run by at most {check['max_abs_diff']:.2e}, and their top-1 classes "
+        f"agree on {100 * check['top1_agreement']:.2f}% of them.",
         "",
         "## Use",
         "",
@@ -78,6 +79,12 @@ def card_text(meta: dict[str, Any]) -> str:
         f"{shape})\nprint(model.top_k([\"digit.png\"], k=3))   # [[(class name, probability), ...]]\n```\n",
     ]
     return "\n".join(text)
+
+
+def _yaml(meta: dict[str, Any]) -> str:
+    # short lists (a shape, a class list) on one line, as a person writes them
+    text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None)
+    return text.rstrip()
 
 
 def _percent(value: Any) -> str:

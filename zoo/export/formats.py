@@ -14,7 +14,6 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -23,8 +22,12 @@ from zoo.export import FILES
 
 FORMATS = list(FILES)
 # what reads each format back: the parity check's and the model card's words
-RUNTIMES = {"onnx": "onnxruntime (CPU)", "torchscript": "torch.jit.load", "exported-program": "torch.export.load",
-            "safetensors": "zoo.load (rebuilt from the recipes)"}
+RUNTIMES = {
+    "onnx": "onnxruntime (CPU)",
+    "torchscript": "torch.jit.load",
+    "exported-program": "torch.export.load",
+    "safetensors": "zoo.load (rebuilt from the recipes)",
+}
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 # the batch of the example the graph is traced with: torch.export takes sizes 0 and 1 for constants
 EXAMPLE_BATCH = 4
@@ -36,7 +39,8 @@ def check_format(fmt: str) -> str:
     if fmt not in FILES:
         from zoo.core.errors import did_you_mean
 
-        raise ZooError(f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; formats: {', '.join(FORMATS)}")
+        known = ", ".join(FORMATS)
+        raise ZooError(f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; formats: {known}")
     return fmt
 
 
@@ -49,7 +53,7 @@ def write(fmt: str, graph: torch.nn.Module, example: torch.Tensor, folder: Path)
     """Write ``graph`` in format ``fmt`` into ``folder``; the model file's path."""
     path = folder / FILES[fmt]
     with warnings.catch_warnings(), torch.no_grad(), _torch_logs_quiet():
-        warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes are not the user's business
+        warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes are not for the user
         if fmt == "exported-program":
             torch.export.save(_exported_program(graph, example), path)
         elif fmt == "onnx":
@@ -88,7 +92,7 @@ def _torch_logs_quiet():
 
 
 def weights(graph: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The members' state dicts as zoo's Classifier names them (network and input statistics), m<i>. before each."""
+    """Each member's network and input statistics, named as in zoo's Classifier with m<i>. before them."""
     out = {}
     for i, member in enumerate(graph.members):
         for key, value in member.net.state_dict().items():
@@ -98,14 +102,18 @@ def weights(graph: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def read(fmt: str, path: Path, rebuild: Callable[[dict[str, torch.Tensor]], torch.nn.Module] | None = None) -> Predict:
+Rebuild = Callable[[dict[str, torch.Tensor]], torch.nn.Module]
+
+
+def read(fmt: str, path: Path, rebuild: Rebuild | None = None) -> Predict:
     """A function of a batch giving the probabilities of the model file at ``path``."""
     if fmt == "onnx":
         try:
             import onnxruntime
         except ImportError:
             raise ZooError(
-                f"{path}: an ONNX export runs on onnxruntime, which is not installed (pip install 'zoo[export]')"
+                f"{path}: an ONNX export runs on onnxruntime, which is not installed "
+                "(pip install 'zoo[export]')"
             ) from None
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -132,16 +140,18 @@ def read(fmt: str, path: Path, rebuild: Callable[[dict[str, torch.Tensor]], torc
     return run_module
 
 
-_USER_LINE = re.compile(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)')
+_USER_LINE = re.compile(
+    r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)'
+)
 
 
 def export_failure(fmt: str, exc: Exception) -> str:
-    """What the exporter could not take, in one line, with the model's own line of code where torch names it."""
+    """What the exporter could not take, in one line, with the model's line of code where torch names it."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     where = _USER_LINE.search(str(exc))
     at = f" (at {where.group(1)}:{where.group(2)}: {where.group(3).strip()[:120]})" if where else ""
     if "data-dependent" in str(exc):
-        why = "its forward branches on, or sizes a tensor by, the values of its input, which one graph cannot hold"
+        why = "its forward branches on, or sizes a tensor by, its input's values, which one graph cannot hold"
     else:
         why = f"{type(exc).__name__}: {lines[0][:300] if lines else 'no message'}"
     return f"the model cannot be exported as {fmt}: {why}{at}"

@@ -24,8 +24,9 @@ def members_of(model: Classifier | Ensemble) -> list[Classifier]:
     if isinstance(model, Ensemble):
         if not model.gives_probabilities:
             raise ZooError(
-                "a combine: vote ensemble cannot be exported: it gives votes, not probabilities, and its ties "
-                "are broken outside any graph; export a combine: mean ensemble, or its members one by one"
+                "a combine: vote ensemble cannot be exported: it gives votes, not probabilities, and its "
+                "ties are broken outside any graph; export a combine: mean ensemble, or its members one at a "
+                "time"
             )
         return list(model.members)
     return [model]

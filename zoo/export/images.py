@@ -15,7 +15,7 @@ from zoo.core.io import MAX_IMAGE_BYTES, read_bytes
 
 
 def decode_images(paths: Sequence[str | Path] | str | Path, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """uint8 (N, C, H, W): grey for a 1-channel model, RGB for a 3-channel one, resized (antialiased) to (H, W)."""
+    """uint8 (N, C, H, W): grey for a 1-channel model, RGB for a 3-channel one, resized (antialiased)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):

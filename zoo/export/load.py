@@ -43,17 +43,20 @@ class Predictor:
         return self._classes
 
     def preprocess(self, images: torch.Tensor | Sequence[str | Path]) -> torch.Tensor:
-        """The batch the model file takes: files decoded (uint8), checked against the input shape, in its dtype."""
+        """The batch the model file takes: files decoded (uint8), the shape checked, in the file's dtype."""
         if not isinstance(images, torch.Tensor):
             from zoo.export.images import decode_images
 
             images = decode_images(images, self.input_shape)
         if tuple(images.shape[1:]) != self.input_shape or images.ndim != len(self.input_shape) + 1:
-            raise ZooError(
-                f"{self.source}: images of shape {tuple(images.shape)}; the model takes (N, {', '.join(map(str, self.input_shape))})"
-            )
+            takes = ", ".join(map(str, self.input_shape))
+            given = tuple(images.shape)
+            raise ZooError(f"{self.source}: images of shape {given}; the model takes (N, {takes})")
         if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise ZooError(f"{self.source}: images must be uint8 pixels or floats on the [0, 1] scale, got {images.dtype}")
+            raise ZooError(
+                f"{self.source}: images must be uint8 pixels or floats on the [0, 1] scale, "
+                f"got {images.dtype}"
+            )
         if self.input_dtype == torch.uint8 and images.dtype != torch.uint8:
             raise ZooError(f"{self.source}: this export takes uint8 images (0-255), got {images.dtype}")
         if self.input_dtype is not None and self.input_dtype != torch.uint8:
@@ -134,13 +137,17 @@ def rebuild_graph(config: dict[str, Any], tensors: dict[str, torch.Tensor], wher
     discovery.load_local(plugins, kind="plugins=")
     members = []
     for i, entry in enumerate(config["members"]):
-        member = Classifier.for_inference(entry["recipe"], tuple(entry["input_shape"]), entry["num_classes"], where, plugins)
+        shape, classes = tuple(entry["input_shape"]), entry["num_classes"]
+        member = Classifier.for_inference(entry["recipe"], shape, classes, where, plugins)
         prefix = f"m{i}.net."
         try:
-            member.net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            own = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+            member.net.load_state_dict(own)
         except RuntimeError as exc:
             detail = " ".join(str(exc).split())
-            raise ZooError(f"{where}: its weights do not fit the model its recipe describes ({detail[:300]})") from None
+            raise ZooError(
+                f"{where}: its weights do not fit the model its recipe describes ({detail[:300]})"
+            ) from None
         member.set_input_stats(tensors[f"m{i}.input_mean"], tensors[f"m{i}.input_std"])
         members.append(member.eval())
     model = members[0] if len(members) == 1 else Ensemble(members, "mean")

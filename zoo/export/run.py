@@ -25,7 +25,7 @@ from zoo.export.graph import ExportGraph, build_graph, flops_per_image, members_
 from zoo.export.load import CONFIG, CONFIG_FORMAT, load_export
 
 CHECK_SAMPLES = 1000
-# the largest difference of a probability, and the share of top-1 classes that must agree, for an export to pass
+# what an export must meet: the largest difference of a probability, the share of top-1 classes that agree
 MAX_ABS_DIFF, MIN_AGREEMENT = 1e-4, 1.0
 
 
@@ -44,8 +44,8 @@ class Parity:
 
     def text(self) -> str:
         return (
-            f"check: {self.runtime} against zoo's evaluation on {self.samples} test images: max |difference| of a "
-            f"probability {self.max_abs_diff:.2e}, top-1 agreement {100 * self.top1_agreement:.2f}%"
+            f"check: {self.runtime} against zoo's evaluation on {self.samples} test images: max |difference| "
+            f"of a probability {self.max_abs_diff:.2e}, top-1 agreement {100 * self.top1_agreement:.2f}%"
         )
 
 
@@ -54,8 +54,8 @@ class ExportCheckFailed(Exception):
 
     def __init__(self, parity: Parity, out: Path) -> None:
         super().__init__(
-            f"the exported model differs from zoo's evaluation (more than {MAX_ABS_DIFF:g} in a probability, or a "
-            f"top-1 class that disagrees): {out} was not written"
+            f"the exported model differs from zoo's evaluation (more than {MAX_ABS_DIFF:g} in a probability, "
+            f"or a top-1 class that disagrees): {out} was not written"
         )
         self.parity = parity
 
@@ -71,7 +71,8 @@ class ExportResult:
 
     def summary(self) -> dict[str, Any]:
         return {"out": str(self.out), "format": self.format, "tta": self.tta, **asdict(self.parity),
-                "passed": self.parity.passed, "parameters": self.parameters, "flops_per_image": self.flops_per_image}
+                "passed": self.parity.passed, "parameters": self.parameters,
+                "flops_per_image": self.flops_per_image}
 
 
 def finished_run(run: str | Path) -> Path:
@@ -83,7 +84,9 @@ def finished_run(run: str | Path) -> Path:
         if (path / "recipe.yaml").is_file():
             from zoo.training.run_folder import resume_command
 
-            raise ZooError(f"{path}: not a finished run (no metrics.json); finish it first: {resume_command(path)}")
+            raise ZooError(
+                f"{path}: not a finished run (no metrics.json); finish it first: {resume_command(path)}"
+            )
         raise ZooError(f"{path}: not a run folder (no recipe.yaml or metrics.json in it)")
     return path
 
@@ -95,16 +98,21 @@ def check_out(out: str | Path, overwrite: bool) -> Path:
         raise ZooError(f"--out {out}: no folder {out.parent} to write it in")
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise ZooError(f"--out {out}: already exists; pass --overwrite to replace it, or name a new folder")
+            raise ZooError(f"--out {out}: already exists; pass --overwrite to replace it, or name a new one")
         if not (out.is_dir() and (out / CONFIG).is_file()):
-            raise ZooError(f"--out {out}: exists and is not a zoo export folder (no {CONFIG}); --overwrite replaces only those")
+            raise ZooError(
+                f"--out {out}: exists and is not a zoo export folder (no {CONFIG}); "
+                "--overwrite replaces only those"
+            )
     return out
 
 
 def parity(predict, reference: torch.Tensor, x: torch.Tensor, runtime: str, chunk: int = 256) -> Parity:
     probs = torch.cat([predict(c).float() for c in x.split(chunk)])
     if probs.shape != reference.shape:
-        raise ZooError(f"the exported model gives outputs of shape {tuple(probs.shape)}, not {tuple(reference.shape)}")
+        raise ZooError(
+            f"the exported model gives outputs of shape {tuple(probs.shape)}, not {tuple(reference.shape)}"
+        )
     diff = float((probs.double() - reference.double()).abs().max()) if len(x) else 0.0
     if diff != diff:  # NaN: no agreement to speak of
         diff = float("inf")
@@ -176,16 +184,19 @@ def _put_in_place(tmp: Path, out: Path) -> None:
 
 def _config(meta: dict[str, Any], members, fmt: str, tta: bool) -> dict[str, Any]:
     """zoo-export.json: what zoo.load needs, and for safetensors each member's recipe to rebuild it from."""
-    config = {"model_format": fmt, "file": formats.FILES[fmt], "input": meta["input"], "output": meta["output"],
-              "classes": meta["classes"], "tta": tta}
+    config = {"model_format": fmt, "file": formats.FILES[fmt], "input": meta["input"],
+              "output": meta["output"], "classes": meta["classes"], "tta": tta}
     if fmt == "safetensors":
         config["members"] = [
-            {"recipe": m.recipe, "input_shape": list(m.input_shape), "num_classes": m.num_classes} for m in members
+            {"recipe": m.recipe, "input_shape": list(m.input_shape), "num_classes": m.num_classes}
+            for m in members
         ]
     return config
 
 
-def _metadata(run_dir: Path, model, members, graph: ExportGraph, dm, x: torch.Tensor, fmt: str, tta: bool) -> dict[str, Any]:
+def _metadata(
+    run_dir: Path, model, members, graph: ExportGraph, dm, x: torch.Tensor, fmt: str, tta: bool
+) -> dict[str, Any]:
     from importlib.metadata import version
     from zoo.core.recipe import load_yaml
 
@@ -207,15 +218,18 @@ def _metadata(run_dir: Path, model, members, graph: ExportGraph, dm, x: torch.Te
     trained = (recipe.get("trainer") or {}).get("precision")
     return {
         "name": run_dir.resolve().name,
-        "kind": f"{len(members)}-member ensemble (mean of the members' probabilities)" if len(members) > 1 else "model",
+        "kind": f"{len(members)}-member ensemble (mean of the members' probabilities)"
+        if len(members) > 1 else "model",
         "format": fmt,
         "file": formats.FILES[fmt],
         "runtime": formats.RUNTIMES[fmt],
-        "dataset": {"name": model.recipe["data"]["name"], "data": dict(model.recipe["data"]), "test_samples": len(dm.test)},
+        "dataset": {"name": model.recipe["data"]["name"], "data": dict(model.recipe["data"]),
+                    "test_samples": len(dm.test)},
         "classes": [str(c) for c in dm.classes],
         "input": {"name": formats.INPUT_NAME, "shape": shape, "dtype": str(x.dtype).removeprefix("torch."),
                   "batch": "any (dynamic first dimension)"},
-        "output": {"name": formats.OUTPUT_NAME, "shape": ["N", len(dm.classes)], "values": "class probabilities (softmax)"},
+        "output": {"name": formats.OUTPUT_NAME, "shape": ["N", len(dm.classes)],
+                   "values": "class probabilities (softmax)"},
         "tta": {"included": tta, "views": view_count(members[0]), "run_views": run_views,
                 "description": _tta_words(members[0].tta)},
         "precision": {"trained": trained if trained is not None else "32-true", "exported": "float32"},
