@@ -238,3 +238,20 @@ def test_plugin_models_need_their_plugin_and_a_graph_that_cannot_hold_them_is_na
     finally:
         install(None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["branchy.py", "run"]
+
+
+def test_an_operation_onnx_has_no_translation_for_is_named(tmp_path):
+    from torch import nn
+
+    from zoo.export.formats import export_failure, write
+
+    class SingularValues(nn.Module):
+        def forward(self, x):
+            return torch.linalg.svdvals(x.flatten(2)).sum(-1)
+
+    with pytest.raises(Exception) as failed:  # noqa: PT011 - whatever torch.onnx raises: its words count
+        write("onnx", SingularValues(), torch.rand(4, 3, 8, 8), tmp_path)
+    assert export_failure("onnx", failed.value) == (
+        "the model cannot be exported as onnx: ONNX has no translation of the operation "
+        "aten._linalg_svd.default (torch.ops.aten._linalg_svd.default) that the model uses"
+    )

@@ -143,15 +143,27 @@ def read(fmt: str, path: Path, rebuild: Rebuild | None = None) -> Predict:
 _USER_LINE = re.compile(
     r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)'
 )
+_NO_ONNX_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>")
+_CAUSE = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>: (.+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def export_failure(fmt: str, exc: Exception) -> str:
-    """What the exporter could not take, in one line, with the model's line of code where torch names it."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    where = _USER_LINE.search(str(exc))
+    """What the exporter could not take, in one line: the operation, or the model's line of code where torch
+    names it. torch's messages run to pages; the ONNX exporter's first line only says which step failed."""
+    text = _ANSI.sub("", str(exc))
+    where = _USER_LINE.search(text)
     at = f" (at {where.group(1)}:{where.group(2)}: {where.group(3).strip()[:120]})" if where else ""
-    if "data-dependent" in str(exc):
+    missing = _NO_ONNX_OP.search(text)
+    cause = _CAUSE.search(text)
+    if missing:
+        op = f"{missing.group(1)}.{missing.group(2)}"
+        why = f"ONNX has no translation of the operation {op} (torch.ops.{op}) that the model uses"
+    elif "data-dependent" in text:
         why = "its forward branches on, or sizes a tensor by, its input's values, which one graph cannot hold"
+    elif cause:
+        why = f"{cause.group(1)}: {cause.group(2).strip()[:300]}"
     else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         why = f"{type(exc).__name__}: {lines[0][:300] if lines else 'no message'}"
     return f"the model cannot be exported as {fmt}: {why}{at}"
