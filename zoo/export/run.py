@@ -165,7 +165,7 @@ def export_run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(out, fmt, tta, check, meta["parameters"], meta["flops_per_image"])
+    return ExportResult(out, fmt, meta["tta"]["included"], check, meta["parameters"], meta["flops_per_image"])
 
 
 def _put_in_place(tmp: Path, out: Path) -> None:
@@ -230,7 +230,8 @@ def _metadata(
                   "batch": "any (dynamic first dimension)"},
         "output": {"name": formats.OUTPUT_NAME, "shape": ["N", len(dm.classes)],
                    "values": "class probabilities (softmax)"},
-        "tta": {"included": tta, "views": view_count(members[0]), "run_views": run_views,
+        # --tta on a recipe without test-time views leaves the graph with the one view it has
+        "tta": {"included": tta and run_views > 1, "views": view_count(members[0]), "run_views": run_views,
                 "description": _tta_words(members[0].tta)},
         "precision": {"trained": trained if trained is not None else "32-true", "exported": "float32"},
         "parameters": sum(p.numel() for p in graph.parameters()),
