@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import textwrap
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def test_other_formats_load_without_the_run_and_overwrite_replaces_an_export(run
     out = tmp_path / "out"
     x, expected = zoo_probabilities(runs["mlp"], tta=False)
     moved = tmp_path / "run-elsewhere"
+    # what an export killed on its way (kill -9, a lost machine) left: a process id no process has
+    abandoned = tmp_path / f".out.partial-{socket.gethostname()}-{2**22 + 1}"
+    abandoned.mkdir()
     for i, fmt in enumerate(["torchscript", "exported-program", "safetensors"]):
         summary = export(capsys, runs["mlp"], fmt, out, *(["--overwrite"] if i else []))
         assert summary["passed"] and summary["format"] == fmt and summary["max_abs_diff"] <= 1e-4

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,8 @@ def export_run(
     reference = model.predict_proba(x)
     meta = _metadata(run_dir, model, members, graph, dm, x, fmt, tta)
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_abandoned(out)
+    tmp = out.parent / f".{out.name}.partial-{socket.gethostname()}-{os.getpid()}"
     tmp.mkdir()
     try:
         example = x[: formats.EXAMPLE_BATCH]
@@ -166,6 +167,17 @@ def export_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(out, fmt, meta["tta"]["included"], check, meta["parameters"], meta["flops_per_image"])
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Partial folders of ``out`` whose process is gone (killed before it could clean up after itself); one
+    of another host may be running still, and is left alone, as run folders' locks are."""
+    from zoo.training.run_folder import _alive
+
+    for folder in out.parent.glob(f".{out.name}.partial-*"):
+        host, _, pid = folder.name.removeprefix(f".{out.name}.partial-").rpartition("-")
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive({"host": host, "pid": int(pid)})):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _put_in_place(tmp: Path, out: Path) -> None:
