@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "zoo.cli.plugins",
     "zoo.cli.check_plugin",
     "zoo.cli.new_plugin",
+    "zoo.cli.export",
 ]
 
 
