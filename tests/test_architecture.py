@@ -21,9 +21,11 @@ ALLOWED = {
     "training": {"core", "data", "monitoring"},
     "tools": {"core", "data", "monitoring", "training"},
     "reporting": {"core", "data", "monitoring", "training"},
-    "cli": {"api", "core", "data", "monitoring", "training", "tools", "reporting", "testing"},
-    # `import zoo`: the registries, and zoo.train (which runs training)
-    "api": {"core", "training"},
+    # taking trained models out of zoo (zoo export, zoo.load)
+    "export": {"core", "data", "training"},
+    "cli": {"api", "core", "data", "monitoring", "training", "tools", "reporting", "testing", "export"},
+    # `import zoo`: the registries, zoo.train (which runs training) and zoo.load
+    "api": {"core", "training", "export"},
     # components see the component-facing API only: never training, tools, reporting or the CLI
     "plugins": {"api", "core", "data", "monitoring"},
     # the conformance kit for plugin authors: it builds and trains components, and checkpoints them as zoo does

@@ -44,6 +44,8 @@ def write_sweep(tmp_path, **extra):
         "parameters": {"optimizer.lr": {"log_uniform": ["1e-5", "1e0"]}},
         **extra,
     }
+    if "grid" in (data.get("sampler"), data.get("method")) and "trials_per_stage" not in extra:
+        del data["trials_per_stage"]  # a grid runs its points
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -77,7 +79,7 @@ def test_samplers_draw_inside_the_ranges_from_the_seed(tmp_path, sampler):
 
 
 def test_a_grid_runs_each_point_once_and_method_is_the_older_name_of_sampler(tmp_path):
-    path = write_sweep(tmp_path, method="grid", grid_points=3, stages=1, trials_per_stage=[1], epochs_per_stage=[1],
+    path = write_sweep(tmp_path, method="grid", grid_points=3, stages=1, epochs_per_stage=[1],
                        parameters={"optimizer.lr": {"log_uniform": [0.001, 0.01]},
                                    "model.activation": {"values": ["relu", "gelu"]}})
     spec = load_sweep(path)
@@ -135,6 +137,11 @@ def test_sweep_file_errors(tmp_path):
     with pytest.raises(ZooError, match="pruner_warmup_epochs: only with pruner: median"):
         load_sweep(write_sweep(tmp_path, pruner="hyperband", pruner_warmup_epochs=1))
     load_sweep(write_sweep(tmp_path, sampler="grid", pruner="median"))  # a grid with a pruner is fine
+    with pytest.raises(ZooError, match=r"grid_points: only with sampler: grid \(this sweep has sampler: tpe\)"):
+        load_sweep(write_sweep(tmp_path, sampler="tpe", grid_points=5))  # it would draw, not lay out, 5 points
+    grid_trials = r"trials_per_stage: only with sampler: random \| tpe \(this sweep has sampler: grid\)"
+    with pytest.raises(ZooError, match=grid_trials):
+        load_sweep(write_sweep(tmp_path, sampler="grid", trials_per_stage=[4, 3]))  # 3 points a stage, not 4 and 3
     with pytest.raises(ZooError, match="unknown key 'trails'"):
         load_sweep(write_sweep(tmp_path, trails=3))
     with pytest.raises(ZooError, match="name: a run name is one folder name under runs/"):
@@ -177,8 +184,7 @@ def test_two_stage_sweep_on_digits(tmp_path):
 
 
 def test_exploding_trial_is_marked_diverged(tmp_path):
-    spec = load_sweep(write_sweep(tmp_path, stages=1, trials_per_stage=[1], epochs_per_stage=[2],
-                                  method="grid", grid_points=1,
+    spec = load_sweep(write_sweep(tmp_path, stages=1, epochs_per_stage=[2], method="grid", grid_points=1,
                                   overrides=[*TINY, "model.norm=none", "optimizer=sgd"],
                                   parameters={"optimizer.lr": {"values": [50.0]}}))
     result = run_sweep(spec, sweep_dir=tmp_path / "out")
@@ -226,7 +232,7 @@ def test_workers_and_a_process_that_joins_share_the_study_and_run_exactly_the_as
 
 def test_a_pruned_trial_is_marked_and_never_best(tmp_path):
     """The median pruner, after one finished trial, stops a rate too small to learn after its first epoch."""
-    spec = load_sweep(write_sweep(tmp_path, sampler="grid", stages=1, trials_per_stage=[1], epochs_per_stage=[3],
+    spec = load_sweep(write_sweep(tmp_path, sampler="grid", stages=1, epochs_per_stage=[3],
                                   pruner="median", pruner_startup_trials=1, pruner_warmup_epochs=0,
                                   overrides=["model.width=16", "model.depth=1", "trainer.limit_train_batches=4"],
                                   parameters={"optimizer.lr": {"values": [0.03, 1e-5]}}))
@@ -247,6 +253,9 @@ def test_a_pruned_trial_is_marked_and_never_best(tmp_path):
     (["--storage", "nosuch://x"], "--storage nosuch://x: Optuna cannot open it"),
     (["--storage", "sqlite:////no/such/folder/study.db"], "Optuna cannot open it: (sqlite3.OperationalError)"),
     (["--storage", "journal:///no/such/folder/study.log"], "Optuna cannot open it: [Errno 2] No such file"),
+    # options of the W&B definition and of a run, each ignored by the other
+    (["--wandb-out", "w.yaml"], "--wandb-out FILE writes the W&B sweep definition: it goes with --wandb"),
+    (["--wandb", "--workers", "2"], "--wandb only prints the W&B sweep definition and runs nothing: drop"),
 ])
 def test_sweep_command_line_mistakes_are_refused_before_any_folder(tmp_path, monkeypatch, capsys, args, problem):
     from zoo.cli.main import main
@@ -287,7 +296,8 @@ def test_a_sweep_folder_follows_the_rules_of_a_run_folder(tmp_path, monkeypatch,
     assert main(["sweep", str(path), "--sweep-dir", "done"]) == 2
     assert "sweep folder done already exists; continue it with zoo sweep --resume done, or replace it with --overwrite" in (
         capsys.readouterr().err)
-    lock = RunLock.acquire(tmp_path / "done")  # as a sweep still running holds it
+    (tmp_path / "done" / "results.json").unlink()  # a sweep still running has written none yet
+    lock = RunLock.acquire(tmp_path / "done")  # and holds the lock
     try:
         assert main(["sweep", "--resume", "done"]) == 2
         assert f"is in use by zoo (pid {os.getpid()}" in capsys.readouterr().err
@@ -374,6 +384,8 @@ def test_a_signal_stops_a_sweep_like_a_run_and_resume_runs_only_what_is_left(tmp
     assert len(rows) == 2 and rows[0]["val_acc"] == rows[1]["val_acc"]
     assert json.loads((sw / "s1-t02" / "metrics.json").read_text())["val_acc"] == rows[0]["val_acc"]
     assert sorted(r["epochs"] for r in rows) == [4, 4]
+    # the stopped trial was taken again under a new number in the study; its row keeps its folder's
+    assert sorted((r["trial"], Path(r["run_dir"]).name) for r in rows) == [(1, "s1-t01"), (2, "s1-t02")]
 
 
 GRID_3M = {"optimizer.lr": {"log_uniform": [1e-5, 1.0]}, "optimizer.weight_decay": {"uniform": [0, 0.1]},
@@ -388,7 +400,7 @@ GRID_3M = {"optimizer.lr": {"log_uniform": [1e-5, 1.0]}, "optimizer.weight_decay
     ({"sampler": "grid", "grid_points": 1000, "parameters": GRID_3M}, "a grid of 3,000,000 trials; at most 10,000"),
     ({"sampler": "grid", "grid_points": 0}, "grid_points: expected a whole number from 1 to 1000, got 0"),
     # taken as written, as recipe values are: no silent int()
-    ({"grid_points": "3"}, "grid_points: expected a whole number from 1 to 1000, got '3'"),
+    ({"sampler": "grid", "grid_points": "3"}, "grid_points: expected a whole number from 1 to 1000, got '3'"),
     ({"seed": 1.5}, "seed: expected a whole number from 0 to 4294967295, got 1.5"),
     ({"seed": -1}, "seed: expected a whole number from 0 to 4294967295, got -1"),
 ])
@@ -464,3 +476,26 @@ def test_the_sweep_passes_a_workers_stop_on_and_hands_a_killed_workers_trial_bac
     died, again = study.get_trials(deepcopy=False)
     assert died.state == TrialState.FAIL and again.state == TrialState.WAITING
     assert again.user_attrs["run_name"] == "s1-t01" and again.system_attrs["fixed_params"] == died.params
+
+
+def test_a_sweep_with_nothing_left_to_run_says_so(tmp_path, monkeypatch, capsys):
+    """The same sweep on a storage where its studies already ran their count, or --resume of a finished sweep:
+    one line saying so, no folder, nothing rewritten, rather than an empty run that prints the old trials as
+    if it had found them."""
+    from zoo.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    path = write_sweep(tmp_path, name="lr-digits", stages=2, trials_per_stage=[3, 2])
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    run_sweep(load_sweep(path), sweep_dir=tmp_path / "first", storage=storage, trial_fn=_no_training)
+    assert main(["sweep", str(path), "--sweep-dir", "second", "--storage", storage]) == 2
+    err = capsys.readouterr().err
+    assert (f"--storage {storage}: the studies of sweep lr-digits there (lr-digits/stage-1, lr-digits/stage-2) "
+            "already ran their 5 trials: nothing to run; name the sweep anew (name: in ") in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "second").exists()
+
+    results = (tmp_path / "first" / "results.json").read_text()
+    assert main(["sweep", "--resume", "first"]) == 2
+    assert ("--resume first: that sweep finished (see its results.json); there is nothing to resume"
+            in capsys.readouterr().err)
+    assert (tmp_path / "first" / "results.json").read_text() == results

@@ -127,6 +127,7 @@ def test_a_folder_that_is_neither_a_run_nor_a_sweep_says_what_it_is(tmp_path, ca
         "lr-digits": f"holds sweep folders, and is not one: report one of them (zoo report {sweep})",
         "stopped": "no metrics.json: the run has not finished (zoo train --resume continues it)",
         "empty": "no metrics.json and no sweep.json: neither a finished run folder nor a sweep folder",
+        "missing": "no such folder",
     }
     for name, message in told.items():
         assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "r.html")]) == 2

@@ -110,7 +110,7 @@ def test_extra_parameters_go_to_timm():
         build(arch="test_resnet", bogus=1)
 
 
-@pytest.mark.parametrize("key", ["pretrained", "in_chans", "act_layer", "norm_layer"])
+@pytest.mark.parametrize("key", ["pretrained_cfg", "in_chans", "act_layer", "norm_layer"])
 def test_arguments_zoo_sets_are_refused(key):
     with pytest.raises(RegistryError, match=f"'{key}' is set by zoo"):
         zoo.models.build({"name": "timm", "arch": "test_resnet", key: 1}, input_shape=CIFAR, num_classes=10)

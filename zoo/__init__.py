@@ -22,6 +22,7 @@ from zoo.core.errors import ZooError
 from zoo.core.registry import ActivationSpec, Component, InitSpec, NormSpec, Registry, Seed, Spec
 
 if TYPE_CHECKING:
+    from zoo.export.load import Predictor
     from zoo.training.fit import RunResult
 
 __version__ = "0.1.0"
@@ -32,6 +33,14 @@ def train(recipe=None, overrides=(), **options) -> RunResult:
     from zoo.training.run import train as _train
 
     return _train(recipe, overrides=overrides, **options)
+
+
+def load(path, plugins=()) -> Predictor:
+    """A trained model ready to predict, from a run folder, a checkpoint or a ``zoo export`` folder; see
+    zoo.export.load.load. ``model.predict(images)`` takes a uint8 tensor (N, C, H, W) or image file paths."""
+    from zoo.export.load import load as _load
+
+    return _load(path, plugins)
 
 
 def load_recipe(recipe=None, overrides=()):
@@ -54,6 +63,7 @@ __all__ = [
     "augmentations",
     "datasets",
     "initializers",
+    "load",
     "load_recipe",
     "models",
     "monitors",

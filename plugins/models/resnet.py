@@ -169,6 +169,7 @@ class ResNet(nn.Module):
 
         blocks = []
         channels = width
+        self.stage_sizes = [count for _, count in stages]  # blocks per stage, for stages()
         for stage, (stage_width, count) in enumerate(stages):
             for i in range(count):
                 stride = 2 if stage > 0 and i == 0 else 1
@@ -190,6 +191,16 @@ class ResNet(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(channels, num_classes)
         self.head.zoo_nonlinearity = "linear"  # logits: no activation follows, so no ReLU gain
+
+    def stages(self) -> list[list[str]]:
+        """Parameter names of the stem, then of each stage (finetune.freeze_stages); the head in none."""
+        names = [name for name, _ in self.named_parameters()]
+        groups, first = [[n for n in names if n.startswith("stem.")]], 0
+        for count in self.stage_sizes:
+            blocks = {f"blocks.{i}." for i in range(first, first + count)}
+            groups.append([n for n in names if any(n.startswith(b) for b in blocks)])
+            first += count
+        return groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.final(self.blocks(self.stem(x)))

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "zoo.cli.plugins",
     "zoo.cli.check_plugin",
     "zoo.cli.new_plugin",
+    "zoo.cli.export",
 ]
 
 
@@ -48,7 +49,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         if process_rank() == 0:  # every rank of a DDP job stops; rank 0 says so for all of them
             print(_interrupted_message(stop), file=sys.stderr)
             if stop.requeue:
-                _requeue(goes_on=ns.run_dir is not None or ns.resume is not None)
+                requeue_job(goes_on=ns.run_dir is not None or ns.resume is not None)
         return stop.exit_code
     if result.rank != 0:
         return 0  # the other ranks of a DDP job: rank 0 reports for all of them
@@ -88,10 +89,10 @@ def _interrupted_message(stop) -> str:
     return f"zoo: {stop} (the run had no checkpoint to resume from): {run_dir} is as it was before the run"
 
 
-def _requeue(goes_on: bool) -> None:
-    """The SLURM job's requeue signal stopped the run: the job goes back in the queue, last of all (a requeue
-    makes SLURM end this job), to run its batch script again; ``goes_on``: this command names its run folder,
-    so the requeued job goes on with the run."""
+def requeue_job(goes_on: bool, what: str = "run", option: str = "--run-dir") -> None:
+    """The SLURM job's requeue signal stopped the run (or sweep: ``what``): the job goes back in the queue, last
+    of all (a requeue makes SLURM end this job), to run its batch script again; ``goes_on``: this command names
+    its folder (``option``), so the requeued job goes on with it."""
     import signal
 
     from zoo.training.slurm import batch_job, requeue
@@ -103,7 +104,7 @@ def _requeue(goes_on: bool) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     failed = requeue(job)
     if failed is None:
-        then = "goes on with this run" if goes_on else "starts a new run (this command has no --run-dir)"
+        then = f"goes on with this {what}" if goes_on else f"starts a new {what} (this command has no {option})"
         print(f"zoo: requeued SLURM job {job}: it runs this command again, which {then}", file=sys.stderr)
     else:
         print(f"zoo: SLURM job {job} was not requeued: {failed}", file=sys.stderr)
@@ -215,9 +216,14 @@ def cmd_show(ns: argparse.Namespace) -> int:
         return _show_stats(resolved, ns)
     if ns.json:
         print(json.dumps(resolved.to_dict()))
-    else:
-        print(f"# {resolved.source}, resolved")
-        print(resolved.to_yaml(), end="")
+        return 0
+    from zoo.training.finetune import starts_from_weights, trainable_lines
+
+    # built before anything is printed: a freeze pattern that matches nothing is refused alone
+    trains = trainable_lines(resolved) if starts_from_weights(resolved) else []
+    print(f"# {resolved.source}, resolved")
+    print(resolved.to_yaml(), end="")
+    print("".join(f"# {line}\n" for line in trains), end="")
     return 0
 
 

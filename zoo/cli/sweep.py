@@ -22,6 +22,12 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
                            "storage (drop SWEEP.yaml, --sweep-dir, --overwrite, --storage and --wandb)")
     elif ns.sweep is None:
         raise ZooError("zoo sweep: name the sweep file (or --resume a stopped sweep's folder)")
+    if ns.wandb_out and not ns.wandb:
+        raise ZooError("--wandb-out FILE writes the W&B sweep definition: it goes with --wandb (without it the "
+                       "sweep would run and FILE never be written)")
+    if ns.wandb and (ns.sweep_dir or ns.storage or ns.overwrite or ns.workers != 1):
+        raise ZooError("--wandb only prints the W&B sweep definition and runs nothing: drop --sweep-dir, "
+                       "--storage, --overwrite and --workers, or --wandb to run the sweep")
     spec = stopped_sweep(ns.resume) if ns.resume is not None else load_sweep(ns.sweep)
     if ns.wandb:
         text = "# W&B sweep definition of stage 1 (W&B has no coarse-to-fine stages); run it with:\n"
@@ -48,6 +54,11 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
                                workers=ns.workers, log=log, plugins=ns.plugin)
     except Interrupted as stop:
         print(_stopped_message(stop), file=sys.stderr)
+        if stop.requeue:
+            from zoo.cli.main import requeue_job
+
+            requeue_job(goes_on=ns.sweep_dir is not None or ns.resume is not None, what="sweep",
+                        option="--sweep-dir")
         return stop.exit_code
     print(format_table(result, spec))
     for i, ranges in enumerate(result.ranges, 1):

@@ -56,14 +56,54 @@ def build_network(spec: dict[str, Any], input_shape: tuple[int, ...], num_classe
     return net
 
 
+# Set on a parameter that finetune.freeze holds still for now: it stays in the optimizer (without a gradient
+# the optimizer leaves it alone), so unfreezing it later changes no group and a resumed run loads the same
+# state.
+THAWS_LATER = "zoo_thaws_later"
+
+
+def head_module(net: nn.Module) -> nn.Module | None:
+    """The layer that gives the logits: timm's classifier, a model's ``head``, else its last Linear layer."""
+    for owner in (net, getattr(net, "net", None)):
+        if owner is not None and hasattr(owner, "get_classifier"):
+            return owner.get_classifier()
+    head = getattr(net, "head", None)
+    if isinstance(head, nn.Module):
+        return head
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
 def param_groups(
-    net: nn.Module, decay_norm_and_bias: bool = False, norm_and_bias_lr: float = 1.0
+    net: nn.Module,
+    decay_norm_and_bias: bool = False,
+    norm_and_bias_lr: float = 1.0,
+    backbone_lr_mult: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Parameters split so weight decay skips biases and norm scales (1-D tensors), which it only hurts.
 
-    ``norm_and_bias_lr`` multiplies the learning rate of those 1-D tensors (``lr_scale`` in their group).
+    ``norm_and_bias_lr`` multiplies the learning rate of those 1-D tensors (``lr_scale`` in their group);
+    ``backbone_lr_mult`` that of every parameter outside the head (groups of their own).
     """
-    trained = [p for p in net.parameters() if p.requires_grad]
+    trained = [p for p in net.parameters() if p.requires_grad or getattr(p, THAWS_LATER, False)]
+    groups = _decay_groups(trained, decay_norm_and_bias, norm_and_bias_lr)
+    if backbone_lr_mult == 1.0:
+        return groups
+    head = head_module(net)
+    in_head = {id(p) for p in head.parameters()} if head is not None else set()
+    split = []
+    for group in groups:
+        for is_head in (True, False):
+            params = [p for p in group["params"] if (id(p) in in_head) == is_head]
+            if params:
+                scale = group.get("lr_scale", 1.0) * (1.0 if is_head else backbone_lr_mult)
+                split.append({**group, "params": params, "lr_scale": scale})
+    return split
+
+
+def _decay_groups(
+    trained: list[nn.Parameter], decay_norm_and_bias: bool, norm_and_bias_lr: float
+) -> list[dict[str, Any]]:
     if decay_norm_and_bias and norm_and_bias_lr == 1.0:
         return [{"params": trained}]
     weights = [p for p in trained if p.ndim > 1]
@@ -78,9 +118,11 @@ def param_groups(
 
 
 def build_optimizer(
-    spec: dict[str, Any], net: nn.Module, decay_norm_and_bias: bool = False, norm_and_bias_lr: float = 1.0
+    spec: dict[str, Any], net: nn.Module, decay_norm_and_bias: bool = False, norm_and_bias_lr: float = 1.0,
+    backbone_lr_mult: float = 1.0,
 ):
-    optimizer = optimizers.build(spec, "optimizer", params=param_groups(net, decay_norm_and_bias, norm_and_bias_lr))
+    groups = param_groups(net, decay_norm_and_bias, norm_and_bias_lr, backbone_lr_mult)
+    optimizer = optimizers.build(spec, "optimizer", params=groups)
     for group in optimizer.param_groups:
         group["lr"] *= group.pop("lr_scale", 1.0)
     return optimizer

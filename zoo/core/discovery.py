@@ -84,7 +84,9 @@ def _where_raised(exc: BaseException) -> str:
         if frame.filename.startswith("<"):
             continue
         path = Path(frame.filename).resolve()
-        if path != here and not path.is_relative_to(machinery):
+        # importlib_metadata (the backport, which some libraries import) adds its finder to sys.meta_path, and
+        # the entry points it finds load through its own EntryPoint.load: machinery too
+        if path != here and not path.is_relative_to(machinery) and "importlib_metadata" not in path.parts:
             return f" (at {frame.filename}:{frame.lineno})"
     return ""
 

@@ -140,6 +140,32 @@ class CheckpointSection(_Section):
     )
 
 
+class FinetuneSection(_Section):
+    """What trains when a run starts from trained weights: frozen parameters, the backbone's lr, batch-norm statistics."""
+
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parameters not trained, as fnmatch patterns on their names in the network (`zoo show` lists "
+        "them: `stem.*`, `blocks.[0-3].*`, `net.layer1.*` for timm); a pattern matching nothing is an error.",
+    )
+    freeze_stages: int | None = Field(
+        None, ge=0, description="Also freeze the stem and the first this many stages (0: the stem alone), for models "
+        "that name their stages (zoo's resnet, timm's through its group_matcher); null: none.",
+    )
+    unfreeze_at_epoch: int | None = Field(
+        None, ge=1, description="The frozen parameters train too from this epoch on (0-based, as the logs count); "
+        "null: frozen for the whole run.",
+    )
+    backbone_lr_mult: float = Field(
+        1.0, gt=0, description="Every parameter but the head (the layer giving the logits) learns at the "
+        "optimizer's lr times this; schedules scale both alike.",
+    )
+    freeze_bn_stats: bool = Field(
+        False, description="Keep batch-norm running statistics as the weights brought them (the norms run in "
+        "eval mode while training); their scale and shift still train unless frozen.",
+    )
+
+
 class EMASection(_Section):
     """An exponential moving average of the weights (Polyak averaging): what is validated, saved and tested."""
 
@@ -306,6 +332,13 @@ class Recipe(_Section):
     lr_scaling: LRScalingSection = Field(default_factory=LRScalingSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     ema: EMASection | None = Field(None, description="Average the weights over training steps (None: no averaging).")
+    init_from: str | None = Field(
+        None, description="Start from another zoo run's weights: its run folder (its best checkpoint, as zoo eval "
+        "picks) or a checkpoint file. Tensors of matching names and shapes are loaded, the head is new when the "
+        "class count differs; the source's own plugins load only with --plugin. The run's recipe.yaml records the "
+        "checkpoint file; a resumed run does not load it again.",
+    )
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     performance: PerformanceSection = Field(default_factory=PerformanceSection)
     ensemble: EnsembleSection | None = Field(None, description="Train an ensemble instead of one model.")
     trainer: TrainerSection = Field(default_factory=TrainerSection, description="Lightning Trainer arguments.")

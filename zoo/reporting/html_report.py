@@ -171,6 +171,10 @@ def _read_recipe(recipe_file: Path) -> tuple[str, dict[str, Any]]:
 
 def _not_a_run(path: Path) -> str:
     """What a folder with no metrics.json is, said so that the user can give zoo report the right one."""
+    if not path.exists():
+        return "no such folder"
+    if not path.is_dir():
+        return "not a folder: give a run folder or a sweep folder"
     # zoo sweep's default folder is runs/<sweep name>/<time>-<id>: its parent is an easy folder to give instead
     sweeps = sorted(p for p in path.glob("*/sweep.json") if p.is_file()) if path.is_dir() else []
     if sweeps:

@@ -69,6 +69,7 @@ from typing import Any
 
 from zoo.core.errors import ZooError, brief
 from zoo.core.io import json_text
+from zoo.training.slurm import requeue_signal
 from zoo.tools.sweep_spec import (  # the sweep file's side, here with the rest of the sweep's names
     MAX_WORKERS,
     WANDB_METHODS,
@@ -131,11 +132,28 @@ def run_sweep(
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
     check_workers(workers)
-    check_before_trials(spec)
-    if storage is not None:
-        open_storage(storage)
-    folder = sweep_folder.claim(spec, sweep_dir, overwrite, storage)
-    return _run_in(folder, spec, workers, trial_fn or run_trial, log, start, owner=False, plugins=plugins)
+    stop_on = requeue_signal(check_before_trials(spec).checkpoint)
+    shared = open_storage(storage) if storage is not None else None
+    if sweep_dir is not None and not overwrite and sweep_folder.requeued_sweep(Path(sweep_dir), spec, storage, log):
+        folder, owner = sweep_folder.reopen(Path(sweep_dir)), True
+    else:
+        if shared is not None:
+            _refuse_finished(shared, storage, spec)
+        folder, owner = sweep_folder.claim(spec, sweep_dir, overwrite, storage), False
+    return _run_in(folder, spec, workers, trial_fn or run_trial, log, start, owner=owner, plugins=plugins,
+                   stop_on=stop_on)
+
+
+def _refuse_finished(storage, url: str, spec: SweepSpec) -> None:
+    """A new sweep folder on a storage where this sweep's studies already ran every trial would run nothing and
+    report the old trials as its own."""
+    from zoo.tools.sweep_study import finished_trials
+
+    ran = finished_trials(storage, spec)
+    if ran is not None:
+        studies = ", ".join(study_name(spec, stage) for stage in range(spec.stages))
+        raise ZooError(f"--storage {url}: the studies of sweep {spec.name} there ({studies}) already ran their "
+                       f"{ran} trials: nothing to run; name the sweep anew (name: in {spec.path}) to search again")
 
 
 def check_workers(workers: int) -> None:
@@ -149,6 +167,8 @@ def stopped_sweep(sweep_dir: str | Path) -> SweepSpec:
 
     path = Path(sweep_dir)
     record = sweep_folder.read_record(path)
+    if (path / "results.json").is_file():  # written once every stage has run its count
+        raise ZooError(f"--resume {path}: that sweep finished (see its results.json); there is nothing to resume")
     spec = load_sweep(record["sweep_file"])
     sweep_folder.check_same(path, record, spec)
     return spec
@@ -168,22 +188,24 @@ def resume_sweep(
     path = Path(sweep_dir)
     spec = spec or stopped_sweep(path)
     check_workers(workers)
-    check_before_trials(spec, resumed=True)
+    stop_on = requeue_signal(check_before_trials(spec, resumed=True).checkpoint)
     folder = sweep_folder.reopen(path)
-    return _run_in(folder, spec, workers, trial_fn or run_trial, log, start, owner=True, plugins=plugins)
+    return _run_in(folder, spec, workers, trial_fn or run_trial, log, start, owner=True, plugins=plugins,
+                   stop_on=stop_on)
 
 
 def _run_in(folder, spec: SweepSpec, workers: int, trial_fn: TrialFn, log: Callable[[str], None], start: float,
-            *, owner: bool, plugins: list[str] | None) -> SweepResult:
+            *, owner: bool, plugins: list[str] | None, stop_on: int | None) -> SweepResult:
     """The sweep in its claimed folder, with signals handled as ``zoo train`` handles them: one that
     arrives between trials stops the sweep at once, one during a trial after that trial's checkpoint
-    (with ``workers``, each worker's; the signal is passed on to them)."""
+    (with ``workers``, each worker's; the signal is passed on to them). ``stop_on``: in a SLURM batch job,
+    the base recipe's requeue signal, one more signal that stops the sweep so."""
     from zoo.tools import sweep_folder
     from zoo.tools.sweep_study import open_storage, participate, take_back_stale
     from zoo.tools.sweep_workers import run_workers
     from zoo.training.checkpoints import Interrupted, SignalStop
 
-    signals = SignalStop()
+    signals = SignalStop(stop_on)
     signals.when = "between trials"
     signals.install()
     try:
@@ -196,7 +218,8 @@ def _run_in(folder, spec: SweepSpec, workers: int, trial_fn: TrialFn, log: Calla
                 participate(storage, spec, folder.path, trial_fn, log, owner=owner)
             else:
                 signals.restore()  # the workers' own handlers stop their trials; this process passes signals on
-                run_workers(spec, folder.path, url, workers, owner=owner, plugins=plugins or [], log=log)
+                run_workers(spec, folder.path, url, workers, owner=owner, plugins=plugins or [], log=log,
+                            signals=signals.signals)
             result = _results(storage, url, folder.path, spec, start)
         except BaseException as exc:
             sweep_folder.keep_if_started(folder)

@@ -11,13 +11,14 @@ on with the studies: finished trials are kept, the trials it left running go on 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.core.errors import ZooError
 from zoo.core.io import read_text, write_json
 from zoo.tools.sweep_spec import described, study_name
-from zoo.training.run_folder import RUNS_DIR, RunFolder, Wording, check_target, new_run_path
+from zoo.training.run_folder import RUNS_DIR, RunFolder, Wording, check_target, new_run_path, started_by_this_job
 
 if TYPE_CHECKING:
     from zoo.tools.sweep_spec import SweepSpec
@@ -71,6 +72,21 @@ def check_same(path: Path, record: dict[str, Any], spec: SweepSpec) -> None:
             f"--resume {path}: {record['sweep_file']} changed since the sweep started ({', '.join(changed)}); "
             f"undo the edit, or start the edited sweep in a new folder"
         )
+
+
+def requeued_sweep(path: Path, spec: SweepSpec, storage: str | None, log: Callable[[str], None]) -> bool:
+    """Whether ``zoo sweep SPEC --sweep-dir PATH`` is a requeued SLURM job running its command again, to go on
+    with the sweep it started there (not finished); the same sweep file and storage, or refused."""
+    job = started_by_this_job(path)
+    if job is None or (path / "results.json").is_file() or not (path / RECORD).is_file():
+        return False
+    record = read_record(path)
+    check_same(path, record, spec)
+    if storage is not None and storage != storage_of(path):
+        raise ZooError(f"--storage {storage}: SLURM job {job} started the sweep in {path} on {storage_of(path)}; "
+                       f"its requeue goes on only with that storage")
+    log(f"zoo: {path}: started by this SLURM job ({job}), which was requeued: going on with its trials")
+    return True
 
 
 def reopen(path: Path) -> RunFolder:

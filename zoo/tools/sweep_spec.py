@@ -14,7 +14,7 @@ import yaml
 
 from zoo.core.errors import ZooError, brief
 from zoo.core.io import MAX_TEXT_BYTES, read_text
-from zoo.core.recipe import folder_name_problem, load_yaml
+from zoo.core.recipe import Recipe, folder_name_problem, load_yaml
 
 KINDS = ("log_uniform", "uniform", "choice", "values")
 # What a trial reports (zoo.training.fit.run_fit: each split's loss and accuracy; an ensemble's summary,
@@ -126,9 +126,11 @@ class SweepSpec:
 ALLOWED = {"base", "name", "sampler", "method", "trials", "trials_per_stage", "grid_points", "metric", "goal",
            "stages", "epochs_per_stage", "stage_overrides", "overrides", "seed", "parameters", "pruner",
            "tpe_startup_trials", "pruner_startup_trials", "pruner_warmup_epochs"}
-# keys that tune one sampler or pruner, refused with the others (they would do nothing)
-ONLY_WITH = {"tpe_startup_trials": ("sampler", "tpe"), "pruner_startup_trials": ("pruner", "median"),
-             "pruner_warmup_epochs": ("pruner", "median")}
+# keys that tune some samplers or pruners, refused with the others (they would do nothing): a grid runs each
+# of its points once, whatever trials says
+ONLY_WITH = {"tpe_startup_trials": ("sampler", ("tpe",)), "pruner_startup_trials": ("pruner", ("median",)),
+             "pruner_warmup_epochs": ("pruner", ("median",)), "grid_points": ("sampler", ("grid",)),
+             "trials": ("sampler", ("random", "tpe")), "trials_per_stage": ("sampler", ("random", "tpe"))}
 
 
 # Bounds of a sweep's counts: far above any search worth running, far below lists that fill the memory
@@ -178,9 +180,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     pruner = data.get("pruner", "none")
     if pruner not in PRUNERS:
         raise ZooError(f"{where}: pruner: expected {' | '.join(PRUNERS)}, got {brief(pruner)}")
-    for key, (owner, value) in ONLY_WITH.items():
-        if key in data and {"sampler": sampler, "pruner": pruner}[owner] != value:
-            raise ZooError(f"{where}: {key}: only with {owner}: {value} (this sweep has "
+    for key, (owner, values) in ONLY_WITH.items():
+        if key in data and {"sampler": sampler, "pruner": pruner}[owner] not in values:
+            raise ZooError(f"{where}: {key}: only with {owner}: {' | '.join(values)} (this sweep has "
                            f"{owner}: {sampler if owner == 'sampler' else pruner})")
     params_spec = data.get("parameters")
     if not isinstance(params_spec, dict) or not params_spec:
@@ -247,10 +249,10 @@ def _sampler_key(data: dict, where: str) -> str:
     return sampler
 
 
-def check_before_trials(spec: SweepSpec, resumed: bool = False) -> None:
+def check_before_trials(spec: SweepSpec, resumed: bool = False) -> Recipe:
     """Refuse now what would otherwise stop the sweep at its first trial or later: the base recipe with the
-    sweep's overrides, and a metric no trial reports. ``resumed``: the sweep file is the one a stopped
-    sweep's folder records, not one the user named, so its plugins need --plugin."""
+    sweep's overrides, and a metric no trial reports; that recipe. ``resumed``: the sweep file is the one a
+    stopped sweep's folder records, not one the user named, so its plugins need --plugin."""
     from zoo.core.errors import did_you_mean
     from zoo.core.recipe import load
 
@@ -264,6 +266,7 @@ def check_before_trials(spec: SweepSpec, resumed: bool = False) -> None:
             f"{spec.path}: metric: {spec.metric!r} is not a metric a trial reports"
             f"{did_you_mean(spec.metric, reported)}; trials report {', '.join(reported)}"
         )
+    return recipe
 
 
 def override_text(key: str, value: Any) -> str:

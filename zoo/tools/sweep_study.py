@@ -317,7 +317,9 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
         value = float(metrics[spec.metric])
         if report.pruned:
             status = "pruned"
-        row = {"stage": stage + 1, "trial": trial.number + 1, **values, spec.metric: value, "status": status,
+        # a trial handed back and taken again has a new number in the study; the row keeps its folder's
+        number = int(run_dir.name.rsplit("-t", 1)[1])
+        row = {"stage": stage + 1, "trial": number, **values, spec.metric: value, "status": status,
                "epochs": epochs or report.epochs, "seconds": seconds, "run_dir": str(run_dir)}
         if spec.metric != "val_acc" and "val_acc" in metrics:
             row["val_acc"] = float(metrics["val_acc"])
@@ -328,7 +330,7 @@ def work_stage(study: optuna.Study, spec: SweepSpec, stage: int, params: Sequenc
             worst = -math.inf if spec.goal == "maximize" else math.inf
             study.tell(trial, value if math.isfinite(value) else worst)
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        log(f"  s{stage + 1} t{trial.number + 1:02d}  {shown}  {spec.metric}={value:.4f}  {status}")
+        log(f"  s{stage + 1} t{number:02d}  {shown}  {spec.metric}={value:.4f}  {status}")
 
 
 def trial_overrides(spec: SweepSpec, stage: int, folder: Path) -> list[str]:
@@ -354,6 +356,25 @@ def stage_rows(storage, spec: SweepSpec, stage: int) -> list[dict[str, Any]] | N
         return None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     return [dict(t.user_attrs["row"]) for t in sorted(done, key=lambda t: t.number) if "row" in t.user_attrs]
+
+
+def finished_trials(storage, spec: SweepSpec) -> int | None:
+    """The trials the sweep's studies in ``storage`` ran, when every stage already ran its count there (a sweep
+    of this name finished on this storage: joining it runs nothing); None otherwise."""
+    import optuna
+    from optuna.trial import TrialState
+
+    ran = 0
+    for stage in range(spec.stages):
+        try:
+            study = optuna.load_study(study_name=study_name(spec, stage), storage=storage)
+        except KeyError:
+            return None
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        if done < stage_size(spec, spec.params, stage):
+            return None
+        ran += done
+    return ran
 
 
 def participate(storage, spec: SweepSpec, folder: Path, trial_fn: TrialFn, log: Callable[[str], None],

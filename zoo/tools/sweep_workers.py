@@ -3,8 +3,9 @@
 Processes, not threads: a trial is a whole ``zoo.train`` run, and torch's and Lightning's global settings
 and the signal handlers a run installs belong to a process. The workers share the sweep's storage and
 work on its studies as any other process would (zoo.tools.sweep_study); this process holds the sweep
-folder's lock, waits for them, and passes SIGINT, SIGTERM and SIGHUP on to them: each stops its trial as
-``zoo train`` stops (checkpoint, then exit 130, 143 or 129), and the sweep then exits with the same code.
+folder's lock, waits for them, and passes SIGINT, SIGTERM and SIGHUP (in a SLURM batch job, the requeue
+signal too) on to them: each stops its trial as ``zoo train`` stops (checkpoint, then exit 130, 143 or 129;
+138 for SIGUSR1), and the sweep then exits with the same code.
 The workers run in their own process group, so a Ctrl-C in the terminal reaches them once, through here.
 A signal sent to one worker alone stops the sweep as if sent to it; a worker killed outright (kill -9, out of
 memory) has its running trial handed back at once, for the other workers to run (from its checkpoint: they
@@ -38,12 +39,15 @@ WORKER_CODE = "import sys; from zoo.tools.sweep_workers import worker_main; sys.
 
 
 def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, owner: bool, plugins: list[str],
-                log: Callable[[str], None]) -> None:
-    """Start the workers, wait for all of them; a signal is passed on, and raised here once they stopped."""
+                log: Callable[[str], None], signals: tuple[int, ...] | None = None) -> None:
+    """Start the workers, wait for all of them; a signal is passed on, and raised here once they stopped.
+    ``signals``: the ones that stop the sweep (default STOP_SIGNALS; in a SLURM batch job the requeue signal
+    too), which the workers stop on as well."""
     from zoo.training.checkpoints import STOP_SIGNALS, Interrupted
 
+    signals = tuple(signals or STOP_SIGNALS)
     job = {"sweep_file": str(Path(spec.path).resolve()), "folder": str(folder), "storage": storage,
-           "owner": owner, "plugins": plugins, "threads": 1, "parent": os.getpid()}
+           "owner": owner, "plugins": plugins, "threads": 1, "parent": os.getpid(), "signals": list(signals)}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     received: list[int] = []
     procs: list[subprocess.Popen] = []
@@ -54,7 +58,7 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
             if proc.poll() is None:
                 proc.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, pass_on) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, pass_on) for sig in signals}
     try:
         for index in range(workers):
             # only the first worker finishes a stage's setup that a killed sweep left halfway: one is enough
@@ -62,7 +66,7 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
             procs.append(subprocess.Popen([sys.executable, "-c", WORKER_CODE, json.dumps(mine)],
                                           env=env, start_new_session=True))
         log(f"{workers} workers (pids {', '.join(str(p.pid) for p in procs)}), one torch thread each")
-        codes = _wait(procs, received, pass_on, storage, spec, folder, log)
+        codes = _wait(procs, received, pass_on, storage, spec, folder, log, {128 + sig: sig for sig in signals})
     finally:
         for proc in procs:  # a failure here: no worker outlives the sweep
             if proc.poll() is None:
@@ -78,17 +82,16 @@ def run_workers(spec: SweepSpec, folder: Path, storage: str, workers: int, *, ow
         raise ZooError(f"sweep worker {index} failed (exit status {code}); its message is above")
 
 
-# a worker's exit status after SIGINT, SIGTERM or SIGHUP stopped it (as zoo train's): the signal, to pass on
-STOPPED_BY = {128 + sig: sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-
-
 def _wait(procs: list[subprocess.Popen], received: list[int], pass_on, storage: str, spec: SweepSpec,
-          folder: Path, log: Callable[[str], None]) -> list[int]:
+          folder: Path, log: Callable[[str], None], stopped_by: dict[int, int] | None = None) -> list[int]:
     """Every worker's exit status. A worker a signal stopped by itself (sent to it, not to the sweep) stops
-    the sweep as that signal would; the trials of one killed outright (kill -9, out of memory) are handed
-    back at once, so that the others run them and the sweep still finishes."""
+    the sweep as that signal would (``stopped_by``: a worker's exit status after a stop signal, as zoo
+    train's, and that signal); the trials of one killed outright (kill -9, out of memory) are handed back at
+    once, so that the others run them and the sweep still finishes."""
     from zoo.tools.sweep_study import open_storage, take_back_of_process
+    from zoo.training.checkpoints import STOP_SIGNALS
 
+    stopped_by = stopped_by or {128 + sig: sig for sig in STOP_SIGNALS}
     seen: set[int] = set()
     while True:
         for proc in procs:
@@ -96,8 +99,8 @@ def _wait(procs: list[subprocess.Popen], received: list[int], pass_on, storage: 
             if code is None or proc.pid in seen:
                 continue
             seen.add(proc.pid)
-            if code in STOPPED_BY and not received:
-                pass_on(STOPPED_BY[code], None)
+            if code in stopped_by and not received:
+                pass_on(stopped_by[code], None)
             elif code < 0 and not received:  # (one ended by a signal passed on: resume takes its trial back)
                 taken = take_back_of_process(open_storage(storage), spec, folder, proc.pid)
                 log(f"a worker (pid {proc.pid}) was killed by {signal.Signals(-code).name}; "
@@ -122,7 +125,7 @@ def _stop_when_orphaned(parent: int) -> None:
 def worker_main(job_text: str) -> int:
     """One worker: the sweep's stages with the others on the storage; exit status as ``zoo train``'s."""
     from zoo.core.errors import ZooError as Refused
-    from zoo.training.checkpoints import Interrupted
+    from zoo.training.checkpoints import STOP_SIGNALS, Interrupted
 
     job = json.loads(job_text)
     prefix = f"[worker {job['worker']}] "
@@ -144,7 +147,8 @@ def worker_main(job_text: str) -> int:
         from zoo.training.checkpoints import SignalStop
 
         spec = load_sweep(job["sweep_file"])
-        signals = SignalStop()
+        requeue = [sig for sig in job["signals"] if sig not in STOP_SIGNALS]
+        signals = SignalStop(requeue[0] if requeue else None)
         signals.when = "between trials"
         signals.install()
         _stop_when_orphaned(job["parent"])

@@ -17,6 +17,10 @@ from zoo.data.datamodule import to_unit_float
 from zoo.data.tta import views
 
 
+# model keys that name weights to start from (timm's); a trained model's checkpoint already holds its weights
+STARTING_WEIGHTS = ("pretrained", "pretrained_file")
+
+
 def schedule_lengths(trainer: L.Trainer) -> tuple[int, int]:
     """Optimizer steps in the whole run and per epoch, as the schedule sees them."""
     from zoo.data.datamodule import BatchGroups
@@ -54,7 +58,9 @@ class Classifier(L.LightningModule):
         from zoo.core.recipe import EVALUATION_NEEDS, from_dict
 
         resolved = from_dict(recipe, where, trusted_plugins=trusted_plugins, needs=EVALUATION_NEEDS).to_dict()
-        return cls({**resolved, "augment": []}, input_shape, num_classes)
+        # the trained weights come from the checkpoint: the ones the run started from are not read again
+        model = {k: v for k, v in resolved["model"].items() if k not in STARTING_WEIGHTS}
+        return cls({**resolved, "model": model, "augment": []}, input_shape, num_classes)
 
     def __init__(self, recipe: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
@@ -123,6 +129,9 @@ class Classifier(L.LightningModule):
         return tuple(self.input_mean.shape)
 
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardize by the data's ``mean`` and ``std``, or by the ones trained weights expect (a network's
+        ``input_stats``, as a pretrained timm model has)."""
+        mean, std = getattr(self.net, "input_stats", None) or (mean, std)
         self.input_mean.copy_(mean.expand_as(self.input_mean))
         self.input_std.copy_(std.expand_as(self.input_std))
 
@@ -431,7 +440,8 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self):
         scaling = self.recipe.get("lr_scaling", {})
         optimizer = build_optimizer(
-            self.recipe["optimizer"], self.net, self.reg["decay_norm_and_bias"], scaling.get("norm_and_bias", 1.0)
+            self.recipe["optimizer"], self.net, self.reg["decay_norm_and_bias"], scaling.get("norm_and_bias", 1.0),
+            self.recipe.get("finetune", {}).get("backbone_lr_mult", 1.0),
         )
         reference = scaling.get("reference_batch_size")
         if reference:

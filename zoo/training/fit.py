@@ -123,9 +123,12 @@ def make_trainer(
         default_guard = guard
         listed.append(guard)
     folder = run_dir / "checkpoints"
+    from zoo.training.finetune import callbacks as finetune_callbacks
+
     callbacks = [
         RunCheckpoint(folder, recipe.checkpoint.every_n_epochs, guard=guard),
         ResumeState(),
+        *finetune_callbacks(recipe),
         LearningRateMonitor(logging_interval="step"),
         *listed,
         *extra,
@@ -266,10 +269,12 @@ def prepare_fit(
     bootstrap_seed: int | None = None,
     callbacks: Iterable[Any] = (),
     signals: Any | None = None,
+    resuming: bool = False,
 ) -> PreparedFit:
     """Build the data, the initialized model and the Trainer for ``path``; a mistake raises a ZooError.
 
-    Nothing is written: the folder may not exist yet.
+    Nothing is written: the folder may not exist yet. ``resuming``: the weights come from the run's own
+    checkpoint, so ``init_from`` is not loaded again.
     """
     import lightning as L
 
@@ -300,8 +305,18 @@ def prepare_fit(
         init = recipe.model.get("init")
         name = init.get("name") if isinstance(init, dict) else init
         raise ZooError(f"model.init: initializing the network with {name!r} failed: {type(exc).__name__}: {exc}") from None
+    if recipe.init_from is not None and not resuming:
+        from zoo.training.init_from import load_weights
+
+        loaded = load_weights(module, recipe.init_from)
+        if process_rank() == 0:
+            print(f"zoo: {loaded}", file=sys.stderr)
+    from zoo.training import finetune
+
+    finetune.freeze(module.net, recipe.finetune.model_dump())
     _check_optimization(recipe, module, dm)
     trainer = make_trainer(recipe, path, progress, extra_callbacks=list(callbacks), wandb=False, signals=signals)
+    finetune.check_world(recipe, trainer)
     return PreparedFit(recipe, dm, module, trainer)
 
 
@@ -311,7 +326,8 @@ def _check_optimization(recipe: Recipe, module: Any, dm: Any) -> None:
     Trainer's count of steps, estimated here from the training split.)"""
     from zoo.core.build import build_optimizer, build_schedule
 
-    optimizer = build_optimizer(recipe.optimizer, module.net, recipe.regularization.decay_norm_and_bias)
+    optimizer = build_optimizer(recipe.optimizer, module.net, recipe.regularization.decay_norm_and_bias,
+                                backbone_lr_mult=recipe.finetune.backbone_lr_mult)
     train = getattr(dm, "train", None)
     if train is None:
         return
@@ -389,5 +405,6 @@ def fit_one(
 ) -> RunResult:
     """Train one model into the existing folder ``path`` (from ``ckpt_path`` when resuming) and evaluate it;
     ``signals``: the run owner's installed :class:`zoo.training.checkpoints.SignalStop`, if any."""
-    prepared = prepare_fit(recipe, path, progress, bootstrap_seed=bootstrap_seed, callbacks=callbacks, signals=signals)
+    prepared = prepare_fit(recipe, path, progress, bootstrap_seed=bootstrap_seed, callbacks=callbacks, signals=signals,
+                           resuming=ckpt_path is not None)
     return run_fit(prepared, path, ckpt_path=ckpt_path, wandb_resume_id=wandb_resume_id)

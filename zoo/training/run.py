@@ -66,6 +66,10 @@ def train(
                            "key=value overrides, --run-dir and --overwrite)")
         return _resume(Path(resume), progress, start, list(callbacks))
     resolved = recipe if isinstance(recipe, Recipe) else load(recipe, overrides)
+    from zoo.training.init_from import with_weights_files
+
+    # recipe.yaml records the files themselves, before any member's recipe or the run's is written
+    resolved = with_weights_files(resolved)
     if process_rank() > 0:
         # a DDP worker: Lightning's launcher passes rank 0's folder on; torchrun and SLURM need --run-dir
         shared = os.environ.get(RUN_DIR_ENV) or run_dir
@@ -129,7 +133,7 @@ def _resume(path: Path, progress: bool | None, start: float, callbacks: list[L.C
             _report(result, path, start, earlier=result.seconds)
             return result
         resolved, ckpt, step, earlier, rows = resume_point(path)
-        prepared = prepare_fit(resolved, path, progress, signals=signals, callbacks=callbacks)
+        prepared = prepare_fit(resolved, path, progress, signals=signals, callbacks=callbacks, resuming=True)
         wandb_id = prepare_resume(path, step, rows)
         os.environ[RUN_DIR_ENV] = str(path)
         signals.install()
@@ -175,7 +179,7 @@ def _resume_ensemble(resolved: Recipe, path: Path, progress: bool | None, signal
 def _as_worker(resolved: Recipe, path: Path, progress: bool | None, ckpt: Path | None) -> RunResult:
     """A DDP rank > 0: trains in rank 0's folder, writing nothing there itself."""
     signals = SignalStop(requeue_signal(resolved.checkpoint))
-    prepared = prepare_fit(resolved, path, progress, signals=signals)
+    prepared = prepare_fit(resolved, path, progress, signals=signals, resuming=ckpt is not None)
     signals.install()
     try:
         return run_fit(prepared, path, ckpt_path=ckpt)

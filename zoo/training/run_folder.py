@@ -411,12 +411,18 @@ def read_marker(path: Path) -> dict[str, Any]:
 def requeued_run(path: Path) -> str | None:
     """The SLURM job this process runs in, when that job started the run in ``path`` and the run can go on
     (stopped, not finished): the job was requeued and runs its ``zoo train --run-dir`` again. None otherwise."""
+    job = started_by_this_job(path)
+    if job is None or finished(path) or not resumable(path):
+        return None
+    return job
+
+
+def started_by_this_job(path: Path) -> str | None:
+    """The SLURM batch job this process runs in, when its ``.zoo-run`` marker says that job claimed ``path``."""
     from zoo.training.slurm import batch_job
 
     job = batch_job()
-    if job is None or read_marker(path).get("slurm_job") != job or finished(path) or not resumable(path):
-        return None
-    return job
+    return job if job is not None and read_marker(path).get("slurm_job") == job else None
 
 
 def plugin_flags(recipe_file: Path) -> str:
