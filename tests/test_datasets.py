@@ -177,6 +177,40 @@ def test_imagefolder_classes_shapes_splits(folder):
     assert torch.allclose(dm.mean.flatten(), dm.train.x.float().mean((0, 2, 3)) / 255, atol=1e-5)
 
 
+def test_imagefolder_classes_keeps_those_folders_labelled_in_their_order(folder, count_decodes):
+    whole = zoo.datasets.build({"name": "imagefolder", "root": str(folder)})
+    count_decodes.clear()
+    chosen = {"name": "imagefolder", "root": str(folder), "classes": ["emu", "cat"]}
+    two = zoo.datasets.build(chosen)
+    assert two.classes == ["emu", "cat"] and two.num_classes == 2
+    assert (len(two.train) + len(two.val), len(two.test)) == (20, 8)
+    assert torch.bincount(two.test.y).tolist() == [4, 4]
+    # labels follow the list: emu (2 of the whole set) is 0, cat (0) is 1, with the same images
+    assert torch.equal(two.test.x[two.test.y == 0], whole.test.x[whole.test.y == 2])
+    assert torch.equal(two.test.x[two.test.y == 1], whole.test.x[whole.test.y == 0])
+    # only the chosen folders are read, into a cache of their own that leaves the whole set's in place
+    assert len(count_decodes) == 28 and not any(f"{os.sep}dog{os.sep}" in p for p in count_decodes)
+    assert len(_caches(folder)) == 2
+    count_decodes.clear()
+    zoo.datasets.build({"name": "imagefolder", "root": str(folder)})
+    again = zoo.datasets.build(chosen)
+    assert count_decodes == [] and torch.equal(again.test.x, two.test.x)
+    swapped = zoo.datasets.build({**chosen, "classes": ["cat", "emu"]})
+    assert swapped.classes == ["cat", "emu"] and len(_caches(folder)) == 3
+    assert torch.equal(swapped.test.x[swapped.test.y == 0], two.test.x[two.test.y == 1])
+
+
+def test_imagefolder_limit_parts_limits_those_folders_alone(folder, count_decodes):
+    limited = {"name": "imagefolder", "root": str(folder), "limit_per_class": 3, "val_fraction": 0.34}
+    everywhere = zoo.datasets.build(limited)
+    assert (len(everywhere.train), len(everywhere.val), len(everywhere.test)) == (6, 3, 9)
+    count_decodes.clear()
+    train_only = zoo.datasets.build({**limited, "limit_parts": ["train"]})
+    assert (len(train_only.train), len(train_only.val), len(train_only.test)) == (6, 3, 12)
+    assert torch.equal(train_only.train.x, everywhere.train.x)  # the same training subset
+    assert len(count_decodes) == 21 and len(_caches(folder)) == 2  # a cache of its own, the other kept
+
+
 def test_imagefolder_single_folder_is_carved_and_limit_is_seeded(tmp_path):
     root = _folder(tmp_path / "flat", {"train": 10})
     for cls in CLASSES:  # one folder of classes, no train/

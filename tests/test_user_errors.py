@@ -242,6 +242,22 @@ def test_unreadable_image_is_named(capsys, workspace):
 
 
 @pytest.mark.parametrize(
+    "classes, fragments",
+    [
+        ("[bee, wasp]", ["data.classes: 'wasp' is not a class folder of", "its class folders: ant, bee"]),
+        ("[bee, ant, bee]", ["data.classes: 'bee' is listed twice"]),
+    ],
+    ids=["not-a-folder", "twice"],
+)
+def test_imagefolder_classes_that_are_not_its_folders(capsys, workspace, classes, fragments):
+    root = _image_folder(workspace / "imgs", 10)
+    assert_user_error(
+        cli(capsys, "train", "mlp-digits", _data(root, classes=classes), *QUICK), *fragments, where=workspace
+    )
+    assert not list(root.glob(".zoo-cache-*"))
+
+
+@pytest.mark.parametrize(
     "data, fragments",
     [
         # 3 images a class: 10% for val rounds to none of them

@@ -23,7 +23,7 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 from zoo import Seed, datasets
-from zoo.core.errors import ZooError
+from zoo.core.errors import ZooError, did_you_mean
 from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -209,26 +209,35 @@ def _images(folder: Path, seen: dict[str, str]) -> list[str]:
 
 
 def _scan(
-    root: Path, limit_per_class: int | None, seed: int
+    root: Path,
+    limit_per_class: int | None,
+    seed: int,
+    chosen: list[str] | None = None,
+    limit_parts: tuple[str, ...] = PARTS,
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """The class names and, per folder part, its (path relative to root, label) pairs."""
+    """The class names and, per folder part, its (path relative to root, label) pairs.
+
+    ``chosen`` keeps only those class folders, labelled 0..k-1 in its order; None keeps them all, sorted.
+    ``limit_per_class`` applies to the folders of ``limit_parts`` alone.
+    """
     import torch
 
     if (root / "train").is_dir():
         folders = {part: root / part for part in PARTS if (root / part).is_dir()}
     else:
         folders = {"train": root}  # one folder of classes: val and test are carved from it
-    classes = _subdirs(folders["train"])
-    if not classes:
+    present = _subdirs(folders["train"])
+    if not present:
         raise ZooError(
             f"imagefolder: {folders['train']} has no class folders; expected {root}/train/<class>/<image> "
             f"(and optionally val/, test/) or {root}/<class>/<image>"
         )
+    classes = present if chosen is None else _chosen_classes(chosen, present, folders["train"])
     gen = torch.Generator().manual_seed(seed)
     parts: dict[str, list[tuple[str, int]]] = {}
     seen: dict[str, str] = {}  # real folders read, across parts and classes (see _images)
     for part, folder in folders.items():
-        stray = sorted(set(_subdirs(folder)) - set(classes))
+        stray = sorted(set(_subdirs(folder)) - set(present))
         if stray:
             raise ZooError(f"imagefolder: {folder / stray[0]} is a class {folders['train']} does not have")
         entries = []
@@ -238,7 +247,7 @@ def _scan(
             files = _images(folder / cls, seen)
             if not files and part == "train":
                 raise ZooError(f"imagefolder: class folder {folder / cls} has no images")
-            if limit_per_class is not None and len(files) > limit_per_class:
+            if limit_per_class is not None and part in limit_parts and len(files) > limit_per_class:
                 keep = torch.randperm(len(files), generator=gen)[:limit_per_class].sort().values
                 files = [files[i] for i in keep.tolist()]
             rel = os.path.relpath(folder / cls, root)
@@ -246,6 +255,20 @@ def _scan(
         if entries:
             parts[part] = entries
     return classes, parts
+
+
+def _chosen_classes(chosen: list[str], present: list[str], folder: Path) -> list[str]:
+    """``chosen`` checked against the class folders ``present`` in ``folder``."""
+    for name in chosen:
+        if name not in present:
+            raise ZooError(
+                f"imagefolder: data.classes: {name!r} is not a class folder of {folder}"
+                f"{did_you_mean(name, present)}; its class folders: {', '.join(present)}"
+            )
+    twice = sorted({name for name in chosen if chosen.count(name) > 1})
+    if twice:
+        raise ZooError(f"imagefolder: data.classes: {twice[0]!r} is listed twice; list each class once")
+    return list(chosen)
 
 
 def _key(root: Path, classes: list[str], parts: dict[str, list[tuple[str, int]]], settings: dict) -> str:
@@ -303,7 +326,9 @@ def imagefolder(
     root: str,
     size: Union[int, list[int], None] = None,
     color: Literal["rgb", "gray"] = "rgb",
+    classes: Annotated[list[str], Field(min_length=1)] | None = None,
     limit_per_class: Positive | None = None,
+    limit_parts: list[Literal["train", "val", "test"]] = list(PARTS),
     val_fraction: Fraction = 0.1,
     test_fraction: Fraction = 0.2,
     split_seed: Seed = 0,
@@ -317,10 +342,12 @@ def imagefolder(
     With ``root/train`` present, ``root/val`` and ``root/test`` are used where they exist; a missing
     val or test part is carved from train by a stratified ``val_fraction`` / ``test_fraction`` drawn
     with ``split_seed``, as both are when ``root`` itself holds the class folders. Classes are the
-    sorted subfolder names of the training folder. Images become uint8 tensors (``color``), 3 channels
-    for ``rgb`` or 1 for ``gray``, resized to ``size`` (one number for square, or [H, W]) when given; without
-    it all images must share one size. ``limit_per_class`` keeps a seeded random subset of that many
-    images per class in each folder, for quick runs. Decoded images are cached in
+    sorted subfolder names of the training folder, or ``classes``: those subfolders alone, labelled 0..k-1
+    in the order given (a subset for transfer experiments, say); other folders are left unread. Images
+    become uint8 tensors (``color``), 3 channels for ``rgb`` or 1 for ``gray``, resized to ``size`` (one
+    number for square, or [H, W]) when given; without it all images must share one size. ``limit_per_class`` keeps a seeded random subset of that many
+    images per class in each folder, for quick runs, or in the folders ``limit_parts`` names alone
+    (``[train]``: few training images, the whole test folder). Decoded images are cached in
     ``root/.zoo-cache-*.pt`` (see the module docs); ``cache: false`` neither reads nor writes it.
     ``standardize`` takes statistics (per pixel: feature, per channel, or none) from the train part
     only; ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes.
@@ -337,15 +364,24 @@ def imagefolder(
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     if hw is not None and (len(hw) != 2 or min(hw) < 1):
         raise ZooError(f"imagefolder: size must be a positive N or [H, W], got {size}")
-    classes, parts = _scan(top, limit_per_class, split_seed)
+    classes, parts = _scan(top, limit_per_class, split_seed, classes, tuple(limit_parts))
     carve = [part for part in ("test", "val") if part not in parts]
     if carve == ["test", "val"] and val_fraction + test_fraction >= 1:
         total = val_fraction + test_fraction
         raise ZooError(f"imagefolder: val_fraction + test_fraction must be below 1, got {total}")
 
-    settings = {"format": CACHE_FORMAT, "size": hw, "color": color, "limit_per_class": limit_per_class}
+    # the class list is in the cache's name as well as its key: runs on different classes of one folder
+    # keep a cache each instead of overwriting one another's
+    settings = {
+        "format": CACHE_FORMAT,
+        "size": hw,
+        "color": color,
+        "limit_per_class": limit_per_class,
+        "classes": classes,
+    }
     if limit_per_class is not None:
         settings["split_seed"] = split_seed  # it picks the subset, so the subset's cache is its own
+        settings["limit_parts"] = sorted(set(limit_parts))
     digest = hashlib.sha256(json.dumps({**settings, "parts": sorted(parts)}, sort_keys=True).encode())
     cache_path = top / f".zoo-cache-{digest.hexdigest()[:16]}.pt"
     counts = {part: len(entries) for part, entries in parts.items()}
