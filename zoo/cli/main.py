@@ -301,8 +301,9 @@ def cmd_docs(ns: argparse.Namespace) -> int:
 
     from zoo.core.io import MAX_TEXT_BYTES, atomic_write_text, read_text
     from zoo.core.reference import generate
+    from zoo.tools.sweep import reference_section
 
-    text = generate()
+    text = generate(reference_section())
     if ns.check:
         current = read_text(ns.check, MAX_TEXT_BYTES, "recipe reference") if Path(ns.check).exists() else ""
         if current != text:

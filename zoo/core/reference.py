@@ -69,7 +69,8 @@ def _sections(model: type[BaseModel], prefix: str, level: str) -> list[str]:
     return lines
 
 
-def generate() -> str:
+def generate(extra: list[str] = ()) -> str:
+    """The reference; ``extra``: markdown lines of other files' keys (sweep files), added at the end."""
     lines = [HEADER, "## Top-level keys", "", *_table(Recipe), ""]
     lines += [
         "`model`, `data`, `optimizer` and `schedule` are component specs: a name, or a mapping with `name`",
@@ -83,4 +84,5 @@ def generate() -> str:
         for entry in registry:
             lines.append(f"- `{entry.signature_text()}`: {entry.summary} *({entry.source.split(' ')[0]})*")
         lines.append("")
+    lines += list(extra)
     return "\n".join(lines).rstrip() + "\n"

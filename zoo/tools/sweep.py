@@ -107,6 +107,20 @@ class SweepResult:
         return asdict(self)
 
 
+
+def reference_section() -> list[str]:
+    """Sweep files in the recipe reference (``zoo docs``): this module's example and its sampling paragraph,
+    so that the reference and the code that reads the keys cannot drift apart."""
+    doc = __doc__ or ""
+    example = doc.split("A sweep file (YAML)::\n\n", 1)[1].split("\n\n", 1)[0]
+    sampling = next(p for p in doc.split("\n\n") if p.startswith("Sampling is Optuna's"))
+    return ["## Sweep files", "",
+            "`zoo sweep FILE [--workers N] [--storage URL]` reads a YAML file of these keys (all but `base` and "
+            "`parameters` have defaults):", "", "```yaml",
+            *(line[4:].replace("``", "") for line in example.splitlines()), "```", "",
+            sampling.replace("``", "`").replace("\n", " "), ""]
+
+
 def run_sweep(
     spec: SweepSpec | str | Path,
     *,
