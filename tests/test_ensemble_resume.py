@@ -157,7 +157,7 @@ def test_a_signal_to_an_ensemble_training_members_in_parallel_keeps_them_resumab
     threading.Thread(target=signal_once_both_trained_an_epoch, daemon=True).start()
     try:
         with pytest.raises(Interrupted, match="SIGTERM while members trained in parallel processes") as stop:
-            train(None, ["ensemble.members=2", "ensemble.parallel=2", "trainer.max_epochs=30", *SMALL[2:]],
+            train(None, ["ensemble.members=2", "ensemble.parallel=2", "trainer.max_epochs=500", *SMALL[2:]],
                   run_dir=run, progress=False)
     finally:
         over.set()

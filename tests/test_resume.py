@@ -430,6 +430,33 @@ def test_a_second_ctrl_c_stops_at_once_with_a_message(tmp_path, monkeypatch, cap
 def test_sighup_stops_as_sigterm_does_with_the_shells_exit_code(tmp_path, monkeypatch, capsys, uninterrupted):
     # the terminal that started the run closed: a checkpoint, exit 128 + 1, and the run goes on exactly
     run = tmp_path / "run"
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a shell starts a command (nohup aside)
+    try:
+        _sighup_stops(run, monkeypatch, capsys, uninterrupted)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_signal_the_process_started_ignoring_stays_ignored():
+    # nohup zoo train ...: the run is meant to outlive its terminal, so SIGHUP must not stop it
+    from zoo.training.checkpoints import SignalStop
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop = SignalStop().install()
+        try:
+            assert signal.SIGHUP not in stop.signals and signal.SIGTERM in stop.signals
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing raised, nothing recorded
+            assert stop.received is None
+        finally:
+            stop.restore()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _sighup_stops(run, monkeypatch, capsys, uninterrupted):
     with monkeypatch.context() as patch:
         _with_callback(patch, SignalAt([signal.SIGHUP], step=17))
         assert main(["train", "mlp-digits", *SMALL, "--run-dir", str(run)]) == 129

@@ -403,7 +403,8 @@ class ResumeState(L.Callback):
 class SignalStop:
     """SIGINT, SIGTERM and SIGHUP for the length of a run, installed by the code that owns the run folder.
 
-    SIGHUP (the terminal that started the run closed) is a stop like SIGTERM, not an end without a checkpoint.
+    SIGHUP (the terminal that started the run closed) is a stop like SIGTERM, not an end without a checkpoint,
+    unless the process started with it ignored (``nohup``): then it stays ignored, as do the others.
     ``requeue_signal``: in a SLURM batch job, the signal that asks for a requeue stops the run the same way.
 
     While training (``deferring``), the first signal is only noted: :class:`StopOnSignal` stops at the
@@ -414,7 +415,10 @@ class SignalStop:
     """
 
     def __init__(self, requeue_signal: int | None = None) -> None:
-        self.signals = STOP_SIGNALS + ((requeue_signal,) if requeue_signal is not None else ())
+        # a signal the process was started ignoring stays ignored: SIGHUP under nohup (the run is meant to
+        # outlive its terminal), SIGINT in a background job of a non-interactive shell; Python leaves those too
+        wanted = STOP_SIGNALS + ((requeue_signal,) if requeue_signal is not None else ())
+        self.signals = tuple(sig for sig in wanted if signal.getsignal(sig) is not signal.SIG_IGN)
         self.received: int | None = None
         self.deferring = False
         self.when = "before training started"
