@@ -11,7 +11,6 @@ so an interrupted write never leaves a half-written cache under the real name.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -50,69 +49,17 @@ def _threads() -> int:
 def decode_file(path: str, color: str, size: tuple[int, int] | None):
     """One image file as a uint8 (C, H, W) tensor, C = 3 (``rgb``) or 1 (``gray``), resized to ``size`` (H, W).
 
-    The file must be a regular file of at most MAX_IMAGE_BYTES, and its header may promise at most Pillow's
-    ``Image.MAX_IMAGE_PIXELS`` pixels: a small file can decode to gigabytes (a decompression bomb).
+    The file must be a regular file of at most MAX_IMAGE_BYTES; zoo.data.images.decode refuses a header
+    that promises more pixels than Pillow allows before decoding it.
     """
-    import torch
-    from torchvision.io import ImageReadMode, decode_image
+    from zoo.data.images import decode, resize
 
     try:
         data = read_bytes(path, MAX_IMAGE_BYTES, "image file")
+        img = decode(data, path, color)
     except ZooError as exc:
         raise ZooError(f"imagefolder: {exc}") from None
-    _check_pixels(path, data)
-    mode = ImageReadMode.RGB if color == "rgb" else ImageReadMode.GRAY
-    try:
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-    except Exception:
-        # torchvision.io reads JPEG, PNG, GIF and WebP; Pillow covers the rest (BMP, TIFF, ...).
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as pil:
-                pil = pil.convert("RGB" if color == "rgb" else "L")
-                img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
-                img = img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
-        except Exception as exc:
-            raise ZooError(
-                f"imagefolder: cannot decode {path}: {_without_path(str(exc), path)}; "
-                "it is not an image or a damaged one: replace or remove it"
-            ) from None
-    if size is not None and tuple(img.shape[1:]) != size:
-        from torchvision.transforms.v2.functional import resize
-
-        img = resize(img, list(size), antialias=True)
-    return img
-
-
-def _check_pixels(path: str, data: bytes) -> None:
-    """Refuse an image whose header promises more than Pillow's MAX_IMAGE_PIXELS, read from the header alone."""
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    if not limit:
-        return  # the user switched Pillow's check off
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decided below, as an error
-            with Image.open(io.BytesIO(data)) as pil:
-                width, height = pil.size
-    except Image.DecompressionBombError:
-        width = height = None  # past twice the limit: Pillow would not even say the size
-    except Exception:  # noqa: BLE001 - not a header Pillow knows: the decoders say what is wrong with it
-        return
-    if width is None or width * height > limit:
-        shape = f"{width}x{height} pixels" if width is not None else f"more than {2 * limit:,} pixels"
-        raise ZooError(
-            f"imagefolder: {path} is {shape}, past the {limit:,} an image may have (Pillow's MAX_IMAGE_PIXELS: "
-            "a decompression bomb, or an image far larger than a network trains on); shrink it or remove it"
-        )
-
-
-def _without_path(message: str, path: str) -> str:
-    """Pillow's message without the path it repeats (the error names the file already)."""
-    short = message.replace(f" '{path}'", "").replace(f" {path}", "").strip()
-    return short or "unknown format"
+    return img if size is None else resize(img, size)
 
 
 def decode_all(paths: list[str], color: str, size: tuple[int, int] | None):

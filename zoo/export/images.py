@@ -3,8 +3,6 @@ decoders, Pillow for the formats they do not read), in the model's channels and 
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,29 +24,8 @@ def decode_images(paths: Sequence[str | Path] | str | Path, input_shape: tuple[i
 
 
 def decode(path: str, rgb: bool, size: tuple[int, ...]) -> torch.Tensor:
-    from PIL import Image
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
+    from zoo.data.images import decode as decode_bytes
+    from zoo.data.images import resize
 
     data = read_bytes(path, MAX_IMAGE_BYTES, "image file")
-    try:
-        with warnings.catch_warnings():
-            # an image past Pillow's MAX_IMAGE_PIXELS (a decompression bomb) is refused, not decoded
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as pil:
-                pil.size  # noqa: B018 - reading the header is what checks the pixel count
-            try:
-                img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                   mode=ImageReadMode.RGB if rgb else ImageReadMode.GRAY)
-            except Exception:  # noqa: BLE001 - not a format torchvision reads (BMP, TIFF, ...): Pillow does
-                with Image.open(io.BytesIO(data)) as pil:
-                    pil = pil.convert("RGB" if rgb else "L")
-                    img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
-                    img = img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ZooError(f"{path}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - whatever the decoders say of a file that is no image
-        raise ZooError(f"{path}: cannot decode it as an image ({type(exc).__name__}: {exc})") from None
-    if tuple(img.shape[1:]) != size:
-        img = resize(img, list(size), antialias=True)
-    return img
+    return resize(decode_bytes(data, path, "rgb" if rgb else "gray"), tuple(size))
