@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
@@ -128,28 +128,21 @@ def eval_box(height: int, width: int, crop_pct: float) -> Box:
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-@dataclass(frozen=True)
-class TrainCrop:
-    """Training images of any size as uint8 (3, size, size): a RandomResizedCrop box, resized."""
-
-    size: int
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-    def __call__(self, data: bytes, where: str, generator: torch.Generator) -> torch.Tensor:
-        img = decode(data, where)
-        top, left, h, w = train_box(img.shape[1], img.shape[2], self.scale, self.ratio, generator)
-        return resize(img[:, top : top + h, left : left + w], (self.size, self.size))
+BoxChooser = Callable[[int, int], Box]  # (height, width) of a decoded image -> the box to keep
 
 
-@dataclass(frozen=True)
-class EvalCrop:
-    """Evaluation images of any size as uint8 (3, size, size): the centred ``crop_pct`` square, resized."""
+def decode_crop(data: bytes, where: str, size: int, choose: BoxChooser) -> torch.Tensor:
+    """uint8 (3, size, size): the image decoded, the box ``choose`` picks for its (height, width), resized."""
+    img = decode(data, where)
+    top, left, h, w = choose(img.shape[1], img.shape[2])
+    return resize(img[:, top : top + h, left : left + w], (size, size))
 
-    size: int
-    crop_pct: float = 0.875
 
-    def __call__(self, data: bytes, where: str) -> torch.Tensor:
-        img = decode(data, where)
-        top, left, h, w = eval_box(img.shape[1], img.shape[2], self.crop_pct)
-        return resize(img[:, top : top + h, left : left + w], (self.size, self.size))
+def train_chooser(scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator) -> BoxChooser:
+    """RandomResizedCrop boxes drawn from ``generator``."""
+    return lambda height, width: train_box(height, width, scale, ratio, generator)
+
+
+def eval_chooser(crop_pct: float) -> BoxChooser:
+    """timm's evaluation crop: the centred square of ``crop_pct`` of the shorter side."""
+    return lambda height, width: eval_box(height, width, crop_pct)
