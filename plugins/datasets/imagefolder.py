@@ -24,6 +24,7 @@ from typing_extensions import Annotated
 from zoo import Seed, datasets
 from zoo.core.errors import ZooError
 from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
+from zoo.data import host_memory
 from zoo.data.image_folder_scan import PARTS, Files, carve, check_split_sizes, scan, to_carve
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -90,6 +91,37 @@ def decode_all(paths: list[str], color: str, size: tuple[int, int] | None):
     finally:
         pool.shutdown(cancel_futures=True)  # after a failure, queued chunks are not decoded for nothing
     return out
+
+
+# The decoded images may take at most this share of the memory available: carving validation and test
+# splits copies the images they take, and the process holds the model and its batches besides.
+MEMORY_SHARE = 0.5
+
+
+def _check_memory(top: Path, parts: dict[str, Files], channels: int, size: tuple[int, int] | None) -> None:
+    """Refuse a folder whose decoded images would not fit in memory, before reading the cache or decoding.
+
+    With ``size`` the figure is exact; without it every image must have the first one's size (decode_all
+    sets aside that much for each), so the first image's header, read by Pillow without decoding, gives it.
+    """
+    count = sum(len(files) for files in parts.values())
+    if size is None:
+        from PIL import Image
+
+        first = top / next(iter(parts.values()))[0][0]
+        try:
+            with Image.open(first) as header:
+                size = (header.height, header.width)
+        except Exception:  # noqa: BLE001 - not an image: decoding names the file
+            return
+    needed = count * channels * size[0] * size[1]
+    available = host_memory.available_bytes()
+    if available is not None and needed > MEMORY_SHARE * available:
+        raise ZooError(
+            f"imagefolder: the {count:,} images of {top} take {needed / 1e9:.1f} GB decoded, more than half of "
+            f"the {available / 1e9:.1f} GB of memory available; stream them from disk instead: "
+            f"zoo data prepare {top} DEST, then train with data.name=streaming data.root=DEST"
+        )
 
 
 def _key(root: Path, classes: list[str], parts: dict[str, Files], settings: dict) -> str:
@@ -205,6 +237,7 @@ def imagefolder(
     counts = {part: len(entries) for part, entries in parts.items()}
     channels = 3 if color == "rgb" else 1
 
+    _check_memory(top, parts, channels, hw)
     images = None
     if cache:
         key = _key(top, classes, parts, settings)
