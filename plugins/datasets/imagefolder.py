@@ -202,6 +202,8 @@ def imagefolder(
     images per class in each folder, for quick runs, or in the folders ``limit_parts`` names alone
     (``[train]``: few training images, the whole test folder). Decoded images are cached in
     ``root/.zoo-cache-*.pt`` (see the module docs); ``cache: false`` neither reads nor writes it.
+    A folder whose decoded images would take more than half the memory available is refused before
+    anything is read, pointing to ``zoo data prepare``, which writes it for streaming instead.
     ``standardize`` takes statistics (per pixel: feature, per channel, or none) from the train part
     only; ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes.
     """
