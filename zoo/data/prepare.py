@@ -7,10 +7,10 @@ set's for the same settings (zoo.data.image_folder_scan decides them for both), 
 the folder holds.
 
 Nothing is half-written: everything goes into a temporary folder beside DEST, renamed to DEST at the end
-and removed on any failure or interruption. ``litdata.optimize`` runs in a child process of its own
-session: its SIGINT handler would end this process with status 0 on Ctrl-C, skipping the clean-up, and
-its choice of start method is process-wide. The child and the workers it starts are killed together,
-as one process group, when this process stops them.
+and removed on any failure or interruption (Ctrl-C, SIGTERM). ``litdata.optimize`` runs in a child
+process of its own session: its SIGINT handler would end this process with status 0 on Ctrl-C, skipping
+the clean-up, and its choice of start method is process-wide. The child and the workers it starts are
+killed together, as one process group, when this process stops them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,10 +212,13 @@ def _write_in_child(
     child.start()
     send.close()
     try:
-        while child.is_alive():
-            child.join(0.2)
-            if progress is not None:
-                progress(done.value, total)
+        with _sigterm_as_interrupt():
+            while True:  # at least one report, and a last one with every file read
+                child.join(0.2)
+                if progress is not None:
+                    progress(done.value, total)
+                if not child.is_alive():
+                    break
         failure = receive.recv() if receive.poll() else "the writing process ended without a word"
     finally:
         # the child's own workers too, whatever state they are in: nothing of theirs is kept
@@ -224,6 +228,26 @@ def _write_in_child(
         receive.close()
     if failure is not None and not _bad_files(tmp):
         raise ZooError(f"{WHO}: {failure}")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's stop) ends the writing as Ctrl-C does, so the folder is cleaned up and
+    the child's processes killed rather than left writing; a SIGTERM the process was started ignoring
+    (``nohup``) stays ignored, and a thread other than the main one cannot take signals at all."""
+    ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    if ignored or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _child(tmp: Path, splits: dict[str, Files], workers: int, reader: ReadItem, send) -> None:
