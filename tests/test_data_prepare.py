@@ -113,6 +113,14 @@ def test_a_damaged_file_stops_by_name_or_is_skipped_and_counted(folder, tmp_path
     assert len(paths) == 27 and "bee/broken.jpg" not in paths
     assert _leftovers(tmp_path, {"images", "prepared"}) == []
 
+    # --overwrite replaces a prepared folder; classes left unread leave their damaged files unread too
+    assert main(["data", "prepare", str(folder), str(dest), "--overwrite", "--classes", "cow", "ant"]) == 0
+    info = json.loads((dest / "zoo-data.json").read_text())
+    assert info["classes"] == ["cow", "ant"] and info["skipped"] == 0 and sum(info["splits"].values()) == 18
+    labels = {item["path"].split("/")[0]: item["label"] for item in _items(dest, "train")}
+    assert labels == {"cow": 0, "ant": 1}
+    assert _leftovers(tmp_path, {"images", "prepared"}) == []
+
 
 def test_an_interrupted_prepare_leaves_nothing(folder, tmp_path, capsys):
     from zoo.data.prepare import prepare
