@@ -22,17 +22,15 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 from zoo import Seed, datasets
-from zoo.core.errors import ZooError, did_you_mean
+from zoo.core.errors import ZooError
 from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
+from zoo.data import host_memory
+from zoo.data.image_folder_scan import PARTS, Files, carve, check_split_sizes, scan, to_carve
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[int, Field(ge=1)]
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
 CACHE_FORMAT = 1
-PARTS = ("train", "val", "test")
 # Files per task handed to a decoding thread: enough that scheduling costs little next to decoding.
 CHUNK = 512
 
@@ -95,130 +93,38 @@ def decode_all(paths: list[str], color: str, size: tuple[int, int] | None):
     return out
 
 
-def _subdirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+# The decoded images may take at most this share of the memory available: carving validation and test
+# splits copies the images they take, and the process holds the model and its batches besides.
+MEMORY_SHARE = 0.5
 
 
-def _images(folder: Path, seen: dict[str, str]) -> list[str]:
-    """Image files under the class folder ``folder`` (any depth, links followed), as sorted paths relative to it.
+def _check_memory(top: Path, parts: dict[str, Files], channels: int, size: tuple[int, int] | None) -> None:
+    """Refuse a folder whose decoded images would not fit in memory, before reading the cache or decoding.
 
-    A linked folder inside it is followed only when it stays inside the class folder and leads somewhere
-    not read yet: ``seen`` maps each real folder read so far to the path it was read by, across classes
-    and parts. So a link back up (``loop -> .``, ``up -> ..``), to another class's folder or out of the
-    class folder is refused, naming the link, instead of reading images twice or under the wrong label.
-    (A class folder may itself be a link, and image files may link anywhere.) Anything under an image
-    name that is not a regular file (a named pipe, a device) is refused too: reading it could block forever.
+    With ``size`` the figure is exact; without it every image must have the first one's size (decode_all
+    sets aside that much for each), so the first image's header, read by Pillow without decoding, gives it.
     """
-    top = os.path.realpath(folder)
-    found: list[str] = []
-    stack = [folder]
-    while stack:
-        here = stack.pop()
-        real = os.path.realpath(here)
-        if real in seen:
-            raise ZooError(
-                f"imagefolder: {here} leads to {seen[real]} again (a link loop, or two ways to the same images); "
-                "remove the link"
-            )
-        seen[real] = str(here)
+    count = sum(len(files) for files in parts.values())
+    if size is None:
+        from PIL import Image
+
+        first = top / next(iter(parts.values()))[0][0]
         try:
-            entries = list(os.scandir(here))
-        except OSError as exc:
-            raise ZooError(f"imagefolder: cannot read the folder {here}: {exc.strerror}") from None
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            if entry.is_symlink() and entry.is_dir():
-                target = os.path.realpath(path)
-                if os.path.commonpath([real, target]) == target:
-                    raise ZooError(f"imagefolder: {path} links back up to {target}, a loop: remove the link")
-                if os.path.commonpath([top, target]) != top:
-                    raise ZooError(
-                        f"imagefolder: {path} links to {target}, outside its class folder {folder}: its images "
-                        "would be read under the wrong class or twice; remove the link"
-                    )
-            if entry.is_dir():
-                stack.append(path)
-                continue
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
-                continue
-            # is_file follows links to files, wherever they are; the directory entry answers it for the
-            # others without a stat call
-            if not entry.is_file():
-                try:
-                    os.stat(path)
-                except OSError as exc:  # a link to nowhere
-                    raise ZooError(f"imagefolder: cannot read {path}: {exc.strerror}") from None
-                raise ZooError(f"imagefolder: {path} is not a regular file (a pipe or a device?); remove it")
-            found.append(os.path.relpath(path, folder))
-    return sorted(found)
-
-
-def _scan(
-    root: Path,
-    limit_per_class: int | None,
-    seed: int,
-    chosen: list[str] | None = None,
-    limit_parts: tuple[str, ...] = PARTS,
-) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """The class names and, per folder part, its (path relative to root, label) pairs.
-
-    ``chosen`` keeps only those class folders, labelled 0..k-1 in its order; None keeps them all, sorted.
-    ``limit_per_class`` applies to the folders of ``limit_parts`` alone.
-    """
-    import torch
-
-    if (root / "train").is_dir():
-        folders = {part: root / part for part in PARTS if (root / part).is_dir()}
-    else:
-        folders = {"train": root}  # one folder of classes: val and test are carved from it
-    present = _subdirs(folders["train"])
-    if not present:
+            with Image.open(first) as header:
+                size = (header.height, header.width)
+        except Exception:  # noqa: BLE001 - not an image: decoding names the file
+            return
+    needed = count * channels * size[0] * size[1]
+    available = host_memory.available_bytes()
+    if available is not None and needed > MEMORY_SHARE * available:
         raise ZooError(
-            f"imagefolder: {folders['train']} has no class folders; expected {root}/train/<class>/<image> "
-            f"(and optionally val/, test/) or {root}/<class>/<image>"
+            f"imagefolder: the {count:,} images of {top} take {needed / 1e9:.1f} GB decoded, more than half of "
+            f"the {available / 1e9:.1f} GB of memory available; stream them from disk instead: "
+            f"zoo data prepare {top} DEST, then train with data.name=streaming data.root=DEST"
         )
-    classes = present if chosen is None else _chosen_classes(chosen, present, folders["train"])
-    gen = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[tuple[str, int]]] = {}
-    seen: dict[str, str] = {}  # real folders read, across parts and classes (see _images)
-    for part, folder in folders.items():
-        stray = sorted(set(_subdirs(folder)) - set(present))
-        if stray:
-            raise ZooError(f"imagefolder: {folder / stray[0]} is a class {folders['train']} does not have")
-        entries = []
-        for label, cls in enumerate(classes):
-            if not (folder / cls).is_dir():
-                continue
-            files = _images(folder / cls, seen)
-            if not files and part == "train":
-                raise ZooError(f"imagefolder: class folder {folder / cls} has no images")
-            if limit_per_class is not None and part in limit_parts and len(files) > limit_per_class:
-                keep = torch.randperm(len(files), generator=gen)[:limit_per_class].sort().values
-                files = [files[i] for i in keep.tolist()]
-            rel = os.path.relpath(folder / cls, root)
-            entries += [(os.path.join(rel, f), label) for f in files]
-        if entries:
-            parts[part] = entries
-    return classes, parts
 
 
-def _chosen_classes(chosen: list[str], present: list[str], folder: Path) -> list[str]:
-    """``chosen`` checked against the class folders ``present`` in ``folder``."""
-    for name in chosen:
-        if name not in present:
-            raise ZooError(
-                f"imagefolder: data.classes: {name!r} is not a class folder of {folder}"
-                f"{did_you_mean(name, present)}; its class folders: {', '.join(present)}"
-            )
-    twice = sorted({name for name in chosen if chosen.count(name) > 1})
-    if twice:
-        raise ZooError(f"imagefolder: data.classes: {twice[0]!r} is listed twice; list each class once")
-    return list(chosen)
-
-
-def _key(root: Path, classes: list[str], parts: dict[str, list[tuple[str, int]]], settings: dict) -> str:
+def _key(root: Path, classes: list[str], parts: dict[str, Files], settings: dict) -> str:
     digest = hashlib.sha256(json.dumps({"settings": settings, "classes": classes}, sort_keys=True).encode())
     for part, entries in parts.items():
         digest.update(f"\0{part}".encode())
@@ -296,12 +202,14 @@ def imagefolder(
     images per class in each folder, for quick runs, or in the folders ``limit_parts`` names alone
     (``[train]``: few training images, the whole test folder). Decoded images are cached in
     ``root/.zoo-cache-*.pt`` (see the module docs); ``cache: false`` neither reads nor writes it.
+    A folder whose decoded images would take more than half the memory available is refused before
+    anything is read, pointing to ``zoo data prepare``, which writes it for streaming instead.
     ``standardize`` takes statistics (per pixel: feature, per channel, or none) from the train part
     only; ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes.
     """
     import torch
 
-    from zoo.data.datamodule import DataModule, Split, stratified_split
+    from zoo.data.datamodule import DataModule, Split
 
     top = Path(root).expanduser()
     if not top.is_dir():
@@ -311,11 +219,8 @@ def imagefolder(
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     if hw is not None and (len(hw) != 2 or min(hw) < 1):
         raise ZooError(f"imagefolder: size must be a positive N or [H, W], got {size}")
-    classes, parts = _scan(top, limit_per_class, split_seed, classes, tuple(limit_parts))
-    carve = [part for part in ("test", "val") if part not in parts]
-    if carve == ["test", "val"] and val_fraction + test_fraction >= 1:
-        total = val_fraction + test_fraction
-        raise ZooError(f"imagefolder: val_fraction + test_fraction must be below 1, got {total}")
+    classes, parts = scan(top, limit_per_class, split_seed, classes, tuple(limit_parts))
+    carved = to_carve(parts, val_fraction, test_fraction)
 
     # the class list is in the cache's name as well as its key: runs on different classes of one folder
     # keep a cache each instead of overwriting one another's
@@ -334,6 +239,7 @@ def imagefolder(
     counts = {part: len(entries) for part, entries in parts.items()}
     channels = 3 if color == "rgb" else 1
 
+    _check_memory(top, parts, channels, hw)
     images = None
     if cache:
         key = _key(top, classes, parts, settings)
@@ -345,14 +251,11 @@ def imagefolder(
 
     labels = {part: torch.tensor([lab for _, lab in items], dtype=torch.long) for part, items in parts.items()}
     splits = {part: Split(images[part], labels[part]) for part in parts}
-    if carve:
+    if carved:
         pool = splits["train"]
-        fractions = {"test": test_fraction, "val": val_fraction}
-        rest, *taken = stratified_split(pool.y, [fractions[p] for p in carve], split_seed)
-        for part, idx in zip(carve, taken):
+        for part, idx in carve(pool.y, carved, val_fraction, test_fraction, split_seed).items():
             splits[part] = Split(pool.x[idx], pool.y[idx])
-        splits["train"] = Split(pool.x[rest], pool.y[rest])
-    _check_split_sizes(top, splits, carve, val_fraction, test_fraction)
+    check_split_sizes(top, {part: len(splits[part]) for part in PARTS}, carved, val_fraction, test_fraction)
     dm = DataModule.standardized(
         splits["train"],
         splits["val"],
@@ -363,25 +266,10 @@ def imagefolder(
         eval_batch_size=eval_batch_size,
     )
     source = top / "train" if (top / "train").is_dir() else top
-    for part in carve:
+    for part in carved:
         fraction = {"test": test_fraction, "val": val_fraction}[part]
         dm.split_notes[part] = (
             f"there is no {top / part} folder: the {part} split is a seeded {fraction:.0%} of each class of "
             f"{source} (data.{part}_fraction, data.split_seed={split_seed})"
         )
     return dm
-
-
-def _check_split_sizes(top: Path, splits: dict, carved: list[str], val_fraction: float, test_fraction: float):
-    """Refuse a folder too small for its split, before a run starts on an empty validation or test set."""
-    from zoo.core.build import check_split_sizes
-
-    sizes = {part: len(splits[part]) for part in PARTS}
-    if carved:
-        # carved parts take a rounded share of every class, so a few images per class can round to none
-        asked = {"val": f"val_fraction={val_fraction}", "test": f"test_fraction={test_fraction}"}
-        fractions = " and ".join(asked[p] for p in reversed(carved))
-        hint = f"{fractions} of each class round to too few images; add images or raise the fraction"
-    else:
-        hint = f"add images under {top}/<part>/<class>/"
-    check_split_sizes(f"imagefolder: {top}", sizes, hint)

@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "zoo.cli.check_plugin",
     "zoo.cli.new_plugin",
     "zoo.cli.export",
+    "zoo.cli.data",
 ]
 
 
