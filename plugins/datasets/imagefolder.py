@@ -24,13 +24,11 @@ from typing_extensions import Annotated
 from zoo import Seed, datasets
 from zoo.core.errors import ZooError, did_you_mean
 from zoo.core.io import MAX_IMAGE_BYTES, read_bytes, torch_load
+from zoo.data.image_files import IMAGE_EXTENSIONS
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Positive = Annotated[int, Field(ge=1)]
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
 CACHE_FORMAT = 1
 PARTS = ("train", "val", "test")
 # Files per task handed to a decoding thread: enough that scheduling costs little next to decoding.
