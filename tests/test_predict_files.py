@@ -171,3 +171,19 @@ def test_an_ensemble_on_rgb_images_names_the_data_sets_classes(tmp_path, capsys)
     for row in rows:
         shares = [float(s) for s in row[2::2]]
         assert shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1, abs=1e-5)
+
+
+def test_without_the_training_data_the_classes_keep_their_numbers(tmp_path, capsys):
+    from zoo.core.recipe import load
+
+    data = f"data={{name: imagefolder, root: {tmp_path / 'moved'}, size: 8, color: gray}}"
+    recipe = load("mlp-digits", ["model.width=8", data]).to_dict()
+    hp = {"recipe": recipe, "input_shape": [1, 8, 8], "num_classes": 3}
+    torch.save({"state_dict": Classifier(recipe, (1, 8, 8), 3).state_dict(), "hyper_parameters": hp},
+               tmp_path / "m.ckpt")
+    Image.new("L", (8, 8), 200).save(tmp_path / "a.png")
+    out = tmp_path / "p.csv"
+    status, err = predict(capsys, str(tmp_path / "m.ckpt"), "--input", str(tmp_path / "a.png"), "--out", str(out))
+    assert status == 0 and "classes named by number" in err and str(tmp_path / "moved") in err
+    header, row = read_csv(out)
+    assert len(header) == 1 + 2 * 3 and sorted(row[1::2]) == ["0", "1", "2"]
