@@ -124,6 +124,34 @@ def test_parameter_counts_match_the_published_ones():
     assert 11.1e6 < n_params(build(depth=18)) < 11.25e6
 
 
+@pytest.mark.parametrize("depth, published", [(18, 11_689_512), (50, 25_557_032)])
+def test_imagenet_stem_has_torchvision_parameter_counts(depth, published):
+    import torchvision
+
+    model = build((3, 224, 224), num_classes=1000, depth=depth, layout="imagenet", stem="imagenet")
+    reference = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    assert n_params(model) == n_params(reference) == published
+    x = torch.randn(2, 3, 64, 64)
+    assert model.stem(x).shape == (2, 64, 16, 16)  # stride-2 conv, then stride-2 max-pool
+    assert model(x).shape == (2, 1000)
+
+
+def test_imagenet_stem_is_torchvisions_layers():
+    conv, norm, act, pool = build(depth=18, stem="imagenet").stem
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.bias) == ((7, 7), (2, 2), (3, 3), None)
+    assert isinstance(norm, nn.BatchNorm2d) and isinstance(act, nn.ReLU)
+    assert (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+    # pre-activation, the first block normalizes and activates what the stem's conv and pool give it
+    assert [type(m) for m in build(depth=18, stem="imagenet", preact=True).stem] == [nn.Conv2d, nn.MaxPool2d]
+
+
+@pytest.mark.parametrize("stem", ["auto", "small"])
+def test_default_stem_keeps_small_images_whole(stem):
+    model = build(DIGITS, depth=18, width=4, stem=stem)
+    assert [type(m) for m in model.stem] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert model.stem[0].kernel_size == (3, 3) and model.stem(torch.randn(1, *DIGITS)).shape == (1, 4, 8, 8)
+
+
 @pytest.mark.parametrize("depth", [0, 19, 21, 100])
 def test_invalid_depth_lists_the_valid_ones(depth):
     with pytest.raises(RegistryError) as info:

@@ -1,4 +1,5 @@
-"""Residual networks (He et al. 2016) in the CIFAR and ImageNet layouts, post- or pre-activation."""
+"""Residual networks (He et al. 2016) in the CIFAR and ImageNet layouts, post- or pre-activation, with a
+small-image stem or the ImageNet one."""
 
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ class ResNet(nn.Module):
         *,
         preact: bool,
         shortcut: str,
+        stem: str,
         activation,
         norm,
         init,
@@ -162,10 +164,15 @@ class ResNet(nn.Module):
         # A conv feeding a norm needs no bias (the norm's shift replaces it); without a norm it does.
         bias = isinstance(make_norm(width * factor), nn.Identity)
 
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width * factor, 3, padding=1, bias=bias))
-        if not preact:
+        kernel, stride = (7, 2) if stem == "imagenet" else (3, 1)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width * factor, kernel, stride=stride, padding=kernel // 2, bias=bias)
+        )
+        if not preact:  # pre-activation: the first block's own norm and activation follow the stem
             self.stem.append(make_norm(width * factor))
             self.stem.append(act())
+        if stem == "imagenet":  # with the strided conv: 224x224 images reach the first stage at 56x56
+            self.stem.append(nn.MaxPool2d(3, stride=2, padding=1))
 
         blocks = []
         channels = width
@@ -245,13 +252,14 @@ def resnet(
     layout: Literal["auto", "cifar", "imagenet"] = "auto",
     preact: bool = False,
     shortcut: Literal["auto", "pad", "conv"] = "auto",
+    stem: Literal["auto", "small", "imagenet"] = "auto",
     activation: ActivationSpec = "relu",
     norm: NormSpec = "batch",
     init: InitSpec = "auto",
     zero_init_residual: bool = False,
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0,
 ) -> ResNet:
-    """Residual network: CIFAR-style ResNet-20/32/56/110 or ImageNet-style 18/34/50, optional pre-activation.
+    """Residual network: CIFAR-style ResNet-20/32/56/110 or ImageNet-style 18/34/50, small or ImageNet stem.
 
     He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition" (CVPR 2016): stacks of
     residual blocks that learn a correction to their input, added back through a shortcut.
@@ -261,9 +269,15 @@ def resnet(
     average pooling and a linear head. Its default shortcut is option A ("pad": subsample and
     zero-pad channels, no parameters). The ImageNet layout takes depths 18 and 34 (basic blocks) and
     50, 101, 152 (bottleneck blocks, expansion 4) with widths w..8w (w = 64), default shortcut
-    option B ("conv": 1x1 conv and norm where the shape changes), and a small-image stem (3x3 conv,
-    stride 1, no max-pool) so 32x32 and even 8x8 inputs keep their resolution. ``layout`` picks
-    between them when a depth fits both (50: "auto" means ImageNet there).
+    option B ("conv": 1x1 conv and norm where the shape changes). ``layout`` picks between them when
+    a depth fits both (50: "auto" means ImageNet there).
+
+    ``stem`` is the first layer: "small" (and "auto") is a 3x3 conv of stride 1 with no max-pool, so
+    32x32 and even 8x8 inputs keep their resolution; "imagenet" is the paper's stem for 224x224
+    images, a 7x7 conv of stride 2, norm, activation and a 3x3 max-pool of stride 2 (a quarter of the
+    resolution in all), as torchvision's resnet has it: ResNet-18 and -50 with this stem on 1000
+    classes have torchvision's 11,689,512 and 25,557,032 parameters. Pre-activation, the stem's norm
+    and activation are left to the first block, as in timm's ResNetV2.
 
     ``preact`` gives the pre-activation variant of He et al., "Identity Mappings in Deep Residual
     Networks" (ECCV 2016): norm-act-conv ordering inside blocks, clean identity shortcuts, and a
@@ -284,6 +298,7 @@ def resnet(
     stages = [(base * 2**i, n) for i, n in enumerate(counts)]
     return ResNet(
         input_shape[0], num_classes, stages, bottleneck, base,
-        preact=preact, shortcut=shortcut, activation=activation, norm=norm, init=init,
+        preact=preact, shortcut=shortcut, stem="imagenet" if stem == "imagenet" else "small",
+        activation=activation, norm=norm, init=init,
         zero_init_residual=zero_init_residual, dropout=dropout,
     )

@@ -165,44 +165,6 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(ns: argparse.Namespace) -> int:
-    import csv
-    import io
-    from pathlib import Path
-
-    from zoo.training.evaluation import check_fits, load_inputs, load_model, predictions, split_of
-
-    _need_model(ns)
-    model = load_model(ns.run, ns.plugin)
-    labels = None
-    if ns.input:
-        x = load_inputs(Path(ns.input), model.input_shape)
-    else:
-        dm, part = split_of(_data_spec(model, ns.overrides), ns.split)
-        check_fits(model, dm, ns.run)
-        _note_split(getattr(dm, "split_notes", {}).get(ns.split))
-        x, labels = part.x, part.y
-    pred, score, score_name = predictions(model, x, ns.run)  # a vote ensemble's score is its vote share
-    rows = [["index", "prediction", score_name] + (["label"] if labels is not None else [])]
-    for i in range(len(pred)):
-        row = [i, int(pred[i]), f"{float(score[i]):.4f}"]
-        rows.append(row + ([int(labels[i])] if labels is not None else []))
-    if not ns.out:
-        csv.writer(sys.stdout).writerows(rows)
-        return 0
-    from zoo.core.io import atomic_write_text, output_file
-
-    out = output_file(ns.out, "CSV file", "predictions.csv")
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    try:
-        atomic_write_text(out, text.getvalue())
-    except OSError as exc:
-        raise ZooError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
-    print(f"wrote {len(pred)} predictions to {ns.out}", file=sys.stderr)
-    return 0
-
-
 def _note_split(note: str | None) -> None:
     """Say what a split is where its name alone would mislead (see DataModule.split_notes)."""
     if note:
@@ -376,10 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print a JSON report as the last line")
     ev.set_defaults(func=cmd_eval)
 
-    pr = _model_command(sub, "predict", "write class predictions of a trained model or ensemble as CSV")
-    pr.add_argument("--input", help="a .pt or .npy file of raw inputs (N, *input_shape) instead of a data split")
-    pr.add_argument("--out", help="CSV file to write (default: standard output)")
-    pr.set_defaults(func=cmd_predict)
+    import importlib
+
+    importlib.import_module("zoo.cli.predict").add_parser(sub)  # here, so zoo --help keeps it beside eval
 
     aug = sub.add_parser("augment", help="write a picture of training images before and after augmentation")
     aug.add_argument("args", nargs="*", metavar="RECIPE [key=value ...]")
@@ -393,8 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--out", help="write it to this file")
     docs.add_argument("--check", metavar="FILE", help="exit 1 if FILE differs from what would be generated")
     docs.set_defaults(func=cmd_docs)
-
-    import importlib
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)

@@ -15,10 +15,8 @@ import os
 from pathlib import Path
 
 from zoo.core.errors import ZooError, did_you_mean
+from zoo.data.image_files import is_image_name
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
 PARTS = ("train", "val", "test")
 Files = list[tuple[str, int]]  # (path relative to the root, label)
 
@@ -69,7 +67,7 @@ def _images(folder: Path, seen: dict[str, str], who: str) -> list[str]:
             if entry.is_dir():
                 stack.append(path)
                 continue
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+            if not is_image_name(entry.name):
                 continue
             # is_file follows links to files, wherever they are; the directory entry answers it for the
             # others without a stat call

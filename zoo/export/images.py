@@ -16,11 +16,17 @@ def decode_images(paths: Sequence[str | Path] | str | Path, input_shape: tuple[i
     """uint8 (N, C, H, W): grey for a 1-channel model, RGB for a 3-channel one, resized (antialiased)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-        raise ZooError(f"the model takes inputs of shape {input_shape}, not images: pass a tensor")
+    rgb = takes_rgb(input_shape)
     if not paths:
         raise ZooError("no image files given")
-    return torch.stack([decode(str(p), input_shape[0] == 3, tuple(input_shape[1:])) for p in paths])
+    return torch.stack([decode(str(p), rgb, tuple(input_shape[1:])) for p in paths])
+
+
+def takes_rgb(input_shape: tuple[int, ...]) -> bool:
+    """Whether a model of ``input_shape`` takes RGB images (else grey ones); a ZooError if it takes none."""
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise ZooError(f"the model takes inputs of shape {tuple(input_shape)}, not images: pass a tensor")
+    return input_shape[0] == 3
 
 
 def decode(path: str, rgb: bool, size: tuple[int, ...]) -> torch.Tensor:
@@ -28,4 +34,9 @@ def decode(path: str, rgb: bool, size: tuple[int, ...]) -> torch.Tensor:
     from zoo.data.images import resize
 
     data = read_bytes(path, MAX_IMAGE_BYTES, "image file")
-    return resize(decode_bytes(data, path, "rgb" if rgb else "gray"), tuple(size))
+    img = decode_bytes(data, path, "rgb" if rgb else "gray")
+    if not rgb and img.shape[0] != 1:  # torchvision's WebP and GIF decoders answer a grey request in RGB
+        from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+        img = rgb_to_grayscale(img[:3])
+    return resize(img, tuple(size))

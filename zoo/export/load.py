@@ -88,16 +88,12 @@ def load(path: str | Path, plugins: Iterable[str] = ()) -> Predictor:
     path = Path(path)
     if (path / CONFIG).is_file():
         return load_export(path, plugins)
-    from zoo.training.evaluation import load_model
+    from zoo.training.evaluation import class_names, load_model
 
     model = load_model(path, plugins)
-
-    def classes() -> list[str]:
-        from zoo.core.catalog import datasets
-
-        return [str(c) for c in datasets.build(model.recipe["data"], "data").classes]
-
-    return Predictor(model.predict_proba, model.input_shape, None, classes, str(path))
+    return Predictor(
+        model.predict_proba, model.input_shape, None, lambda: class_names(model.recipe["data"]), str(path)
+    )
 
 
 def read_config(folder: Path) -> dict[str, Any]:

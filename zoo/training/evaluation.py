@@ -229,13 +229,37 @@ def predictions(
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Each input's class, its score, and what the score is: the class probability, or a vote ensemble's vote
     share. An output that is not finite is refused, naming the input (``where``: the model, for the message)."""
+    scores, index, score_name = top_classes(model, x, 1, where)
+    return index[:, 0], scores[:, 0], score_name
+
+
+def top_classes(
+    model: Classifier | Ensemble, x: torch.Tensor, k: int, where: str | Path = "the model"
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(B, k) scores and (B, k) classes of each input's ``k`` first classes, best first, and the scores' name.
+
+    The scores are probabilities, or a vote ensemble's vote shares, ranked by votes and, among classes with
+    as many votes, by summed member probability, as the ensemble decides (``Ensemble.decide``): so the first
+    class is always the model's prediction. Classes that tie on all of that come in index order.
+    """
     check_finite(x, "input", "the model cannot classify it")
     if isinstance(model, Ensemble) and not model.gives_probabilities:
         member_probs = model.member_probabilities(x)
         check_finite(member_probs.transpose(0, 1), f"{where}: output for input", _BROKEN_OUTPUT)
-        pred = model.decide(member_probs)
-        return pred, model.vote_shares(member_probs).gather(1, pred.view(-1, 1)).squeeze(1), "vote_share"
-    probs = model.predict_proba(x)
-    check_finite(probs, f"{where}: output for input", _BROKEN_OUTPUT)
-    score, pred = probs.max(-1)
-    return pred, score, "probability"
+        scores, score_name = model.vote_shares(member_probs), "vote_share"
+        # stable sorts, the tie-break first: the order by summed probability survives among equal votes
+        order = member_probs.double().sum(0).argsort(dim=-1, descending=True, stable=True)
+        order = order.gather(1, scores.gather(1, order).argsort(dim=-1, descending=True, stable=True))
+    else:
+        scores, score_name = model.predict_proba(x), "probability"
+        check_finite(scores, f"{where}: output for input", _BROKEN_OUTPUT)
+        order = scores.argsort(dim=-1, descending=True, stable=True)
+    index = order[:, :k]
+    return scores.gather(1, index), index, score_name
+
+
+def class_names(data_spec: dict[str, Any]) -> list[str]:
+    """The names of a model's classes, from the data set its recipe trained on (built to ask it)."""
+    from zoo.core.catalog import datasets
+
+    return [str(c) for c in datasets.build(data_spec, "data").classes]
