@@ -204,6 +204,13 @@ class AugmentPipeline:
                 name, _ = split_spec(self.specs[i], f"augment[{i}]")
                 raise ComponentError(f"augment[{i}]: {augmentations.get(name).title} {problem}")
 
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Tell the steps that fill pixels in the model's standardized space (random erasing's noise) the
+        ``mean`` and ``std`` the model standardizes by after augmentation."""
+        for step in self.steps:
+            if hasattr(step, "set_input_stats"):
+                step.set_input_stats(mean, std)
+
     def generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)

@@ -45,7 +45,9 @@ def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 
     pick = torch.randperm(len(dm.train), generator=torch.Generator().manual_seed(seed))[:n]
     x = to_unit_float(dm.train.x[pick], torch.float32)
     y = dm.train.y[pick]
-    augmented, targets = AugmentPipeline(recipe.augment, dm.num_classes, seed=seed)(x.clone(), y)
+    pipeline = AugmentPipeline(recipe.augment, dm.num_classes, seed=seed)
+    pipeline.set_input_stats(dm.mean, dm.std)  # as training does: random erasing's noise is drawn in that space
+    augmented, targets = pipeline(x.clone(), y)
     n = len(x)
     cols = min(n, 8)
     rows = -(-n // cols)

@@ -134,6 +134,7 @@ class Classifier(L.LightningModule):
         mean, std = getattr(self.net, "input_stats", None) or (mean, std)
         self.input_mean.copy_(mean.expand_as(self.input_mean))
         self.input_std.copy_(std.expand_as(self.input_std))
+        self.augment.set_input_stats(self.input_mean, self.input_std)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         x = (to_unit_float(x, self.input_mean.dtype) - self.input_mean) / self.input_std
