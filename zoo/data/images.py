@@ -111,6 +111,12 @@ def train_box(
             top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
             return top, left, h, w
+    return whole_box(height, width, ratio)
+
+
+def whole_box(height: int, width: int, ratio: tuple[float, float]) -> Box:
+    """RandomResizedCrop's box when no draw fits: the centred crop of the whole image, ratio clamped into
+    ``ratio``."""
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, int(round(width / min(ratio)))
