@@ -10,6 +10,7 @@ only this repository, makes the same files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +42,24 @@ def image(rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def make_folder(dest: Path, count: int, classes: int = 10, seed: int = 0, quality: int = 90) -> Path:
-    """``count`` JPEGs in ``dest``/class_<k>/ (an ImageFolder layout), ``count // classes`` a class."""
+def _save(job: tuple[Path, int, int, int]) -> None:
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        folder = dest / f"class_{i % classes}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image(rng)).save(folder / f"{i:05d}.jpg", quality=quality)
+    path, seed, index, quality = job
+    # each image from its own seed, so the files are the same however many processes make them
+    Image.fromarray(image(np.random.default_rng((seed, index)))).save(path, quality=quality)
+
+
+def make_folder(dest: Path, count: int, classes: int = 10, seed: int = 0, quality: int = 90) -> Path:
+    """``count`` JPEGs in ``dest``/class_<k>/ (an ImageFolder layout), ``count // classes`` a class, made by
+    as many processes as there are CPUs (about 30 ms an image on one)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    for k in range(classes):
+        (dest / f"class_{k}").mkdir(parents=True, exist_ok=True)
+    jobs = [(dest / f"class_{i % classes}" / f"{i:05d}.jpg", seed, i, quality) for i in range(count)]
+    with ProcessPoolExecutor(min(os.cpu_count() or 1, 16)) as pool:
+        list(pool.map(_save, jobs, chunksize=16))
     return dest
 
 
