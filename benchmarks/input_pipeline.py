@@ -18,6 +18,7 @@ average at the start (other work on the machine slows the two sides differently)
 
     python benchmarks/input_pipeline.py                    # 2,000 images in a temporary folder, 3 rounds
     python benchmarks/input_pipeline.py --keep /tmp/ipb    # make (or reuse) the files and prepared copy there
+    python benchmarks/input_pipeline.py --size 128          # where decoding at reduced scale comes in
     python benchmarks/input_pipeline.py --images 256 --rounds 1 --json   # plumbing only
 
 Not a test: throughput depends on the machine and on whatever else it is running.
@@ -89,7 +90,8 @@ class DecodeCrop:
 
     Each worker process draws its boxes from its own generator, seeded from the worker's torch seed."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
         self._generator: torch.Generator | None = None
         self._pid = -1
 
@@ -99,11 +101,11 @@ class DecodeCrop:
         if self._pid != os.getpid():
             self._pid, self._generator = os.getpid(), torch.Generator().manual_seed(torch.initial_seed())
         chooser = train_chooser(SCALE, RATIO, self._generator)
-        return decode_crop(item["image"], item["path"], SIZE, chooser), item["label"]
+        return decode_crop(item["image"], item["path"], self.size, chooser), item["label"]
 
 
-def zoo_batches(prepared: Path, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless passes of shuffled uint8 training batches (B, 3, 224, 224) from a prepared folder, flipped.
+def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless passes of shuffled uint8 training batches (B, 3, size, size) from a prepared folder, flipped.
 
     One function from the prepared folder to batches, so that the streaming data set's own training loader
     can take the place of the loader built here.
@@ -112,7 +114,7 @@ def zoo_batches(prepared: Path, seed: int = 0) -> Iterator[tuple[torch.Tensor, t
 
     import zoo
 
-    dataset = litdata.StreamingDataset(str(prepared / "train"), shuffle=True, seed=seed, transform=DecodeCrop())
+    dataset = litdata.StreamingDataset(str(prepared / "train"), shuffle=True, seed=seed, transform=DecodeCrop(size))
     loader = litdata.StreamingDataLoader(
         dataset, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True
     )
@@ -129,13 +131,13 @@ def zoo_batches(prepared: Path, seed: int = 0) -> Iterator[tuple[torch.Tensor, t
 # --- torchvision -------------------------------------------------------------------------------------
 
 
-def torchvision_batches(images: Path, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def torchvision_batches(images: Path, seed: int = 0, size: int = SIZE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
     transform = v2.Compose(
-        [v2.RandomResizedCrop(SIZE, scale=SCALE, ratio=RATIO, antialias=True), v2.RandomHorizontalFlip(),
+        [v2.RandomResizedCrop(size, scale=SCALE, ratio=RATIO, antialias=True), v2.RandomHorizontalFlip(),
          v2.PILToTensor()]
     )
     loader = DataLoader(
@@ -163,13 +165,13 @@ def _workers_stopped_after(loader):
 # --- timing ------------------------------------------------------------------------------------------
 
 
-def images_per_second(batches: Iterator) -> tuple[float, int]:
+def images_per_second(batches: Iterator, size: int) -> tuple[float, int]:
     """One untimed warm-up pass, then (images per second, images) over the next full pass."""
     for _ in iter(lambda: next(batches), None):
         pass
     start, count = time.perf_counter(), 0
     for x, _ in iter(lambda: next(batches), None):
-        assert x.dtype == torch.uint8 and tuple(x.shape[1:]) == (3, SIZE, SIZE)
+        assert x.dtype == torch.uint8 and tuple(x.shape[1:]) == (3, size, size)
         count += x.shape[0]
     rate = count / (time.perf_counter() - start)
     batches.close()
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=2000, help="JPEG files to make (default 2000)")
     parser.add_argument("--rounds", type=int, default=3, help="turns of each side (default 3)")
     parser.add_argument("--keep", type=Path, default=None, help="make the files here, or reuse those made before")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"output side in pixels (default {SIZE})")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args(argv)
 
@@ -195,8 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     zoo_ips, tv_ips, ratios, counts = [], [], [], set()
     for round_ in range(args.rounds):
         sides = {
-            "zoo": lambda: images_per_second(zoo_batches(prepared, seed=round_)),
-            "torchvision": lambda: images_per_second(torchvision_batches(images, seed=round_)),
+            "zoo": lambda: images_per_second(zoo_batches(prepared, round_, args.size), args.size),
+            "torchvision": lambda: images_per_second(torchvision_batches(images, round_, args.size), args.size),
         }
         # each side goes first in every other round, so that neither always meets the other's leftovers
         order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": args.rounds,
         "batch_size": BATCH,
         "workers": WORKERS,
-        "size": SIZE,
+        "size": args.size,
         "load_avg_at_start": [round(v, 2) for v in load],
         "load_avg_at_end": [round(v, 2) for v in os.getloadavg()],
         "cpus": os.cpu_count(),
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(result))
     else:
         runs = result["runs"]
-        print(f"{args.images} ImageNet-like JPEGs -> uint8 batches of {BATCH} x 3 x {SIZE} x {SIZE}, "
+        print(f"{args.images} ImageNet-like JPEGs -> uint8 batches of {BATCH} x 3 x {args.size} x {args.size}, "
               f"{WORKERS} workers, {args.rounds} rounds (load average {load[0]:.2f} at the start, "
               f"{result['load_avg_at_end'][0]:.2f} at the end, {result['cpus']} CPUs); median [min, max]:")
         for side in ("zoo", "torchvision"):

@@ -167,9 +167,12 @@ def _dct_scale(box: Box, size: int) -> int:
 
 
 def _decode_reduced(data: bytes, height: int, width: int, k: int) -> torch.Tensor | None:
-    """(H/k, W/k, 3) uint8 pixels of a JPEG decoded at scale 1/k; None if simplejpeg cannot (CMYK, damage),
+    """(H/k, W/k, 3) uint8 pixels of a JPEG decoded at scale 1/k; None if simplejpeg cannot (a damaged file),
     for the general decoder to read or to name as damaged."""
-    import simplejpeg
+    try:
+        import simplejpeg
+    except ImportError:  # an environment installed before it joined the dependencies: full-size decoding
+        return None
 
     shape = (-(-height // k), -(-width // k))  # libjpeg-turbo rounds scaled sides up
     try:
