@@ -434,7 +434,7 @@ def _bilinear_weights(start: torch.Tensor, length: torch.Tensor, out: int, size:
 
 
 def random_resized_crop_batch(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Each image's box (B, 4: top, left, height, width, in pixels) resized to ``size`` (H, W), bilinear.
+    """Each float image's box (B, 4: top, left, height, width, in pixels) resized to ``size`` (H, W), bilinear.
 
     out = A_y x A_x^T per image, with A the per-axis interpolation matrices of _bilinear_weights: the
     box cropped, then enlarged as torchvision's resized_crop enlarges it (bilinear, antialiased or not:
