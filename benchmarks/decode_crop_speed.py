@@ -1,4 +1,4 @@
-"""Ways to decode a JPEG and resize a box of it, timed on ImageNet-like files; zoo.data.images picks from these.
+"""Ways to decode a JPEG and resize a box of it, timed on ImageNet-like files, for zoo.data.images to pick.
 
 Each way turns the file's bytes into the uint8 (3, size, size) crop of one box (in the original's pixels),
 all resized by zoo.data.images.resize (torchvision's antialiased resize) so that only the decoding differs:
@@ -51,7 +51,10 @@ def _boxes(files: list[bytes], case: str, seed: int) -> list[images.Box]:
     boxes = []
     for data in files:
         w, h = Image.open(io.BytesIO(data)).size
-        boxes.append(images.eval_box(h, w, 0.875) if case == "eval" else images.train_box(h, w, (0.08, 1.0), (3 / 4, 4 / 3), gen))
+        if case == "eval":
+            boxes.append(images.eval_box(h, w, 0.875))
+        else:
+            boxes.append(images.train_box(h, w, (0.08, 1.0), (3 / 4, 4 / 3), gen))
     return boxes
 
 
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ways", nargs="+", default=None, help=f"of {', '.join(WAYS)} (default: all installed)")
+    parser.add_argument("--ways", nargs="+", help=f"of {', '.join(WAYS)} (default: all installed)")
     args = parser.parse_args(argv)
     ways = args.ways or [w for w in WAYS if not w.startswith("simplejpeg") or _installed("simplejpeg")]
     with tempfile.TemporaryDirectory() as tmp:

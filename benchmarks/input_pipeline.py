@@ -13,8 +13,9 @@ box (scale 0.08-1, ratio 3/4-4/3) resized to 224, a random horizontal flip, with
 
 Each side's figure is one full pass over the files timed after one untimed warm-up pass of the same
 loader (its workers then started and the files in the page cache). The sides take turns, ``--rounds``
-times, each going first in every other round; the report gives each side's median and range, the median of the per-round ratios, and the load
-average at the start (other work on the machine slows the two sides differently).
+times, each going first in every other round; the report gives each side's median and range, the median
+of the per-round ratios, and the load average at the start (other work on the machine slows the two
+sides differently).
 
     python benchmarks/input_pipeline.py                    # 2,000 images in a temporary folder, 3 rounds
     python benchmarks/input_pipeline.py --keep /tmp/ipb    # make (or reuse) the files and prepared copy there
@@ -59,14 +60,14 @@ def prepare(images: Path, dest: Path) -> Path:
     import litdata
 
     classes = sorted(p.name for p in images.iterdir() if p.is_dir())
-    entries = [
-        (str(f), classes.index(f.parent.name), str(f.relative_to(images))) for f in _imagenet_like.files(images)
-    ]
+    files = _imagenet_like.files(images)
+    entries = [(str(f), classes.index(f.parent.name), str(f.relative_to(images))) for f in files]
     litdata.optimize(
-        fn=_item, inputs=entries, output_dir=str(dest / "train"), chunk_bytes="64MB", num_workers=1, verbose=False
+        fn=_item, inputs=entries, output_dir=str(dest / "train"), chunk_bytes="64MB", num_workers=1,
+        verbose=False,
     )
-    meta = {"format": 1, "classes": classes, "splits": {"train": len(entries)}, "source": str(images.resolve()),
-            "settings": {}}
+    meta = {"format": 1, "classes": classes, "splits": {"train": len(entries)},
+            "source": str(images.resolve()), "settings": {}}
     (dest / "zoo-data.json").write_text(json.dumps(meta))
     return dest
 
@@ -104,7 +105,10 @@ class DecodeCrop:
         return decode_crop(item["image"], item["path"], self.size, chooser), item["label"]
 
 
-def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor] | None]  # None ends each pass
+
+
+def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Batches:
     """Endless passes of shuffled uint8 training batches (B, 3, size, size) from a prepared folder, flipped.
 
     One function from the prepared folder to batches, so that the streaming data set's own training loader
@@ -114,7 +118,9 @@ def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Iterator[tup
 
     import zoo
 
-    dataset = litdata.StreamingDataset(str(prepared / "train"), shuffle=True, seed=seed, transform=DecodeCrop(size))
+    dataset = litdata.StreamingDataset(
+        str(prepared / "train"), shuffle=True, seed=seed, transform=DecodeCrop(size)
+    )
     loader = litdata.StreamingDataLoader(
         dataset, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True
     )
@@ -131,7 +137,7 @@ def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Iterator[tup
 # --- torchvision -------------------------------------------------------------------------------------
 
 
-def torchvision_batches(images: Path, seed: int = 0, size: int = SIZE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def torchvision_batches(images: Path, seed: int = 0, size: int = SIZE) -> Batches:
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, help="JPEG files to make (default 2000)")
     parser.add_argument("--rounds", type=int, default=3, help="turns of each side (default 3)")
-    parser.add_argument("--keep", type=Path, default=None, help="make the files here, or reuse those made before")
+    parser.add_argument("--keep", type=Path, default=None, help="make the files here, or reuse those there")
     parser.add_argument("--size", type=int, default=SIZE, help=f"output side in pixels (default {SIZE})")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args(argv)
@@ -198,12 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
     zoo_ips, tv_ips, ratios, counts = [], [], [], set()
     for round_ in range(args.rounds):
         sides = {
-            "zoo": lambda: images_per_second(zoo_batches(prepared, round_, args.size), args.size),
-            "torchvision": lambda: images_per_second(torchvision_batches(images, round_, args.size), args.size),
+            "zoo": lambda: zoo_batches(prepared, round_, args.size),
+            "torchvision": lambda: torchvision_batches(images, round_, args.size),
         }
         # each side goes first in every other round, so that neither always meets the other's leftovers
         order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
-        timed = {side: sides[side]() for side in order}
+        timed = {side: images_per_second(sides[side](), args.size) for side in order}
         (zoo_rate, zoo_count), (tv_rate, tv_count) = timed["zoo"], timed["torchvision"]
         zoo_ips.append(zoo_rate)
         tv_ips.append(tv_rate)
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(result))
     else:
         runs = result["runs"]
-        print(f"{args.images} ImageNet-like JPEGs -> uint8 batches of {BATCH} x 3 x {args.size} x {args.size}, "
+        shape = f"{BATCH} x 3 x {args.size} x {args.size}"
+        print(f"{args.images} ImageNet-like JPEGs -> uint8 batches of {shape}, "
               f"{WORKERS} workers, {args.rounds} rounds (load average {load[0]:.2f} at the start, "
               f"{result['load_avg_at_end'][0]:.2f} at the end, {result['cpus']} CPUs); median [min, max]:")
         for side in ("zoo", "torchvision"):

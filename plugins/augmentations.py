@@ -423,18 +423,19 @@ def _bilinear_weights(start: torch.Tensor, length: torch.Tensor, out: int, size:
     """(B, out, size) matrices taking an axis of ``size`` pixels to ``out`` samples of each segment
     [start, start + length): sample i reads the segment at (i + 0.5) length / out - 0.5, clamped into it, from
     its two nearest pixels (F.interpolate's bilinear source positions, align_corners=False)."""
-    pos = (torch.arange(out, device=start.device, dtype=torch.float32) + 0.5) * (length.float() / out)[:, None]
-    pos = pos.sub_(0.5).clamp_(min=0)
+    centres = torch.arange(out, device=start.device, dtype=torch.float32) + 0.5
+    pos = (centres * (length.float() / out)[:, None]).sub_(0.5).clamp_(min=0)
     last = (length - 1)[:, None]
     first_tap = pos.floor().long().minimum(last)
     frac = pos - first_tap
     matrix = torch.zeros(start.shape[0], out, size, device=start.device)
     matrix.scatter_add_(2, (start[:, None] + first_tap)[..., None], (1 - frac)[..., None])
-    return matrix.scatter_add_(2, (start[:, None] + (first_tap + 1).minimum(last))[..., None], frac[..., None])
+    second_tap = (first_tap + 1).minimum(last)
+    return matrix.scatter_add_(2, (start[:, None] + second_tap)[..., None], frac[..., None])
 
 
 def random_resized_crop_batch(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Each float image's box (B, 4: top, left, height, width, in pixels) resized to ``size`` (H, W), bilinear.
+    """Each float image's box (B, 4: top, left, height, width; pixels) resized to ``size`` (H, W), bilinear.
 
     out = A_y x A_x^T per image, with A the per-axis interpolation matrices of _bilinear_weights: the
     box cropped, then enlarged as torchvision's resized_crop enlarges it (bilinear, antialiased or not:

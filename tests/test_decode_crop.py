@@ -1,4 +1,4 @@
-"""decode_crop: JPEGs decoded at reduced scale when the box allows, the same pixels otherwise, errors by name."""
+"""decode_crop: reduced-scale JPEG decoding when the box allows, full-size pixels otherwise, errors named."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def test_reduced_scale_keeps_the_box_where_it_is():
 def test_a_cmyk_jpeg_at_reduced_scale_has_the_full_decoders_colours():
     data = jpeg(256, 256, "CMYK")
     box = eval_chooser(0.875)(256, 256)  # 224 // 4 >= 32: at 1/4
-    mean, most = differences(decode_crop(data, "c.jpg", 32, eval_chooser(0.875)), full_decode_crop(data, 32, box))
+    out = decode_crop(data, "c.jpg", 32, eval_chooser(0.875))
+    mean, most = differences(out, full_decode_crop(data, 32, box))
     assert mean < 2.0 and most < 8, (mean, most)  # inverted or unconverted inks would be off by ~100
 
 

@@ -27,7 +27,8 @@ def test_per_image_box_is_torchvisions_get_params(height, width):
     step = build()
     for seed in range(25):
         torch.manual_seed(seed)
-        expected = TorchvisionRandomResizedCrop.get_params(torch.empty(1, height, width), list(SCALE), list(RATIO))
+        image = torch.empty(1, height, width)
+        expected = TorchvisionRandomResizedCrop.get_params(image, list(SCALE), list(RATIO))
         assert step.per_image_box(height, width, torch.Generator().manual_seed(seed)) == tuple(expected)
 
 
@@ -48,7 +49,9 @@ def test_batch_pixels_are_torchvisions_resized_crop_of_the_same_box():
     # on uint8 images torchvision rounds in fixed point: within one level of ours
     pixels = (x * 255).round().to(torch.uint8)
     ours8 = random_resized_crop_batch(pixels.float() / 255, boxes, (20, 28)) * 255
-    theirs8 = torch.stack([TF.resized_crop(p, *box, [20, 28], antialias=True) for p, box in zip(pixels, boxes.tolist())])
+    theirs8 = torch.stack(
+        [TF.resized_crop(p, *box, [20, 28], antialias=True) for p, box in zip(pixels, boxes.tolist())]
+    )
     assert (ours8 - theirs8.float()).abs().max() <= 1.0 + 1e-3
 
 
@@ -80,7 +83,8 @@ def test_batch_boxes_fall_back_as_train_box_does_when_no_draw_fits():
 
 
 def test_pipeline_crops_every_sample_differently_and_p_zero_keeps_it():
-    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4)).expand(32, -1, -1, -1).contiguous()
+    one = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    x = one.expand(32, -1, -1, -1).contiguous()
     labels = torch.zeros(32, dtype=torch.long)
     out, _ = AugmentPipeline([{"name": "random_resized_crop"}], 2, seed=0)(x, labels)
     assert out.shape == x.shape and len(torch.unique(out.flatten(1), dim=0)) == 32
