@@ -378,6 +378,119 @@ def color_jitter(
     return ColorJitter(brightness, contrast, saturation, hue, p)
 
 
+# --- random resized crop ----------------------------------------------------------------------------
+
+
+def random_resized_boxes(
+    b: int,
+    h: int,
+    w: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """(B, 4) long boxes (top, left, height, width) in an H x W image: zoo.data.images.train_box's algorithm,
+    all samples at once.
+
+    Each sample gets ten tries at once (area fraction uniform in ``scale``, aspect log-uniform in ``ratio``)
+    and keeps its first that fits; a sample none fits gets train_box's fallback, the centred crop with the
+    ratio clamped. The draws come in a different order than train_box's, so boxes are alike in law, not one
+    for one. One call for the batch rather than train_box per sample: for 512 samples on the CPU it took
+    0.16 ms against 3 ms, and on a GPU it needs no synchronisation per sample.
+    """
+    from zoo.data.images import whole_box
+
+    draws = torch.rand(b, 10, 2, generator=generator, device=device).double()
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    target = h * w * (scale[0] + (scale[1] - scale[0]) * draws[..., 0])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[..., 1])
+    # torch.round and Python's round both round halves to even: the same sides as train_box
+    widths = torch.sqrt(target * aspect).round().long()
+    heights = torch.sqrt(target / aspect).round().long()
+    fits = (widths > 0) & (widths <= w) & (heights > 0) & (heights <= h)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits (0 when none does)
+    box_h, box_w = heights.gather(1, first)[:, 0], widths.gather(1, first)[:, 0]
+    fallback = torch.tensor(whole_box(h, w, ratio), device=device)
+    offsets = torch.rand(b, 2, generator=generator, device=device).double()
+    top = (offsets[:, 0] * (h - box_h + 1)).floor().long()
+    left = (offsets[:, 1] * (w - box_w + 1)).floor().long()
+    boxes = torch.stack([top, left, box_h, box_w], 1)
+    return torch.where(fits.any(1, keepdim=True), boxes, fallback)
+
+
+def _bilinear_weights(start: torch.Tensor, length: torch.Tensor, out: int, size: int) -> torch.Tensor:
+    """(B, out, size) matrices taking an axis of ``size`` pixels to ``out`` samples of each segment
+    [start, start + length): sample i reads the segment at (i + 0.5) length / out - 0.5, clamped into it, from
+    its two nearest pixels (F.interpolate's bilinear source positions, align_corners=False)."""
+    centres = torch.arange(out, device=start.device, dtype=torch.float32) + 0.5
+    pos = (centres * (length.float() / out)[:, None]).sub_(0.5).clamp_(min=0)
+    last = (length - 1)[:, None]
+    first_tap = pos.floor().long().minimum(last)
+    frac = pos - first_tap
+    matrix = torch.zeros(start.shape[0], out, size, device=start.device)
+    matrix.scatter_add_(2, (start[:, None] + first_tap)[..., None], (1 - frac)[..., None])
+    second_tap = (first_tap + 1).minimum(last)
+    return matrix.scatter_add_(2, (start[:, None] + second_tap)[..., None], frac[..., None])
+
+
+def random_resized_crop_batch(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each float image's box (B, 4: top, left, height, width; pixels) resized to ``size`` (H, W), bilinear.
+
+    out = A_y x A_x^T per image, with A the per-axis interpolation matrices of _bilinear_weights: the
+    box cropped, then enlarged as torchvision's resized_crop enlarges it (bilinear, antialiased or not:
+    the same when enlarging), to within 2e-7 on float images. Boxes no larger than ``size``, as on
+    fixed-size batches; a larger box would be shrunk without antialiasing. As two batched matrix products
+    it took 10 ms for 512 images of 3 x 32 x 32 on one CPU thread, where RoIAlign (7 ms) and grid_sample
+    (6 ms), with one matrix less, read past the box's edge on its outer half pixel (up to 0.5 off there).
+    """
+    b, _, h, w = x.shape
+    top, left, box_h, box_w = boxes.unbind(1)
+    rows = _bilinear_weights(top, box_h, size[0], h).to(x.dtype)
+    cols = _bilinear_weights(left, box_w, size[1], w).to(x.dtype)
+    return rows.unsqueeze(1) @ x @ cols.transpose(1, 2).unsqueeze(1)
+
+
+class RandomResizedCrop(BatchAugmentation):
+    def __init__(self, scale: tuple[float, float], ratio: tuple[float, float], p: float) -> None:
+        super().__init__(p)
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+
+    def per_image_box(self, height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+        """The box (top, left, h, w) of one image of any size, for the data set's workers: train_box's
+        draws (torchvision's RandomResizedCrop.get_params), or with probability 1 - p the whole image."""
+        from zoo.data.images import train_box
+
+        if self.p < 1 and float(torch.rand(1, generator=generator)) >= self.p:
+            return 0, 0, height, width
+        return train_box(height, width, self.scale, self.ratio, generator)
+
+    def __call__(self, x, y, generator):
+        b, _, h, w = x.shape
+        chosen = self.chosen(b, generator, x.device)
+        boxes = random_resized_boxes(b, h, w, self.scale, self.ratio, generator, x.device)
+        out = random_resized_crop_batch(x, boxes, (h, w))
+        # resampling the whole image is not bit-exact, so samples left alone keep their own pixels
+        return torch.where(chosen.view(b, 1, 1, 1), out, x), y
+
+
+@augmentations.register("random_resized_crop")
+def random_resized_crop(
+    *,
+    scale: UnitRange = (0.08, 1.0),
+    ratio: PositiveRange = (3 / 4, 4 / 3),
+    p: Probability = 1.0,
+) -> RandomResizedCrop:
+    """Random-size crop: a box of random area and aspect, resized to the image's size (Szegedy et al. 2015).
+
+    Area fraction s ~ U[scale], aspect r log-uniform in ``ratio``; the box is sqrt(s H W r) wide and
+    sqrt(s H W / r) high at a uniform position, redrawn up to ten times until it fits (else the centred
+    largest box of a ratio in ``ratio``), then resized bilinearly to H x W, per image. On streamed data sets
+    the box is drawn per image on the full-size decoded image in the loading workers instead.
+    """
+    return RandomResizedCrop(scale, ratio, p)
+
+
 # --- affine -----------------------------------------------------------------------------------------
 
 

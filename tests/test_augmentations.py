@@ -121,6 +121,7 @@ SPECS = {
     "color_jitter": {"name": "color_jitter", "brightness": 0.5, "contrast": 0.5, "saturation": 0.5,
                      "hue": 0.2},
     "affine": {"name": "affine", "degrees": 30, "translate": 0.2, "scale": [0.8, 1.2], "shear": 10},
+    "random_resized_crop": {"name": "random_resized_crop"},
     "cutout": {"name": "cutout", "size": 0.5},
     "cutmix": {"name": "cutmix", "alpha": 1.0},
     "cowmix": {"name": "cowmix"},

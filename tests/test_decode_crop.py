@@ -1,0 +1,90 @@
+"""decode_crop: reduced-scale JPEG decoding when the box allows, full-size pixels otherwise, errors named."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo.core.errors import ZooError
+from zoo.data.images import decode, decode_crop, eval_chooser, resize
+
+
+def jpeg(height: int, width: int, mode: str = "RGB", seed: int = 0) -> bytes:
+    """A photo-like JPEG: smooth colour gradients with a little fine texture."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:height, :width] / max(height, width)
+    base = np.stack([np.sin(6 * rows + 1), np.cos(5 * cols), np.sin(4 * (rows + cols))], -1)
+    pixels = np.clip(128 + 90 * base + rng.normal(0, 6, (height, width, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def full_decode_crop(data: bytes, size: int, box) -> torch.Tensor:
+    top, left, h, w = box
+    return resize(decode(data, "x")[:, top : top + h, left : left + w], (size, size))
+
+
+def differences(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    diff = (a.int() - b.int()).abs().float()
+    return float(diff.mean()), float(diff.max())
+
+
+def test_a_box_too_small_to_reduce_gets_the_full_decodes_pixels_and_the_header_size():
+    data = jpeg(200, 300)
+    seen = []
+
+    def choose(height, width):
+        seen.append((height, width))
+        return 10, 20, 150, 190
+
+    out = decode_crop(data, "a.jpg", 100, choose)  # 150 // 2 < 100: no reduction
+    assert seen == [(200, 300)]
+    assert out.shape == (3, 100, 100) and out.dtype == torch.uint8 and out.is_contiguous()
+    assert torch.equal(out, full_decode_crop(data, 100, (10, 20, 150, 190)))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_large_box_is_decoded_at_reduced_scale_close_to_the_full_decode(mode):
+    data = jpeg(320, 400, mode)
+    box = (5, 30, 300, 340)  # 300 // 8 >= 32: decoded at 1/8
+    out = decode_crop(data, "a.jpg", 32, lambda h, w: box)
+    full = full_decode_crop(data, 32, box)
+    mean, most = differences(out, full)
+    assert out.shape == (3, 32, 32) and out.is_contiguous()
+    assert not torch.equal(out, full)  # another filter: the reduced decode was used
+    # the fine texture (std 6 levels) is what the two low-pass filters treat differently
+    assert mean < 3.0 and most < 24, (mean, most)
+
+
+def test_reduced_scale_keeps_the_box_where_it_is():
+    # a box in one corner of an image whose quadrants differ: the crop shows that corner's colour only
+    pixels = np.zeros((256, 256, 3), np.uint8)
+    pixels[:128, :128] = (200, 30, 30)
+    pixels[:128, 128:] = (30, 200, 30)
+    pixels[128:, :128] = (30, 30, 200)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    for box, colour in (((0, 128, 128, 128), (30, 200, 30)), ((128, 0, 128, 128), (30, 30, 200))):
+        out = decode_crop(buffer.getvalue(), "q.jpg", 16, lambda h, w: box)  # 128 // 8 >= 16: at 1/8
+        centre = out[:, 2:14, 2:14].float().mean((1, 2))
+        assert torch.allclose(centre, torch.tensor(colour, dtype=torch.float32), atol=12), centre
+
+
+def test_a_cmyk_jpeg_at_reduced_scale_has_the_full_decoders_colours():
+    data = jpeg(256, 256, "CMYK")
+    box = eval_chooser(0.875)(256, 256)  # 224 // 4 >= 32: at 1/4
+    out = decode_crop(data, "c.jpg", 32, eval_chooser(0.875))
+    mean, most = differences(out, full_decode_crop(data, 32, box))
+    assert mean < 2.0 and most < 8, (mean, most)  # inverted or unconverted inks would be off by ~100
+
+
+def test_a_damaged_jpeg_is_named():
+    data = jpeg(256, 256)
+    with pytest.raises(ZooError, match="cannot decode cat/7.jpg"):
+        decode_crop(data[: len(data) // 3] + b"\x00" * 50, "cat/7.jpg", 32, eval_chooser(0.875))
