@@ -131,6 +131,12 @@ def test_a_streamed_runs_images_get_its_evaluation_crop(tmp_path):
     # eval_size unset: the training size
     read = image_reader({"name": "streaming", "image_size": 12, "eval_size": None, "crop_pct": 0.5}, (3, 12, 12))
     assert read(file).shape == (3, 12, 12)
+    # zoo.load's models read files the same way: the run's data section decides
+    from zoo.export.load import Predictor
+
+    spec = {"name": "streaming", "image_size": 12, "eval_size": None, "crop_pct": 0.5}
+    loaded = Predictor(lambda x: x, (3, 12, 12), None, ["a"], "run", spec)
+    assert torch.equal(loaded.preprocess([file]), decode_crop(file.read_bytes(), str(file), 12, eval_chooser(0.5))[None])
 
 
 def test_a_vote_ensembles_classes_are_ranked_as_it_decides():

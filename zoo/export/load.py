@@ -28,8 +28,13 @@ class Predictor:
     def __init__(
         self, probabilities: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int],
         input_dtype: torch.dtype | None, classes: Callable[[], list[str]] | list[str], source: str,
+        data_spec: dict[str, Any] | None = None,
     ) -> None:
         self._probabilities = probabilities
+        # image files are read as the run's evaluation reads its images (a streamed set's centre crop)
+        from zoo.export.image_predictions import image_reader
+
+        self._read = image_reader(data_spec or {}, tuple(input_shape))
         self.input_shape = tuple(input_shape)
         # the dtype the model file takes; None: the PyTorch model, which takes uint8 or floats alike
         self.input_dtype = input_dtype
@@ -45,9 +50,10 @@ class Predictor:
     def preprocess(self, images: torch.Tensor | Sequence[str | Path]) -> torch.Tensor:
         """The batch the model file takes: files decoded (uint8), the shape checked, in the file's dtype."""
         if not isinstance(images, torch.Tensor):
-            from zoo.export.images import decode_images
-
-            images = decode_images(images, self.input_shape)
+            paths = [images] if isinstance(images, (str, Path)) else list(images)
+            if not paths:
+                raise ZooError("no image files given")
+            images = torch.stack([self._read(Path(p)) for p in paths])
         if tuple(images.shape[1:]) != self.input_shape or images.ndim != len(self.input_shape) + 1:
             takes = ", ".join(map(str, self.input_shape))
             given = tuple(images.shape)
@@ -91,9 +97,8 @@ def load(path: str | Path, plugins: Iterable[str] = ()) -> Predictor:
     from zoo.training.evaluation import class_names, load_model
 
     model = load_model(path, plugins)
-    return Predictor(
-        model.predict_proba, model.input_shape, None, lambda: class_names(model.recipe["data"]), str(path)
-    )
+    data = model.recipe["data"]
+    return Predictor(model.predict_proba, model.input_shape, None, lambda: class_names(data), str(path), data)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -120,7 +125,8 @@ def load_export(folder: Path, plugins: Iterable[str] = ()) -> Predictor:
 
     dtype = getattr(torch, config["input"]["dtype"])
     predict = formats.read(fmt, file, rebuild)
-    return Predictor(predict, config["input"]["shape"], dtype, list(config["classes"]), str(folder))
+    data = (config.get("members") or [{}])[0].get("recipe", {}).get("data")
+    return Predictor(predict, config["input"]["shape"], dtype, list(config["classes"]), str(folder), data)
 
 
 def rebuild_graph(config: dict[str, Any], tensors: dict[str, torch.Tensor], where: str, plugins: list[str]):
