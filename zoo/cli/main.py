@@ -169,19 +169,19 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     import io
     from pathlib import Path
 
-    from zoo.training.evaluation import check_fits, load_inputs, load_model, predictions, split_of
+    from zoo.training.evaluation import check_fits, data_of, load_inputs, load_model, predictions, split_predictions
 
     _need_model(ns)
     model = load_model(ns.run, ns.plugin)
     labels = None
     if ns.input:
         x = load_inputs(Path(ns.input), model.input_shape)
+        pred, score, score_name = predictions(model, x, ns.run)  # a vote ensemble's score is its vote share
     else:
-        dm, part = split_of(_data_spec(model, ns.overrides), ns.split)
+        dm = data_of(_data_spec(model, ns.overrides), ns.split)
         check_fits(model, dm, ns.run)
         _note_split(getattr(dm, "split_notes", {}).get(ns.split))
-        x, labels = part.x, part.y
-    pred, score, score_name = predictions(model, x, ns.run)  # a vote ensemble's score is its vote share
+        pred, score, score_name, labels = split_predictions(model, dm, ns.split, ns.run)
     rows = [["index", "prediction", score_name] + (["label"] if labels is not None else [])]
     for i in range(len(pred)):
         row = [i, int(pred[i]), f"{float(score[i]):.4f}"]

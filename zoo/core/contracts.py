@@ -151,11 +151,16 @@ def monitor(obj: Any) -> str | None:
 
 
 def dataset(obj: Any) -> str | None:
-    """A zoo DataModule: train/val/test splits of (x, y) tensors, ``input_shape``, ``num_classes``, ``sample()``."""
+    """A zoo DataModule: train/val/test splits of (x, y) tensors, ``input_shape``, ``num_classes``, ``sample()``;
+    or a streamed one (zoo.data.streaming.StreamingData), which offers ``split_size``, ``head`` and ``batches``
+    in place of the splits."""
     from lightning.pytorch import LightningDataModule
 
     if not isinstance(obj, LightningDataModule):
         return f"returned {_kind(obj)}, not a LightningDataModule (build one with zoo.data.datamodule.DataModule)"
+    streamed = ("split_size", "head", "batches", "input_shape", "num_classes", "sample")
+    if all(hasattr(obj, a) for a in streamed):
+        return None
     missing = [a for a in ("train", "val", "test", "input_shape", "num_classes", "sample") if not hasattr(obj, a)]
     if missing:
         return (

@@ -229,6 +229,17 @@ class BatchGroups:
         self.batches.load_state_dict(state)
 
 
+def split_size(dm, name: str) -> int:
+    """Samples in a data module's split ``name``, held in memory or streamed (zoo.data.streaming)."""
+    return dm.split_size(name) if hasattr(dm, "split_size") else len(getattr(dm, name))
+
+
+def training_samples(dm, limit: int) -> Split:
+    """A data module's training split when it holds it in memory; of a streamed one, the first ``limit`` samples
+    (zoo.data.streaming), decoded as evaluation decodes them."""
+    return dm.train if hasattr(dm, "train") else dm.head(limit)
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -242,7 +253,30 @@ def _free_bytes(device: torch.device) -> int | None:
     return None
 
 
-class DataModule(L.LightningDataModule):
+class TrainerPosition:
+    """Where a data module's trainer stands: this process's rank, the epoch, the training batches done.
+    Outside a trainer: rank 0 of 1, no epoch, nothing done."""
+
+    trainer: L.Trainer | None
+    steps_per_execution: int
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _trainer_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
+
+    def _trainer_batches_done(self) -> int:
+        # processed, not completed: a checkpoint written in on_train_batch_end already holds that batch's update
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.steps_per_execution
+
+
+class DataModule(TrainerPosition, L.LightningDataModule):
     """Train/val/test splits in memory, with what a model needs to know about them.
 
     Inputs are kept as they come (images as uint8 pixels, or floats); ``mean`` and ``std``
@@ -356,18 +390,19 @@ class DataModule(L.LightningDataModule):
         """A fixed batch of training inputs as floats (pixels in [0, 1]), for data-dependent init."""
         return to_unit_float(self.train.x[:n])
 
+    def split_size(self, name: str) -> int:
+        return len(getattr(self, name))
+
+    def head(self, n: int) -> Split:
+        """The first ``n`` training samples."""
+        return Split(self.train.x[:n], self.train.y[:n])
+
     # --- placement on the training device --------------------------------------------------------
     def _device(self) -> torch.device | None:
         trainer = self.trainer
         if trainer is None:
             return None
         return trainer.strategy.root_device
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
 
     def place(self, names: Sequence[str], device: torch.device | None, free: int | None) -> list[str]:
         """Copy the named splits to ``device`` while they fit in ``device_share`` of ``free`` bytes.
@@ -404,15 +439,6 @@ class DataModule(L.LightningDataModule):
         return self._placed[name] if name in self._placed else getattr(self, name)
 
     # --- loaders ---------------------------------------------------------------------------------
-    def _trainer_epoch(self) -> int | None:
-        return self.trainer.current_epoch if self.trainer is not None else None
-
-    def _trainer_batches_done(self) -> int:
-        # processed, not completed: a checkpoint written in on_train_batch_end already holds that batch's update
-        if self.trainer is None:
-            return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.steps_per_execution
-
     def train_dataloader(self) -> TensorBatches | BatchGroups:
         rank, world = self._rank()
         split = self._split("train")
