@@ -40,8 +40,11 @@ def write_split(folder: Path, items: list[dict]) -> None:
     writer.merge()
 
 
-def prepared(dest: Path, counts: dict[str, int], classes=("a", "b", "c"), bad: dict | None = None) -> Path:
-    """A prepared folder with ``counts[split]`` images per split, labels cycling through ``classes``.
+def prepared(
+    dest: Path, counts: dict[str, int], classes=("a", "b", "c"), bad: dict | None = None, by_class=False
+) -> Path:
+    """A prepared folder with ``counts[split]`` images per split, labels cycling through ``classes``, or class
+    after class (``by_class``, as zoo data prepare writes them: each chunk of 16 then holds one class or two).
 
     ``bad[split]``: indices of that split whose bytes are no image (a damaged file).
     """
@@ -49,7 +52,7 @@ def prepared(dest: Path, counts: dict[str, int], classes=("a", "b", "c"), bad: d
     for split, n in counts.items():
         items = []
         for i in range(n):
-            label = i % len(classes)
+            label = i * len(classes) // n if by_class else i % len(classes)
             h, w = SIZES[i % len(SIZES)]
             damaged = i in (bad or {}).get(split, [])
             data = b"not an image at all" if damaged else jpeg(h, w, label + 3 * i)

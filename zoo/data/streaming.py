@@ -2,10 +2,11 @@
 in DataLoader workers, each image decoded and cropped to one size there, so that only the batches in flight
 are ever in memory.
 
-Training reads litdata's StreamingDataset, shuffled chunk-aware from (seed, epoch) and sharded by rank;
-each image's crop is drawn from a generator seeded by (seed, epoch, the item's index), so an image gets the
-same crop whichever worker or rank reads it, and a resumed run repeats the uninterrupted one. Evaluation
-reads each rank's contiguous block of a split by index, every image scored exactly once across ranks.
+Items are read by index through litdata's StreamingDataset (local folders, or URLs it downloads chunks of).
+Training takes a seeded permutation of the split per epoch, sharded by rank as in-memory data is; each
+image's crop is drawn from a generator seeded by (seed, epoch, the item's index), so an image gets the same
+crop whichever worker or rank reads it, and a resumed run repeats the uninterrupted one. Evaluation reads
+each rank's contiguous block of a split, every image scored exactly once across ranks.
 
 The batches are what zoo.data.datamodule.TensorBatches yields: uint8 (B, 3, S, S) images and int64 labels,
 so the recipe's batch augmentations run on them unchanged on the device.
@@ -26,12 +27,19 @@ from torch.utils.data import DataLoader, Dataset
 
 # importing litdata sets warnings filters of its own: the process keeps its own
 with warnings.catch_warnings():
-    from litdata import StreamingDataLoader, StreamingDataset
+    from litdata import StreamingDataset
     from litdata.streaming.sampler import ChunkedIndex
-    from litdata.utilities.env import _DistributedEnv
 
 from zoo.core.errors import ZooError
-from zoo.data.datamodule import BatchGroups, DataModule, Split, TrainerPosition, to_unit_float
+from zoo.data.datamodule import (
+    BatchGroups,
+    DataModule,
+    Split,
+    TrainerPosition,
+    lone_last_batch,
+    shuffled_shard,
+    to_unit_float,
+)
 from zoo.data.images import Box, decode_crop, eval_chooser
 
 FORMAT = 1
@@ -157,111 +165,74 @@ class BadImages:
 
 
 class TrainStream:
-    """The training batches of one rank: litdata's shuffled, sharded stream, decoded in workers.
+    """The training batches of one rank, decoded in workers, in the order TensorBatches would give them.
 
-    Like TensorBatches, the loader is resumable mid-epoch from the trainer's own count of batches done
-    (the iterator runs ahead of training, as Lightning prefetches): the state is the epoch and the items
-    the done batches consumed, which litdata's own resume state is rebuilt from.
+    The order is a seeded permutation of the whole split per epoch (``shuffled_shard``), read by index:
+    litdata's own shuffle permutes chunks and blocks of items inside them, and a prepared folder's chunks
+    hold its images class by class, so its batches would hold one class or a few. Under DDP each rank takes
+    its share of the padded permutation, every rank the same number of batches, as in-memory data does.
 
-    Under DDP litdata gives ranks shards that may differ by a batch; a shorter rank repeats its first
-    batch, as DistributedSampler repeats samples, so every rank steps (and all-reduces) equally often.
+    Resumable mid-epoch like TensorBatches: the state is the epoch and the trainer's own count of batches done
+    (the iterator runs ahead of training, as Lightning prefetches); a resumed pass starts after those.
     """
 
     def __init__(self, dm: StreamingData) -> None:
         self.dm = dm
-        rank, world = dm._rank()
-        self.images = dm._dataset("train", dm.train_box, shuffle=True)
-        # the shard is the trainer's rank's: litdata would ask torch.distributed, which may not be set up yet
-        self.images.distributed_env = _DistributedEnv(world, rank, dm._num_nodes())
-        self.loader = StreamingDataLoader(self.images, batch_size=dm.batch_size, num_workers=dm.num_workers,
-                                          collate_fn=collate)
-        self.rank, self.world = rank, world
+        self.rank, self.world = dm._rank()
+        self.images = dm._dataset("train", dm.train_box)
+        per_rank = -(-dm.split_size("train") // self.world)
+        self.drop_last = lone_last_batch(per_rank, dm.batch_size)
         self.epoch = 0
-        self.consumed: list[int] = []  # items each batch of the current pass took, damaged ones included
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
-        self._length = self._lengths()
-
-    def _lengths(self) -> int:
-        """Batches per epoch of the longest rank's shard (every rank's, read from the index alone)."""
-        if self.world == 1:
-            return len(self.loader)
-        mine = self.images.distributed_env
-        longest = 0
-        for rank in range(self.world):
-            self.images.distributed_env = _DistributedEnv(self.world, rank, mine.num_nodes)
-            self.images.shuffler = None
-            longest = max(longest, len(self.loader))
-        self.images.distributed_env = mine
-        self.images.shuffler = None
-        return longest
 
     def __len__(self) -> int:
-        return self._length
+        per_rank = -(-self.dm.split_size("train") // self.world)
+        size = self.dm.batch_size
+        return per_rank // size if self.drop_last else -(-per_rank // size)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of indices in ``epoch``."""
+        n = self.dm.split_size("train")
+        order = shuffled_shard(n, self.dm.seed, epoch, self.rank, self.world).tolist()
+        size = self.dm.batch_size
+        return [order[i * size:(i + 1) * size] for i in range(len(self))]
 
     def state_dict(self) -> dict[str, int]:
-        epoch = self.dm._trainer_epoch()
-        done = self.dm._trainer_batches_done()
-        return {"epoch": self.epoch if epoch is None else epoch, "batches_done": done,
-                "items_done": sum(self.consumed[:done])}
+        current = self.dm._trainer_epoch()
+        epoch = current if current is not None else max(self.epoch - 1, 0)
+        return {"epoch": epoch, "batches_done": self.dm._trainer_batches_done()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume_at = (int(state["epoch"]), int(state.get("items_done", 0)))
-
-    def _restore(self, epoch: int, items: int) -> None:
-        """Put litdata's loader ``items`` into ``epoch``, as its own state_dict would have recorded it."""
-        workers = max(self.loader.num_workers, 1)
-        self.loader.current_epoch = epoch + 1  # litdata counts epochs from 1
-        self.images.current_epoch = epoch + 1
-        state = dict(self.images.state_dict(items, self.loader.num_workers, self.dm.batch_size))
-        batches = -(-items // self.dm.batch_size)
-        self.loader.load_state_dict({
-            "dataset": state, "current_epoch": epoch + 1, "num_samples_yielded": items,
-            "latest_worker_idx": (batches - 1) % workers,
-        })
+        self._resume_at = (int(state["epoch"]), int(state["batches_done"]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         current = self.dm._trainer_epoch()
         if current is not None:
             self.epoch = current
-        start, resume = 0, self._resume_at
-        self._resume_at = None
-        self.consumed = []
-        if resume is not None and resume[0] == self.epoch and resume[1] > 0:
-            self._restore(self.epoch, resume[1])
-            # batches of the resumed pass are counted from the start of the epoch, as the trainer counts them
-            start = -(-resume[1] // self.dm.batch_size)
-            self.consumed = [self.dm.batch_size] * start
-        else:
-            # litdata adds one as the pass starts: its epochs count from 1
-            self.loader.current_epoch = self.epoch
-            # litdata leaves resuming only when a pass runs to its end, and Lightning stops asking at the
-            # loader's length: without this, the epoch after a resumed one would resume again
-            self.loader.restore = False
-        this = self.epoch
+        epoch, first = self.epoch, 0
+        if self._resume_at is not None:
+            if self._resume_at[0] == epoch:
+                first = min(self._resume_at[1], len(self))
+            self._resume_at = None
         self.epoch += 1
-        bad = BadImages(self.dm.on_bad_image, self.dm, f"training epoch {this}")
-        first: tuple[torch.Tensor, torch.Tensor] | None = None
-        yielded = start
-        for batch in self.loader:
-            self.consumed.append(batch["items"])
+        self.images.current_epoch = epoch  # the workers' copies draw this epoch's crops
+        items = Block(self.images, 0, self.dm.split_size("train"))
+        loader = DataLoader(items, batch_sampler=self.batches(epoch)[first:],
+                            num_workers=self.dm.num_workers, collate_fn=collate)
+        bad = BadImages(self.dm.on_bad_image, self.dm, f"training epoch {epoch}")
+        last = len(self) - first - 1
+        for i, batch in enumerate(loader):
             taken = bad.take(batch)
-            if taken is None:
-                continue
-            first = first or taken
-            yielded += 1
-            if yielded == self._length:
+            if i == last:
                 bad.done()
-            yield taken
+            if taken is not None:
+                yield taken
         bad.done()
-        # a shorter shard under DDP: see the class docs
-        while self.world > 1 and first is not None and yielded < self._length:
-            yielded += 1
-            self.consumed.append(0)
-            yield first
 
 
 class Block(Dataset):
-    """One rank's contiguous block of a split, read by index (evaluation: no shuffle, no padding)."""
+    """Items ``start`` to ``stop`` of a split, read by index (litdata's dataset iterates; a DataLoader that
+    is handed batches of indices needs one it can index)."""
 
     def __init__(self, dataset, start: int, stop: int) -> None:
         self.images, self.start, self.stop = dataset, start, stop
@@ -283,7 +254,7 @@ class EvalStream:
         n = dm.split_size(split)
         base, extra = divmod(n, world)
         start = rank * base + min(rank, extra)
-        block = Block(dm._dataset(split, None, shuffle=False), start, start + base + (rank < extra))
+        block = Block(dm._dataset(split), start, start + base + (rank < extra))
         self.loader = DataLoader(block, batch_size=dm.eval_batch_size, num_workers=dm.num_workers,
                                  collate_fn=collate)
 
@@ -354,16 +325,16 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
             return f"{self.root.rstrip('/')}/{split}"
         return str(Path(self.root).expanduser() / split)
 
-    def _dataset(self, split: str, box: BoxDraw | None, *, shuffle: bool):
+    def _dataset(self, split: str, box: BoxDraw | None = None) -> Images:
         location = self._location(split)
         size = self.image_size if split == "train" else self.eval_size
-        dataset = Images(location, shuffle=shuffle, seed=self.seed, drop_last=False)
+        dataset = Images(location)
         dataset.decoder = Decoder(location, size, self.crop_pct, box, self.seed)
         return dataset
 
     def head(self, n: int) -> Split:
         """The first ``n`` training images with the evaluation crop at the training size, and their labels."""
-        dataset = self._dataset("train", None, shuffle=False)
+        dataset = self._dataset("train")
         dataset.decoder.size = self.image_size
         bad = BadImages(self.on_bad_image)
         xs, ys = [], []
@@ -382,7 +353,7 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
         cropped as evaluation crops them: a bounded sample, so that a streamed set is never read whole for
         them."""
         if self._stats is None:
-            dataset = self._dataset("train", None, shuffle=False)
+            dataset = self._dataset("train")
             n = self.split_size("train")
             k = min(n, STATISTICS_SAMPLE)
             picks = [i * n // k for i in range(k)]
@@ -411,9 +382,6 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
         if trainer is not None and trainer.training:
             for logger in trainer.loggers:
                 logger.log_metrics({"data/skipped_images": float(count)}, step=trainer.global_step)
-
-    def _num_nodes(self) -> int:
-        return self.trainer.num_nodes if self.trainer is not None else 1
 
     # --- loaders ------------------------------------------------------------------------------------
     def train_dataloader(self) -> TrainStream | BatchGroups:
