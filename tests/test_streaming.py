@@ -69,6 +69,26 @@ def test_a_training_epoch_is_every_image_once_in_uint8_batches_reshuffled_per_ep
     assert torch.allclose(dm.mean.view(-1).double(), mean, atol=1e-4)
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["data.root=nowhere"], "streaming: nowhere (data.root) does not exist; it must be a folder written by zoo data"),
+    (["ensemble.members=2", "ensemble.bootstrap=true"], "ensemble.bootstrap: the streaming data set streams its"),
+])
+def test_mistakes_are_one_line_and_leave_no_run_folder(folder, tmp_path, capsys, extra, message):
+    from zoo.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["train", str(recipe_file(tmp_path, folder)), "--run-dir", str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_evaluation_images_are_cropped_to_eval_size(folder):
+    dm = data(folder, eval_size=24)
+    x, _ = next(iter(dm.batches("test")))
+    assert x.shape[1:] == (3, 24, 24) and dm.input_shape == (3, 16, 16)
+
+
 def test_training_batches_mix_the_classes_of_a_folder_written_class_by_class(tmp_path):
     # litdata's own shuffle keeps items in blocks of their chunk: each batch would be one class here
     dm = data(prepared(tmp_path / "prepared", {"train": 48, "val": 6, "test": 6}, by_class=True))

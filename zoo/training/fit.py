@@ -286,8 +286,8 @@ def prepare_fit(
     dm = build_data(recipe.data, seed=recipe.seed)
     if bootstrap_seed is not None and not hasattr(dm, "train"):
         raise ZooError(
-            f"ensemble.bootstrap: data {recipe.data.get('name')} is streamed, not held in memory, so its training "
-            "split cannot be resampled for bagging; set ensemble.bootstrap=false"
+            f"ensemble.bootstrap: the {recipe.data.get('name')} data set streams its images instead of holding them "
+            "in memory, so its training split cannot be resampled for bagging; set ensemble.bootstrap=false"
         )
     if bootstrap_seed is not None:
         # a resample with replacement of the training split, as in bagging (Breiman 1996)
