@@ -225,6 +225,10 @@ def test_skipped_damaged_images_are_counted_and_logged_and_eval_scores_the_other
     assert main(["eval", str(run), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["samples"] == 9
+    assert main(["predict", str(run), "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    right = sum(row["prediction"] == row["label"] for row in rows)
+    assert len(rows) == 9 and right / 9 == pytest.approx(report["acc"])
 
 
 # 50 training images in batches of 8: 7 steps an epoch, 14 in all. Without workers: the workers' part of a
