@@ -58,8 +58,8 @@ def test_a_training_epoch_is_every_image_once_in_uint8_batches_reshuffled_per_ep
     assert len(first) == len(loader) == 7
     for x, y in first:
         assert x.dtype == torch.uint8 and x.shape[1:] == (3, 16, 16) and y.dtype == torch.int64
-    # without a per-image crop in the recipe, training images get the evaluation crop: head()'s pixels
-    everything = dm.head(50)
+    # without a per-image crop in the recipe, training images get the evaluation crop: spread()'s pixels
+    everything = dm.spread(50)
     assert fingerprints(torch.cat([x for x, _ in first])) == fingerprints(everything.x)
     assert fingerprints(torch.cat([x for x, _ in second])) == fingerprints(everything.x)
     assert not torch.equal(first[0][0], second[0][0])  # the next epoch is another order
@@ -89,10 +89,13 @@ def test_evaluation_images_are_cropped_to_eval_size(folder):
     assert x.shape[1:] == (3, 24, 24) and dm.input_shape == (3, 16, 16)
 
 
-def test_training_batches_mix_the_classes_of_a_folder_written_class_by_class(tmp_path):
+def test_batches_and_samples_mix_the_classes_of_a_folder_written_class_by_class(tmp_path):
     # litdata's own shuffle keeps items in blocks of their chunk: each batch would be one class here
     dm = data(prepared(tmp_path / "prepared", {"train": 48, "val": 6, "test": 6}, by_class=True))
     assert all(len(set(y.tolist())) > 1 for _, y in dm.train_dataloader())
+    # and of what sanity, lr-find, zoo augment and a data-dependent init read, the first few are of several
+    # classes (the split's first 12 are all of class 0)
+    assert len(set(dm.spread(48).y[:12].tolist())) > 1
 
 
 def recipe_file(tmp_path: Path, root: Path, augment: str = "[{name: flip}]", **data) -> Path:
@@ -124,7 +127,7 @@ def test_a_leading_per_image_crop_runs_in_the_workers_and_leaves_the_batch_pipel
     in_workers = torch.cat([x for x, _ in dm.train_dataloader()])
     # every image its own half-size box, not the evaluation crop; drawn from (seed, epoch, image), so the
     # same crops come whichever worker decodes an image, or none does
-    assert not set(fingerprints(in_workers)) & set(fingerprints(dm.head(50).x))
+    assert not set(fingerprints(in_workers)) & set(fingerprints(dm.spread(50).x))
     dm.num_workers = 0
     dm._train = None
     here = torch.cat([x for x, _ in dm.train_dataloader()])
@@ -145,7 +148,7 @@ def test_under_ddp_ranks_step_equally_and_see_every_training_image_and_score_eve
 ):
     # batches of 7: no shard ends on a lone image, left for the next epoch (see lone_last_batch)
     dm = data(folder, batch_size=7)
-    everything = fingerprints(dm.head(50).x)
+    everything = fingerprints(dm.spread(50).x)
     ranks = shards(dm, 2, monkeypatch, dm.train_dataloader)
     assert len(ranks[0]) == len(ranks[1])  # an unequal count of steps would hang DDP's gradient reduction
     seen = [fingerprints(torch.cat([x for x, _ in batches])) for batches in ranks]

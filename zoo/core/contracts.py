@@ -152,13 +152,13 @@ def monitor(obj: Any) -> str | None:
 
 def dataset(obj: Any) -> str | None:
     """A zoo DataModule: train/val/test splits of (x, y) tensors, ``input_shape``, ``num_classes``, ``sample()``;
-    or a streamed one (zoo.data.streaming.StreamingData), which offers ``split_size``, ``head`` and ``batches``
-    in place of the splits."""
+    or a streamed one (zoo.data.streaming.StreamingData), which offers ``split_size``, ``spread`` and
+    ``batches`` in place of the splits."""
     from lightning.pytorch import LightningDataModule
 
     if not isinstance(obj, LightningDataModule):
         return f"returned {_kind(obj)}, not a LightningDataModule (build one with zoo.data.datamodule.DataModule)"
-    streamed = ("split_size", "head", "batches", "input_shape", "num_classes", "sample")
+    streamed = ("split_size", "spread", "batches", "input_shape", "num_classes", "sample")
     if all(hasattr(obj, a) for a in streamed):
         return None
     missing = [a for a in ("train", "val", "test", "input_shape", "num_classes", "sample") if not hasattr(obj, a)]

@@ -246,9 +246,9 @@ def split_size(dm, name: str) -> int:
 
 
 def training_samples(dm, limit: int) -> Split:
-    """A data module's training split when it holds it in memory; of a streamed one, the first ``limit`` samples
-    (zoo.data.streaming), decoded as evaluation decodes them."""
-    return dm.train if hasattr(dm, "train") else dm.head(limit)
+    """A data module's training split when it holds it in memory; of a streamed one (zoo.data.streaming),
+    ``limit`` samples spread over it, decoded as evaluation decodes them."""
+    return dm.train if hasattr(dm, "train") else dm.spread(limit)
 
 
 def usable_cores() -> int:
@@ -400,13 +400,6 @@ class DataModule(TrainerPosition, L.LightningDataModule):
     def sample(self, n: int = 256) -> torch.Tensor:
         """A fixed batch of training inputs as floats (pixels in [0, 1]), for data-dependent init."""
         return to_unit_float(self.train.x[:n])
-
-    def split_size(self, name: str) -> int:
-        return len(getattr(self, name))
-
-    def head(self, n: int) -> Split:
-        """The first ``n`` training samples."""
-        return Split(self.train.x[:n], self.train.y[:n])
 
     # --- placement on the training device --------------------------------------------------------
     def _device(self) -> torch.device | None:

@@ -42,7 +42,7 @@ def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 
 
     dm = build_data(recipe.data, seed=recipe.seed)
     # a seeded draw across the split: data sets are often stored class by class
-    # of streamed data, a draw among its first few hundred samples: reading it whole for 16 would cost minutes
+    # of streamed data, a draw among a few hundred samples spread over it: reading it whole would cost minutes
     train = training_samples(dm, max(n, 512))
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     x = to_unit_float(train.x[pick], torch.float32)

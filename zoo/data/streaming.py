@@ -332,34 +332,25 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
         dataset.decoder = Decoder(location, size, self.crop_pct, box, self.seed)
         return dataset
 
-    def head(self, n: int) -> Split:
-        """The first ``n`` training images with the evaluation crop at the training size, and their labels."""
+    def spread(self, n: int) -> Split:
+        """Up to ``n`` training images spread evenly over the split, with the evaluation crop at the training
+        size, and their labels, in a seeded random order: a prepared split is stored class by class, so its
+        first images are of one class; these are of all of them, and so is any run of them."""
         dataset = self._dataset("train")
-        dataset.decoder.size = self.image_size
-        bad = BadImages(self.on_bad_image)
-        xs, ys = [], []
-        for i in range(min(n, self.split_size("train"))):
-            taken = bad.take(collate([dataset[i]]))
-            if taken is not None:
-                xs.append(taken[0])
-                ys.append(taken[1])
-        if not xs:
+        total = self.split_size("train")
+        k = min(n, total)
+        order = torch.randperm(k, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        taken = BadImages(self.on_bad_image).take(collate([dataset[i * total // k] for i in order]))
+        if taken is None:
             none = torch.zeros((0, *self.input_shape), dtype=torch.uint8)
             return Split(none, torch.zeros(0, dtype=torch.long))
-        return Split(torch.cat(xs), torch.cat(ys))
+        return Split(*taken)
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of up to STATISTICS_SAMPLE training images spread evenly over the split,
-        cropped as evaluation crops them: a bounded sample, so that a streamed set is never read whole for
-        them."""
+        """Per-channel mean and std of up to STATISTICS_SAMPLE training images spread over the split, cropped
+        as evaluation crops them: a bounded sample, so that a streamed set is never read whole for them."""
         if self._stats is None:
-            dataset = self._dataset("train")
-            n = self.split_size("train")
-            k = min(n, STATISTICS_SAMPLE)
-            picks = [i * n // k for i in range(k)]
-            taken = BadImages(self.on_bad_image).take(collate([dataset[i] for i in picks]))
-            images = taken[0] if taken is not None else torch.zeros((0, *self.input_shape), dtype=torch.uint8)
-            self._stats = DataModule.statistics(images, "channel")
+            self._stats = DataModule.statistics(self.spread(STATISTICS_SAMPLE).x, "channel")
         return self._stats
 
     @property
@@ -371,8 +362,8 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
         return self._statistics()[1]
 
     def sample(self, n: int = 256) -> torch.Tensor:
-        """The first ``n`` training images as floats (pixels in [0, 1]), for data-dependent init."""
-        return to_unit_float(self.head(n).x)
+        """``n`` training images spread over the split, as floats in [0, 1], for data-dependent init."""
+        return to_unit_float(self.spread(n).x)
 
     def note_skipped(self, line: str, count: int) -> None:
         """Say (and, in training, log) how many damaged images a pass left out."""

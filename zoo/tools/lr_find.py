@@ -126,8 +126,8 @@ def lr_find(
     factor = _lr_factor(resolved)
     dm = build_data(resolved.data, seed=resolved.seed)
     batch = int(resolved.data.get("batch_size", 64))
-    # of streamed data, its first samples decoded: fresh batches for the whole sweep where that stays within
-    # 4,096 (at 224x224, 600 MB of pixels), else the sweep goes over them more than once
+    # of streamed data, samples spread over it, decoded: fresh batches for the whole sweep where that stays
+    # within 4,096 (at 224x224, 600 MB of pixels), else the sweep goes over them more than once
     train = training_samples(dm, min(steps * batch, 4096))
     x, y = train.x, train.y
     with torch.random.fork_rng(devices=[]):

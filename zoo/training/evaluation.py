@@ -165,8 +165,8 @@ def split_of(data_spec: dict[str, Any], split: str):
     dm = data_of(data_spec, split)
     if not hasattr(dm, split):
         raise ZooError(
-            f"data: {data_spec.get('name')} is streamed, not held in memory: this command needs the {split} split "
-            "in memory; zoo eval and zoo predict read streamed data"
+            f"data: the {data_spec.get('name')} data set streams its images instead of holding them in memory, "
+            f"and this command needs its {split} split in memory; zoo eval and zoo predict read streamed data"
         )
     return dm, getattr(dm, split)
 
