@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from streaming_data import prepared
 from torch import nn
 
 import zoo
@@ -50,7 +51,9 @@ def data_params(tmp_path_factory) -> dict[str, dict]:
     idx_files(root / "MNIST" / "raw")
     idx_files(root / "FashionMNIST" / "raw")
     folder = image_folder(root / "images")
-    return {"mnist": {"root": str(root)}, "fashion_mnist": {"root": str(root)}, "imagefolder": {"root": str(folder)}}
+    streamed = prepared(root / "prepared", {"train": 12, "val": 6, "test": 6})
+    return {"mnist": {"root": str(root)}, "fashion_mnist": {"root": str(root)}, "imagefolder": {"root": str(folder)},
+            "streaming": {"root": str(streamed), "num_workers": 0}}
 
 
 @pytest.mark.parametrize("registry", sorted(REGISTRIES), ids=str)

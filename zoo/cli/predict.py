@@ -47,17 +47,18 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 def _predict_tensors(model, ns: argparse.Namespace, tensor_file: Path | None, out: Path | None) -> int:
     """One row per input of a tensor file or a data split: its class and score (and label)."""
     from zoo.cli.main import _data_spec, _note_split
-    from zoo.training.evaluation import check_fits, load_inputs, predictions, split_of
+    from zoo.training.evaluation import check_fits, data_of, load_inputs, predictions, split_predictions
 
     labels = None
     if tensor_file is not None:
         x = load_inputs(tensor_file, model.input_shape)
+        pred, score, score_name = predictions(model, x, ns.run)  # a vote ensemble's score is its vote share
     else:
-        dm, part = split_of(_data_spec(model, ns.overrides), ns.split)
+        dm = data_of(_data_spec(model, ns.overrides), ns.split)
         check_fits(model, dm, ns.run)
         _note_split(getattr(dm, "split_notes", {}).get(ns.split))
-        x, labels = part.x, part.y
-    pred, score, score_name = predictions(model, x, ns.run)  # a vote ensemble's score is its vote share
+        # batch by batch: a streamed split is never whole in memory
+        pred, score, score_name, labels = split_predictions(model, dm, ns.split, ns.run)
     rows = [["index", "prediction", score_name] + (["label"] if labels is not None else [])]
     for i in range(len(pred)):
         row = [i, int(pred[i]), f"{float(score[i]):.4f}"]

@@ -32,7 +32,9 @@ def build_data(spec: dict[str, Any], seed: int = 0):
     # a data set may check itself with a better hint; this catches the ones that do not (third-party ones too)
     params = dict(spec) if isinstance(spec, dict) else {"name": spec}
     knobs = [f"data.{key}" for key in sorted(params) if key.startswith(("n_", "val_", "test_", "limit_"))]
-    sizes = {part: len(getattr(dm, part)) for part in MIN_SPLIT_SIZES}
+    from zoo.core.contracts import split_size
+
+    sizes = {part: split_size(dm, part) for part in MIN_SPLIT_SIZES}
     hint = f"change {', '.join(knobs)}" if knobs else "use more data"
     check_split_sizes(f"data: {params.get('name')}", sizes, hint)
     classes = getattr(dm, "num_classes", 2)

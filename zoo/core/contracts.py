@@ -151,11 +151,16 @@ def monitor(obj: Any) -> str | None:
 
 
 def dataset(obj: Any) -> str | None:
-    """A zoo DataModule: train/val/test splits of (x, y) tensors, ``input_shape``, ``num_classes``, ``sample()``."""
+    """A zoo DataModule: train/val/test splits of (x, y) tensors, ``input_shape``, ``num_classes``, ``sample()``;
+    or a streamed one (zoo.data.streaming.StreamingData), which offers ``split_size``, ``spread`` and
+    ``batches`` in place of the splits."""
     from lightning.pytorch import LightningDataModule
 
     if not isinstance(obj, LightningDataModule):
         return f"returned {_kind(obj)}, not a LightningDataModule (build one with zoo.data.datamodule.DataModule)"
+    streamed = ("split_size", "spread", "batches", "input_shape", "num_classes", "sample")
+    if all(hasattr(obj, a) for a in streamed):
+        return None
     missing = [a for a in ("train", "val", "test", "input_shape", "num_classes", "sample") if not hasattr(obj, a)]
     if missing:
         return (
@@ -167,6 +172,11 @@ def dataset(obj: Any) -> str | None:
         if not (hasattr(split, "x") and hasattr(split, "y")):
             return f"returned a data set whose {part} split is {_kind(split)}, not a Split of inputs x and labels y"
     return None
+
+
+def split_size(dm: Any, name: str) -> int:
+    """Samples in a data module's split ``name``, held in memory (``dm.<name>``) or streamed (``dm.split_size``)."""
+    return dm.split_size(name) if hasattr(dm, "split_size") else len(getattr(dm, name))
 
 
 def model_output_problem(net: Any, input_shape: tuple[int, ...], num_classes: int) -> str | None:

@@ -70,6 +70,26 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
     return [torch.cat(p).sort().values if p else empty for p in parts]
 
 
+def shuffled_shard(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Rank ``rank``'s indices of ``n`` samples in epoch ``epoch``'s shuffled order (see TensorBatches)."""
+    # Generated on the CPU whatever the data's device, so every device and every rank agrees.
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=gen)
+    if world_size == 1 or n == 0:
+        return order
+    total = math.ceil(n / world_size) * world_size
+    if total > n:
+        order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
+    return order[rank:total:world_size]
+
+
+def lone_last_batch(samples: int, batch_size: int) -> bool:
+    """Whether an epoch of ``samples`` would end on a batch of one sample, which stops batch norm ("expected
+    more than 1 value per channel"): such a batch is dropped, and the next epoch's shuffle puts that sample
+    into a full batch."""
+    return samples > batch_size and samples % batch_size == 1
+
+
 class TensorBatches:
     """Batches of a Split drawn by index, reshuffled per epoch from (seed, epoch) so a resumed run repeats them.
 
@@ -154,19 +174,10 @@ class TensorBatches:
 
     def order(self, epoch: int | None = None) -> torch.Tensor:
         """This rank's sample indices for ``epoch`` (default: the current one), on the CPU."""
-        n = len(self.split)
         if not self.shuffle:
             return torch.arange(*self._block())
         epoch = self.epoch if epoch is None else epoch
-        # Generated on the CPU whatever the data's device, so every device and every rank agrees.
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
-        if self.world_size == 1 or n == 0:
-            return order
-        total = math.ceil(n / self.world_size) * self.world_size
-        if total > n:
-            order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
-        return order[self.rank : total : self.world_size]
+        return shuffled_shard(len(self.split), self.seed, epoch, self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y, bs = self.split.x, self.split.y, self.batch_size
@@ -229,6 +240,12 @@ class BatchGroups:
         self.batches.load_state_dict(state)
 
 
+def training_samples(dm, limit: int) -> Split:
+    """A data module's training split when it holds it in memory; of a streamed one (zoo.data.streaming),
+    ``limit`` samples spread over it, decoded as evaluation decodes them."""
+    return dm.train if hasattr(dm, "train") else dm.spread(limit)
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -242,7 +259,30 @@ def _free_bytes(device: torch.device) -> int | None:
     return None
 
 
-class DataModule(L.LightningDataModule):
+class TrainerPosition:
+    """Where a data module's trainer stands: this process's rank, the epoch, the training batches done.
+    Outside a trainer: rank 0 of 1, no epoch, nothing done."""
+
+    trainer: L.Trainer | None
+    steps_per_execution: int
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _trainer_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
+
+    def _trainer_batches_done(self) -> int:
+        # processed, not completed: a checkpoint written in on_train_batch_end already holds that batch's update
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.steps_per_execution
+
+
+class DataModule(TrainerPosition, L.LightningDataModule):
     """Train/val/test splits in memory, with what a model needs to know about them.
 
     Inputs are kept as they come (images as uint8 pixels, or floats); ``mean`` and ``std``
@@ -363,12 +403,6 @@ class DataModule(L.LightningDataModule):
             return None
         return trainer.strategy.root_device
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
     def place(self, names: Sequence[str], device: torch.device | None, free: int | None) -> list[str]:
         """Copy the named splits to ``device`` while they fit in ``device_share`` of ``free`` bytes.
 
@@ -404,25 +438,13 @@ class DataModule(L.LightningDataModule):
         return self._placed[name] if name in self._placed else getattr(self, name)
 
     # --- loaders ---------------------------------------------------------------------------------
-    def _trainer_epoch(self) -> int | None:
-        return self.trainer.current_epoch if self.trainer is not None else None
-
-    def _trainer_batches_done(self) -> int:
-        # processed, not completed: a checkpoint written in on_train_batch_end already holds that batch's update
-        if self.trainer is None:
-            return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed * self.steps_per_execution
-
     def train_dataloader(self) -> TensorBatches | BatchGroups:
         rank, world = self._rank()
         split = self._split("train")
         batches = self._train_batches
         stale = batches is None or batches.split is not split
         if stale or (batches.rank, batches.world_size) != (rank, world):
-            # a last batch of a single sample would stop batch norm ("expected more than 1 value per
-            # channel"): drop it; the next epoch's shuffle puts that sample into a full batch
-            per_rank = -(-len(split) // world)
-            lone = per_rank > self.batch_size and per_rank % self.batch_size == 1
+            lone = lone_last_batch(-(-len(split) // world), self.batch_size)
             batches = TensorBatches(
                 split,
                 self.batch_size,

@@ -15,7 +15,7 @@ from zoo.core.build import build_data
 from zoo.core.io import save_figure
 from zoo.core.recipe import Recipe
 from zoo.data.augment import AugmentPipeline
-from zoo.data.datamodule import to_unit_float
+from zoo.data.datamodule import to_unit_float, training_samples
 
 
 def _label(y: torch.Tensor, classes: list[str]) -> str:
@@ -42,9 +42,11 @@ def augmentation_grid(recipe: Recipe, out: str | Path, n: int = 16, seed: int = 
 
     dm = build_data(recipe.data, seed=recipe.seed)
     # a seeded draw across the split: data sets are often stored class by class
-    pick = torch.randperm(len(dm.train), generator=torch.Generator().manual_seed(seed))[:n]
-    x = to_unit_float(dm.train.x[pick], torch.float32)
-    y = dm.train.y[pick]
+    # of streamed data, a draw among a few hundred samples spread over it: reading it whole would cost minutes
+    train = training_samples(dm, max(n, 512))
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    x = to_unit_float(train.x[pick], torch.float32)
+    y = train.y[pick]
     pipeline = AugmentPipeline(recipe.augment, dm.num_classes, seed=seed)
     pipeline.set_input_stats(dm.mean, dm.std)  # as training does: random erasing's noise is drawn in that space
     augmented, targets = pipeline(x.clone(), y)

@@ -217,19 +217,20 @@ def add_confusion(info: RunInfo, plugins: Iterable[str] = ()) -> None:
     listed there, as for ``zoo eval``: a run folder handed over is data, and reading it runs no code."""
     import torch
 
-    from zoo.training.evaluation import load_model, predictions, split_of
+    from zoo.training.evaluation import data_of, load_model, split_predictions
 
     try:
         model = load_model(info.path, plugins)
-        dm, part = split_of(info.recipe["data"], "test")
+        dm = data_of(info.recipe["data"], "test")
     except (ZooError, KeyError) as exc:
         info.confusion_note = f"no confusion matrix: {exc}"
         return
     from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     with torch.no_grad():
-        pred, _, _ = predictions(model, part.x)  # a vote ensemble's decisions, ties broken as it breaks them
-    info.confusion = multiclass_confusion_matrix(pred, part.y, model.num_classes).tolist()
+        # a vote ensemble's decisions, ties broken as it breaks them; a streamed split batch by batch
+        pred, _, _, labels = split_predictions(model, dm, "test")
+    info.confusion = multiclass_confusion_matrix(pred, labels, model.num_classes).tolist()
     info.classes = [str(c) for c in getattr(dm, "classes", range(model.num_classes))]
 
 

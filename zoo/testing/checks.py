@@ -450,8 +450,16 @@ def _monitor_output(case) -> str:
     return ""
 
 
+def _part(dm, name: str):
+    """A data module's split ``name``; of a streamed data set (zoo.data.streaming), its first batch."""
+    from zoo.data.datamodule import Split
+
+    return getattr(dm, name) if hasattr(dm, name) else Split(*next(iter(dm.batches(name))))
+
+
 def _dataset_output(case) -> str:
     from zoo.core.contracts import dataset as contract
+    from zoo.core.contracts import split_size
 
     dm = dataset(case)
     problem = contract(dm)
@@ -459,7 +467,7 @@ def _dataset_output(case) -> str:
     shape, classes = tuple(dm.input_shape), dm.num_classes
     assert isinstance(classes, int) and classes >= 2, f"num_classes is {classes!r}; needs an int >= 2"
     for part in ("train", "val", "test"):
-        split = getattr(dm, part)
+        split = _part(dm, part)
         assert tuple(split.x.shape[1:]) == shape, f"{part} inputs have shape {tuple(split.x.shape[1:])}, not {shape}"
         assert len(split.x) == len(split.y), f"{part} has {len(split.x)} inputs but {len(split.y)} labels"
         assert split.y.dtype == torch.long, f"{part} labels are {split.y.dtype}, not torch.long class indices"
@@ -470,7 +478,7 @@ def _dataset_output(case) -> str:
     assert tuple(x.shape[1:]) == shape and len(x) == len(y), f"a training batch has shapes {tuple(x.shape)}, {tuple(y.shape)}"
     sample = dm.sample()
     assert tuple(sample.shape[1:]) == shape, f"sample() gives shape {tuple(sample.shape)}"
-    sizes = {part: len(getattr(dm, part)) for part in ("train", "val", "test")}
+    sizes = {part: split_size(dm, part) for part in ("train", "val", "test")}
     return f"input {shape}, {classes} classes, {sizes}"
 
 
@@ -570,7 +578,7 @@ def _model_determinism(case) -> str:
 def _dataset_determinism(case) -> str:
     a, b = dataset(case), dataset(case)
     for part in ("train", "val", "test"):
-        sa, sb = getattr(a, part), getattr(b, part)
+        sa, sb = _part(a, part), _part(b, part)
         assert torch.equal(sa.x, sb.x) and torch.equal(sa.y, sb.y), f"two builds give different {part} splits"
     return ""
 

@@ -113,6 +113,7 @@ def lr_find(
 ) -> LRFindResult:
     """Run the range test on a recipe; see the module docstring for what exactly it does."""
     from zoo.core.build import build_data, build_optimizer
+    from zoo.data.datamodule import training_samples
     from zoo.training.classifier import Classifier
 
     if not (0 < min_lr < max_lr):
@@ -124,8 +125,11 @@ def lr_find(
     beta = default_beta(steps) if beta is None else beta
     factor = _lr_factor(resolved)
     dm = build_data(resolved.data, seed=resolved.seed)
-    x, y = dm.train.x, dm.train.y
     batch = int(resolved.data.get("batch_size", 64))
+    # of streamed data, samples spread over it, decoded: fresh batches for the whole sweep where that stays
+    # within 4,096 (at 224x224, 600 MB of pixels), else the sweep goes over them more than once
+    train = training_samples(dm, min(steps * batch, 4096))
+    x, y = train.x, train.y
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(resolved.seed)
         module = Classifier(resolved.to_dict(), dm.input_shape, dm.num_classes)

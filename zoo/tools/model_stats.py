@@ -30,6 +30,7 @@ import torch
 from zoo.core.build import build_data, build_optimizer
 from zoo.core.errors import ZooError
 from zoo.core.recipe import Recipe, derive
+from zoo.core.contracts import split_size
 from zoo.training.classifier import Classifier
 
 # The trainer.precision values under which a step runs in a lower-precision autocast region.
@@ -80,7 +81,7 @@ class ModelStats:
 def data_shape(recipe: Recipe) -> tuple[tuple[int, ...], int, int]:
     """(input shape, classes, training samples) of the recipe's data, read as training would read it."""
     dm = build_data(recipe.data, recipe.seed)
-    return tuple(dm.input_shape), int(dm.num_classes), len(dm.train)
+    return tuple(dm.input_shape), int(dm.num_classes), split_size(dm, "train")
 
 
 def member_recipes_of(recipe: Recipe, train_samples: int | None) -> list[Recipe]:

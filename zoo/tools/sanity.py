@@ -38,6 +38,9 @@ LOSS_BELOW = 0.25
 # the zoo's models (the mlp's measure 1.2, resnet-20's 1.8), hence 2 nats of slack above: a logit
 # std past 2 means the output layer starts overconfident, an init scale problem worth flagging.
 LOSS_ABOVE = 2.0
+# The checks draw on at most 256 training samples (overfit on --examples, 20 by default): of streamed data,
+# this many are decoded
+STREAMED_SAMPLES = 1024
 
 
 @dataclass
@@ -91,6 +94,7 @@ def _classifier(recipe: Recipe, input_shape, num_classes: int, mean, std):
 def prepare(recipe: Recipe) -> Setup:
     """Build the data and an initialized model for ``recipe`` with regularization off, seeded by the recipe."""
     from zoo.core.build import build_data
+    from zoo.data.datamodule import training_samples
 
     plain = plain_recipe(recipe)
     dm = build_data(plain.data, seed=plain.seed)
@@ -99,7 +103,8 @@ def prepare(recipe: Recipe) -> Setup:
         torch.manual_seed(plain.seed)
         module = _classifier(plain, dm.input_shape, dm.num_classes, dm.mean, dm.std)
         module.initialize(sample)
-    return Setup(plain, module, dm.train.x, dm.train.y, dm.num_classes, sample)
+    train = training_samples(dm, STREAMED_SAMPLES)
+    return Setup(plain, module, train.x, train.y, dm.num_classes, sample)
 
 
 def without_dropout(setup: Setup) -> Setup:

@@ -151,13 +151,32 @@ _BROKEN_OUTPUT = (
 )
 
 
-def split_of(data_spec: dict[str, Any], split: str):
+def data_of(data_spec: dict[str, Any], split: str):
+    """The data module of ``data_spec``, once ``split`` is known to be one of its splits."""
     from zoo.core.catalog import datasets
 
-    dm = datasets.build(data_spec, "data")
     if split not in ("train", "val", "test"):
         raise ZooError(f"split must be train, val or test, got {split!r}")
+    return datasets.build(data_spec, "data")
+
+
+def split_of(data_spec: dict[str, Any], split: str):
+    """The data module and its split ``split`` held in memory; streamed data is refused (see :func:`batches_of`)."""
+    dm = data_of(data_spec, split)
+    if not hasattr(dm, split):
+        raise ZooError(
+            f"data: the {data_spec.get('name')} data set streams its images instead of holding them in memory, "
+            f"and this command needs its {split} split in memory; zoo eval and zoo predict read streamed data"
+        )
     return dm, getattr(dm, split)
+
+
+def batches_of(dm: Any, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Inputs and labels of a split in order, every sample once: whole, or in batches when it is streamed."""
+    if hasattr(dm, "batches"):
+        return dm.batches(split)
+    part = getattr(dm, split)
+    return [(part.x, part.y)]
 
 
 def check_fits(model: Classifier | Ensemble, dm: Any, where: str | Path = "the model") -> None:
@@ -182,17 +201,24 @@ def evaluate(
     share of members behind the winning class, the share of unanimous decisions, the ties broken by
     probability), and ``None`` for NLL, top-5 accuracy, ROC-AUC and PR-AUC.
     """
-    dm, part = split_of(data_spec, split)
+    dm = data_of(data_spec, split)
     check_fits(model, dm, where)
-    check_finite(part.x, f"data '{data_spec.get('name')}', {split} split: sample", "the model cannot classify it")
-    y = part.y
+    ensemble = isinstance(model, Ensemble)
+    outputs, labels = [], []
+    for x, y in batches_of(dm, split):
+        # in-memory data comes as one batch, so the number check_finite gives is the sample's in the split;
+        # streamed data is decoded uint8 pixels, never NaN
+        check_finite(x, f"data '{data_spec.get('name')}', {split} split: sample", "the model cannot classify it")
+        outputs.append(model.member_probabilities(x) if ensemble else model.predict_proba(x))
+        labels.append(y)
+    y = torch.cat(labels)
     report: dict[str, Any] = {"split": split, "samples": len(y)}
     if getattr(dm, "split_notes", {}).get(split):
         report["split_note"] = dm.split_notes[split]
     if getattr(dm, "classes", None) is not None:
         report["classes"] = [str(c) for c in dm.classes]
-    if isinstance(model, Ensemble):
-        member_probs = model.member_probabilities(part.x)
+    if ensemble:
+        member_probs = torch.cat(outputs, dim=1)
         outputs = f"{where}: output for the {split} split's sample"
         check_finite(member_probs.transpose(0, 1), outputs, _BROKEN_OUTPUT)
         report["members"] = [accuracy(p, y) for p in member_probs]
@@ -200,7 +226,7 @@ def evaluate(
             return {**report, **_vote_report(model, member_probs, y)}
         probs = model.combine_probabilities(member_probs)
     else:
-        probs = model.predict_proba(part.x)
+        probs = torch.cat(outputs)
         check_finite(probs, f"{where}: output for the {split} split's sample", _BROKEN_OUTPUT)
     report["acc"] = accuracy(probs, y)
     report["nll"] = nll(probs, y)
@@ -263,3 +289,17 @@ def class_names(data_spec: dict[str, Any]) -> list[str]:
     from zoo.core.catalog import datasets
 
     return [str(c) for c in datasets.build(data_spec, "data").classes]
+
+
+def split_predictions(
+    model: Classifier | Ensemble, dm: Any, split: str, where: str | Path = "the model"
+) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]:
+    """:func:`predictions` for every sample of a data module's split, in order, with the labels; batch by batch,
+    so that a streamed split is never whole in memory, only its predictions."""
+    preds, scores, labels, score_name = [], [], [], "probability"
+    for x, y in batches_of(dm, split):
+        pred, score, score_name = predictions(model, x, where)
+        preds.append(pred)
+        scores.append(score)
+        labels.append(y)
+    return torch.cat(preds), torch.cat(scores), score_name, torch.cat(labels)

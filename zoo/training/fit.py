@@ -284,6 +284,11 @@ def prepare_fit(
 
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     dm = build_data(recipe.data, seed=recipe.seed)
+    if bootstrap_seed is not None and not hasattr(dm, "train"):
+        raise ZooError(
+            f"ensemble.bootstrap: the {recipe.data.get('name')} data set streams its images instead of holding them "
+            "in memory, so its training split cannot be resampled for bagging; set ensemble.bootstrap=false"
+        )
     if bootstrap_seed is not None:
         # a resample with replacement of the training split, as in bagging (Breiman 1996)
         gen = torch.Generator().manual_seed(bootstrap_seed)
@@ -296,6 +301,10 @@ def prepare_fit(
             "over in groups; set performance.steps_per_execution=1"
         )
     module = Classifier(recipe.to_dict(), dm.input_shape, dm.num_classes)
+    if hasattr(dm, "train_box"):  # streamed data crops per image: the recipe's leading crop may run there
+        from zoo.data.streaming import take_leading_box
+
+        take_leading_box(module, dm)
     module.set_input_stats(dm.mean, dm.std)
     try:
         module.initialize(dm.sample())
@@ -328,10 +337,11 @@ def _check_optimization(recipe: Recipe, module: Any, dm: Any) -> None:
 
     optimizer = build_optimizer(recipe.optimizer, module.net, recipe.regularization.decay_norm_and_bias,
                                 backbone_lr_mult=recipe.finetune.backbone_lr_mult)
-    train = getattr(dm, "train", None)
-    if train is None:
+    from zoo.core.contracts import split_size
+
+    if not hasattr(dm, "train") and not hasattr(dm, "split_size"):
         return
-    per_epoch = max(1, -(-len(train) // int(recipe.data.get("batch_size") or 1)))
+    per_epoch = max(1, -(-split_size(dm, "train") // int(recipe.data.get("batch_size") or 1)))
     total = per_epoch * recipe.trainer.max_epochs
     if recipe.trainer.max_steps > 0:
         total = min(total, recipe.trainer.max_steps)
