@@ -220,14 +220,19 @@ class TrainStream:
         loader = DataLoader(items, batch_sampler=self.batches(epoch)[first:],
                             num_workers=self.dm.num_workers, collate_fn=collate)
         bad = BadImages(self.dm.on_bad_image, self.dm, f"training epoch {epoch}")
-        last = len(self) - first - 1
-        for i, batch in enumerate(loader):
-            taken = bad.take(batch)
-            if i == last:
-                bad.done()
-            if taken is not None:
-                yield taken
-        bad.done()
+        yield from readable(loader, len(self) - first, bad)
+
+
+def readable(loader, count: int, bad: BadImages) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``count`` batches of ``loader`` without their damaged images (``bad`` stops or counts them); the
+    count is reported as the last batch is handed over (see BadImages.done)."""
+    for i, batch in enumerate(loader):
+        taken = bad.take(batch)
+        if i == count - 1:
+            bad.done()
+        if taken is not None:
+            yield taken
+    bad.done()
 
 
 class Block(Dataset):
@@ -263,14 +268,7 @@ class EvalStream:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bad = BadImages(self.dm.on_bad_image, self.dm, f"the {self.split} split")
-        last = len(self.loader) - 1
-        for i, batch in enumerate(self.loader):
-            taken = bad.take(batch)
-            if i == last:
-                bad.done()
-            if taken is not None:
-                yield taken
-        bad.done()
+        yield from readable(self.loader, len(self.loader), bad)
 
 
 class StreamingData(TrainerPosition, L.LightningDataModule):
