@@ -315,3 +315,13 @@ def test_two_process_ddp_on_streamed_data_scores_every_test_image_once(folder, t
     assert main(["eval", str(tmp_path / summary["run_dir"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["samples"] == COUNTS["test"] and report["acc"] == summary["test_acc"]
+
+
+def test_a_streamed_run_exports_checked_on_its_first_test_images(uninterrupted, folder, tmp_path):
+    from zoo.core.contracts import split_size
+    from zoo.export.run import export_run
+
+    done = export_run(uninterrupted.run_dir, "torchscript", tmp_path / "export")
+    size = split_size(data(folder), "test")
+    # every test image of this small split, decoded batch by batch as evaluation decodes them
+    assert done.parity.passed and done.parity.samples == min(size, 1000) > 0

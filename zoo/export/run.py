@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from zoo.core.contracts import split_size
 from zoo.core.errors import ZooError
 from zoo.core.io import MAX_TEXT_BYTES, atomic_write_text, read_text
 from zoo.export import formats
@@ -126,7 +127,7 @@ def export_run(
     command: str | None = None,
 ) -> ExportResult:
     """Export a finished run as ``fmt`` into the folder ``out``; see the module docstring."""
-    from zoo.training.evaluation import check_fits, load_model, split_of
+    from zoo.training.evaluation import check_fits, data_of, first_samples, load_model
 
     formats.check_format(fmt)
     run_dir = finished_run(run)
@@ -135,9 +136,9 @@ def export_run(
     model = load_model(run_dir, plugins)
     members = members_of(model)  # a vote ensemble is refused here
     set_tta(model, tta)
-    dm, test = split_of(dict(model.recipe["data"]), "test")
+    dm = data_of(dict(model.recipe["data"]), "test")
     check_fits(model, dm, run_dir)
-    x = test.x[:CHECK_SAMPLES].cpu()
+    x = first_samples(dm, "test", CHECK_SAMPLES).cpu()  # a streamed test split: its first images, decoded
     graph = build_graph(model, x.dtype)
     reference = model.predict_proba(x)
     meta = _metadata(run_dir, model, members, graph, dm, x, fmt, tta)
@@ -236,7 +237,7 @@ def _metadata(
         "file": formats.FILES[fmt],
         "runtime": formats.RUNTIMES[fmt],
         "dataset": {"name": model.recipe["data"]["name"], "data": dict(model.recipe["data"]),
-                    "test_samples": len(dm.test)},
+                    "test_samples": split_size(dm, "test")},
         "classes": [str(c) for c in dm.classes],
         "input": {"name": formats.INPUT_NAME, "shape": shape, "dtype": str(x.dtype).removeprefix("torch."),
                   "batch": "any (dynamic first dimension)"},

@@ -179,6 +179,17 @@ def batches_of(dm: Any, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor
     return [(part.x, part.y)]
 
 
+def first_samples(dm: Any, split: str, n: int) -> torch.Tensor:
+    """The first ``n`` inputs of a split (all of a shorter one), reading no more batches of it than needed."""
+    taken, count = [], 0
+    for x, _ in batches_of(dm, split):
+        taken.append(x[: n - count])
+        count += len(taken[-1])
+        if count >= n:
+            break
+    return torch.cat(taken)
+
+
 def check_fits(model: Classifier | Ensemble, dm: Any, where: str | Path = "the model") -> None:
     """Refuse data whose inputs or classes are not the ones the model was trained on."""
     shape, classes = tuple(getattr(dm, "input_shape", ())), getattr(dm, "num_classes", None)
