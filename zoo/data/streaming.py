@@ -326,7 +326,10 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
     def _dataset(self, split: str, box: BoxDraw | None = None) -> Images:
         location = self._location(split)
         size = self.image_size if split == "train" else self.eval_size
-        dataset = Images(location)
+        # one item deserialized per read: litdata's default for byte items deserializes a window of ~240
+        # items around each one, made for reading in order, and a shuffled epoch reads by random index
+        # (1,500 random reads of CIFAR-10 JPEGs, one process, under cProfile: 1.62 s, and 0.30 s with this)
+        dataset = Images(location, batch_decode=1)
         dataset.decoder = Decoder(location, size, self.crop_pct, box, self.seed)
         return dataset
 
