@@ -88,3 +88,42 @@ def test_a_damaged_jpeg_is_named():
     data = jpeg(256, 256)
     with pytest.raises(ZooError, match="cannot decode cat/7.jpg"):
         decode_crop(data[: len(data) // 3] + b"\x00" * 50, "cat/7.jpg", 32, eval_chooser(0.875))
+
+
+def encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF", "PNG", "JPEG", "BMP"])
+def test_a_grey_request_gets_one_channel_in_every_format(fmt):
+    pixels = np.zeros((12, 16, 3), np.uint8)
+    pixels[:, :8] = (40, 200, 40)  # green and blue halves: distinct luma, so the grey is the image's own
+    pixels[:, 8:] = (40, 40, 200)
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    grey = decode(encoded(pixels, fmt, **options), f"a.{fmt.lower()}", color="gray")
+    assert grey.shape == (1, 12, 16) and grey.dtype == torch.uint8
+    expected = Image.fromarray(pixels).convert("L")  # ITU-R 601-2 luma, as every decoder weighs it
+    left, right = int(grey[0, 6, 2]), int(grey[0, 6, 13])
+    assert abs(left - expected.getpixel((2, 6))) <= 12 and abs(right - expected.getpixel((13, 6))) <= 12
+    assert abs(left - right) > 40
+
+
+def test_an_animated_gif_decodes_to_its_first_frame():
+    frames = [np.full((8, 10, 3), value, np.uint8) for value in (30, 220)]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=[Image.fromarray(frames[1])])
+    img = decode(data, "anim.gif")
+    assert img.shape == (3, 8, 10) and abs(int(img[0, 4, 5]) - 30) <= 2
+
+
+UNREADABLE = [b"not an image at all", b"GIF89a" + b"\x00" * 30, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40]
+
+
+@pytest.mark.parametrize("data", UNREADABLE, ids=["text", "gif-header", "png-header"])
+def test_an_unreadable_file_is_named_without_object_reprs(data):
+    with pytest.raises(ZooError) as caught:
+        decode(data, "cat/1.jpg")
+    message = str(caught.value)
+    assert message.startswith("cannot decode cat/1.jpg: ") and "\n" not in message
+    assert " at 0x" not in message and "BytesIO" not in message and "<" not in message

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Callable
 
@@ -65,22 +66,42 @@ def _decode_checked(data: bytes, where: str, color: str = "rgb") -> torch.Tensor
     """``decode`` once the header's size has passed check_pixels."""
     from torchvision.io import ImageReadMode, decode_image
 
-    mode = ImageReadMode.RGB if color == "rgb" else ImageReadMode.GRAY
+    # torchvision's WebP and GIF decoders ignore a grey request (answering RGB, the WebP one with a warning),
+    # so those are read in RGB and made grey here
+    gif_or_webp = data[:4] == b"GIF8" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    grey_later = color != "rgb" and gif_or_webp
+    mode = ImageReadMode.RGB if color == "rgb" or grey_later else ImageReadMode.GRAY
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except Exception:  # noqa: BLE001 - not a format torchvision reads (BMP, TIFF, ...): Pillow does
-        from PIL import Image
+        return _decode_with_pillow(data, where, color)
+    if img.ndim == 4:  # an animated GIF or WebP: its first frame, as Pillow reads one
+        img = img[0]
+    if color != "rgb" and img.shape[0] != 1:
+        from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-        try:
-            with Image.open(io.BytesIO(data)) as pil:
-                pil = pil.convert("RGB" if color == "rgb" else "L")
-                img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
-                return img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
-        except Exception as exc:  # noqa: BLE001 - whatever the decoders say of a file that is no image
-            raise ZooError(
-                f"cannot decode {where}: {_without(str(exc), where)}; it is not an image or a damaged one: "
-                "replace or remove it"
-            ) from None
+        img = rgb_to_grayscale(img[:3])
+    return img
+
+
+def _decode_with_pillow(data: bytes, where: str, color: str) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            pil = pil.convert("RGB" if color == "rgb" else "L")
+            img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
+            return img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
+    except UnidentifiedImageError:  # its message is about the in-memory file object, not the file
+        problem = "not in an image format torchvision or Pillow reads"
+    except Exception as exc:  # noqa: BLE001 - whatever the decoders say of a file that is no image
+        problem = _without(_OBJECT_REPR.sub("the file", str(exc)), where)
+    raise ZooError(
+        f"cannot decode {where}: {problem}; it is not an image or a damaged one: replace or remove it"
+    ) from None
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f...>" in a message
 
 
 def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
