@@ -49,6 +49,15 @@ def test_a_box_too_small_to_reduce_gets_the_full_decodes_pixels_and_the_header_s
     assert torch.equal(out, full_decode_crop(data, 100, (10, 20, 150, 190)))
 
 
+@pytest.mark.parametrize("mode, most", [("L", 0), ("CMYK", 1)])
+def test_a_full_size_decode_has_the_general_decoders_pixels_in_other_colour_modes(mode, most):
+    data = jpeg(200, 300, mode)
+    box = (10, 20, 150, 190)
+    out = decode_crop(data, "a.jpg", 100, lambda h, w: box)
+    # simplejpeg rounds the CMYK to RGB conversion a level apart from torchvision's, nowhere more
+    assert differences(out, full_decode_crop(data, 100, box))[1] <= most
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_a_large_box_is_decoded_at_reduced_scale_close_to_the_full_decode(mode):
     data = jpeg(320, 400, mode)
@@ -127,3 +136,13 @@ def test_an_unreadable_file_is_named_without_object_reprs(data):
     message = str(caught.value)
     assert message.startswith("cannot decode cat/1.jpg: ") and "\n" not in message
     assert " at 0x" not in message and "BytesIO" not in message and "<" not in message
+
+
+def test_a_jpeg_header_past_the_pixel_limit_is_refused_before_decoding():
+    data = bytearray(jpeg(16, 16))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = (20000).to_bytes(2, "big") * 2
+    chosen = []
+    with pytest.raises(ZooError, match=r"big\.jpg is 20000x20000 pixels, past the 89,478,485"):
+        decode_crop(bytes(data), "big.jpg", 32, lambda h, w: chosen.append((h, w)) or (0, 0, h, w))
+    assert chosen == []
