@@ -6,8 +6,9 @@ box (scale 0.08-1, ratio 3/4-4/3) resized to 224, a random horizontal flip, with
 
 - zoo: the files are first written with ``litdata.optimize`` in the prepared format of ``zoo data prepare``
   (items ``{"image": bytes, "label": int, "path": str}``, untimed), then read by ``litdata.StreamingDataset``
-  + ``StreamingDataLoader``, each item through ``zoo.data.images.decode_crop`` with a RandomResizedCrop
-  chooser in the workers, and each batch flipped by zoo's ``flip`` augmentation, on the CPU, in uint8.
+  (item by item: ``batch_decode=0``) + ``StreamingDataLoader``, each item through
+  ``zoo.data.images.decode_crop`` with a RandomResizedCrop chooser in the workers, and each batch flipped by
+  zoo's ``flip`` augmentation, on the CPU, in uint8.
 - torchvision: ``ImageFolder`` (Pillow) + ``DataLoader`` with v2 transforms ``RandomResizedCrop(224,
   antialias=True)``, ``RandomHorizontalFlip()``, ``PILToTensor()``.
 

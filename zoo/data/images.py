@@ -196,12 +196,14 @@ BoxChooser = Callable[[int, int], Box]  # (height, width) of a decoded image -> 
 # So a JPEG is decoded at a reduced scale, through simplejpeg (straight into a NumPy array, faster than
 # Pillow's draft at every scale), only when the box is still at least ``size`` pixels high and wide at that
 # scale, so no upsampling is added; otherwise at full size, through simplejpeg too: the same libjpeg-turbo
-# pixels as torchvision's decode_jpeg (identical on 300 of 300 benchmark files; CMYK ones a level of 255
-# apart at most, a rounding of the ink conversion) at 1-2% less time, and one path for every JPEG. (libjpeg-turbo's other scales, 7/8 to 5/8, took 15-50% longer than a full decode.)
-# With 224-pixel outputs 500x375 images never reach 1/2 (the box would need 448 pixels a side); smaller
-# outputs and larger photos do. Reduced-scale pixels differ from a full decode plus the antialiased resize of the same box:
-# DCT scaling is a different low-pass filter. On those files, noise-rich (1/f spectra) and so a hard case,
-# the 128-pixel centre crops (all at 1/2) differed by 2.8 levels of 255 on average, 43 at most.
+# pixels as torchvision's decode_jpeg (identical on 300 of 300 benchmark files; CMYK ones a level of 255 apart
+# at most, a rounding of the ink conversion) at 1-2% less time, and one path for every JPEG. (libjpeg-turbo's
+# other scales, 7/8 to 5/8, took 15-50% longer than a full decode.) With 224-pixel outputs 500x375 images
+# never reach 1/2 (the box would need 448 pixels a side); smaller outputs and larger photos do. Reduced-scale
+# pixels differ from a full decode plus the antialiased resize of the same box: DCT scaling is a different
+# low-pass filter. On those files, noise-rich (1/f spectra) and so a hard case, the 128-pixel centre crops
+# (all at 1/2) differed by 2.8 levels of 255 on average, 43 at most.
+
 
 def _dct_scale(box: Box, size: int) -> int:
     """The largest of 8, 4, 2, 1 that divides the box into one still at least ``size`` on both sides."""
