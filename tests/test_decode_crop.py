@@ -49,6 +49,15 @@ def test_a_box_too_small_to_reduce_gets_the_full_decodes_pixels_and_the_header_s
     assert torch.equal(out, full_decode_crop(data, 100, (10, 20, 150, 190)))
 
 
+@pytest.mark.parametrize("mode, most", [("L", 0), ("CMYK", 1)])
+def test_a_full_size_decode_has_the_general_decoders_pixels_in_other_colour_modes(mode, most):
+    data = jpeg(200, 300, mode)
+    box = (10, 20, 150, 190)
+    out = decode_crop(data, "a.jpg", 100, lambda h, w: box)
+    # simplejpeg rounds the CMYK to RGB conversion a level apart from torchvision's, nowhere more
+    assert differences(out, full_decode_crop(data, 100, box))[1] <= most
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_a_large_box_is_decoded_at_reduced_scale_close_to_the_full_decode(mode):
     data = jpeg(320, 400, mode)
@@ -88,3 +97,52 @@ def test_a_damaged_jpeg_is_named():
     data = jpeg(256, 256)
     with pytest.raises(ZooError, match="cannot decode cat/7.jpg"):
         decode_crop(data[: len(data) // 3] + b"\x00" * 50, "cat/7.jpg", 32, eval_chooser(0.875))
+
+
+def encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF", "PNG", "JPEG", "BMP"])
+def test_a_grey_request_gets_one_channel_in_every_format(fmt):
+    pixels = np.zeros((12, 16, 3), np.uint8)
+    pixels[:, :8] = (40, 200, 40)  # green and blue halves: distinct luma, so the grey is the image's own
+    pixels[:, 8:] = (40, 40, 200)
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    grey = decode(encoded(pixels, fmt, **options), f"a.{fmt.lower()}", color="gray")
+    assert grey.shape == (1, 12, 16) and grey.dtype == torch.uint8
+    expected = Image.fromarray(pixels).convert("L")  # ITU-R 601-2 luma, as every decoder weighs it
+    left, right = int(grey[0, 6, 2]), int(grey[0, 6, 13])
+    assert abs(left - expected.getpixel((2, 6))) <= 12 and abs(right - expected.getpixel((13, 6))) <= 12
+    assert abs(left - right) > 40
+
+
+def test_an_animated_gif_decodes_to_its_first_frame():
+    frames = [np.full((8, 10, 3), value, np.uint8) for value in (30, 220)]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=[Image.fromarray(frames[1])])
+    img = decode(data, "anim.gif")
+    assert img.shape == (3, 8, 10) and abs(int(img[0, 4, 5]) - 30) <= 2
+
+
+UNREADABLE = [b"not an image at all", b"GIF89a" + b"\x00" * 30, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40]
+
+
+@pytest.mark.parametrize("data", UNREADABLE, ids=["text", "gif-header", "png-header"])
+def test_an_unreadable_file_is_named_without_object_reprs(data):
+    with pytest.raises(ZooError) as caught:
+        decode(data, "cat/1.jpg")
+    message = str(caught.value)
+    assert message.startswith("cannot decode cat/1.jpg: ") and "\n" not in message
+    assert " at 0x" not in message and "BytesIO" not in message and "<" not in message
+
+
+def test_a_jpeg_header_past_the_pixel_limit_is_refused_before_decoding():
+    data = bytearray(jpeg(16, 16))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = (20000).to_bytes(2, "big") * 2
+    chosen = []
+    with pytest.raises(ZooError, match=r"big\.jpg is 20000x20000 pixels, past the 89,478,485"):
+        decode_crop(bytes(data), "big.jpg", 32, lambda h, w: chosen.append((h, w)) or (0, 0, h, w))
+    assert chosen == []

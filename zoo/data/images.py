@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ import torch
 from zoo.core.errors import ZooError
 
 Box = tuple[int, int, int, int]  # top, left, height, width
+_JPEG_START = b"\xff\xd8\xff"
 
 
 def check_pixels(data: bytes, where: str) -> tuple[int, int] | None:
@@ -31,21 +33,42 @@ def check_pixels(data: bytes, where: str) -> tuple[int, int] | None:
     from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decided below, as an error
-            with Image.open(io.BytesIO(data)) as pil:
-                width, height = pil.size
-    except Image.DecompressionBombError:
-        width = height = None  # past twice the limit: Pillow would not even say the size
-    except Exception:  # noqa: BLE001 - not a header Pillow knows: the decoders say what is wrong with it
-        return None
+    size = _jpeg_size(data)
+    if size is not None:
+        width, height = size
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decided below, as an error
+                with Image.open(io.BytesIO(data)) as pil:
+                    width, height = pil.size
+        except Image.DecompressionBombError:
+            width = height = None  # past twice the limit: Pillow would not even say the size
+        except Exception:  # noqa: BLE001 - not a header Pillow knows: the decoders say what is wrong with it
+            return None
     if limit and (width is None or width * height > limit):
         shape = f"{width}x{height} pixels" if width is not None else f"more than {2 * limit:,} pixels"
         raise ZooError(
             f"{where} is {shape}, past the {limit:,} an image may have (Pillow's MAX_IMAGE_PIXELS: "
             "a decompression bomb, or an image far larger than a network trains on); shrink it or remove it"
         )
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG as libjpeg-turbo reads its header; None for another format or a header it
+    cannot read (Pillow then has its say).
+
+    1.7 us an image against 17 us for Pillow's open (which parses every marker segment) on the 500x375 files
+    of benchmarks/input_pipeline.py."""
+    if data[:3] != _JPEG_START:
+        return None
+    try:
+        import simplejpeg
+
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except Exception:  # noqa: BLE001 - not installed, or a header it cannot read: Pillow's reading decides
+        return None
     return width, height
 
 
@@ -65,22 +88,42 @@ def _decode_checked(data: bytes, where: str, color: str = "rgb") -> torch.Tensor
     """``decode`` once the header's size has passed check_pixels."""
     from torchvision.io import ImageReadMode, decode_image
 
-    mode = ImageReadMode.RGB if color == "rgb" else ImageReadMode.GRAY
+    # torchvision's WebP and GIF decoders ignore a grey request (answering RGB, the WebP one with a warning),
+    # so those are read in RGB and made grey here
+    gif_or_webp = data[:4] == b"GIF8" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    grey_later = color != "rgb" and gif_or_webp
+    mode = ImageReadMode.RGB if color == "rgb" or grey_later else ImageReadMode.GRAY
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except Exception:  # noqa: BLE001 - not a format torchvision reads (BMP, TIFF, ...): Pillow does
-        from PIL import Image
+        return _decode_with_pillow(data, where, color)
+    if img.ndim == 4:  # an animated GIF or WebP: its first frame, as Pillow reads one
+        img = img[0]
+    if color != "rgb" and img.shape[0] != 1:
+        from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-        try:
-            with Image.open(io.BytesIO(data)) as pil:
-                pil = pil.convert("RGB" if color == "rgb" else "L")
-                img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
-                return img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
-        except Exception as exc:  # noqa: BLE001 - whatever the decoders say of a file that is no image
-            raise ZooError(
-                f"cannot decode {where}: {_without(str(exc), where)}; it is not an image or a damaged one: "
-                "replace or remove it"
-            ) from None
+        img = rgb_to_grayscale(img[:3])
+    return img
+
+
+def _decode_with_pillow(data: bytes, where: str, color: str) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            pil = pil.convert("RGB" if color == "rgb" else "L")
+            img = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8)
+            return img.view(pil.height, pil.width, -1).permute(2, 0, 1).contiguous()
+    except UnidentifiedImageError:  # its message is about the in-memory file object, not the file
+        problem = "not in an image format torchvision or Pillow reads"
+    except Exception as exc:  # noqa: BLE001 - whatever the decoders say of a file that is no image
+        problem = _without(_OBJECT_REPR.sub("the file", str(exc)), where)
+    raise ZooError(
+        f"cannot decode {where}: {problem}; it is not an image or a damaged one: replace or remove it"
+    ) from None
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f...>" in a message
 
 
 def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -152,13 +195,14 @@ BoxChooser = Callable[[int, int], Box]  # (height, width) of a decoded image -> 
 #   scale 1/8:  simplejpeg 575, Pillow with draft() 639
 # So a JPEG is decoded at a reduced scale, through simplejpeg (straight into a NumPy array, faster than
 # Pillow's draft at every scale), only when the box is still at least ``size`` pixels high and wide at that
-# scale, so no upsampling is added; otherwise at full size by torchvision, as ``decode`` does. With 224-pixel
-# outputs 500x375 images never reach 1/2 (the box would need 448 pixels a side); smaller outputs and larger
-# photos do. Reduced-scale pixels differ from a full decode plus the antialiased resize of the same box:
-# DCT scaling is a different low-pass filter. On those files, noise-rich (1/f spectra) and so a hard case,
-# the 128-pixel centre crops (all at 1/2) differed by 2.8 levels of 255 on average, 43 at most.
-
-_JPEG_START = b"\xff\xd8\xff"
+# scale, so no upsampling is added; otherwise at full size, through simplejpeg too: the same libjpeg-turbo
+# pixels as torchvision's decode_jpeg (identical on 300 of 300 benchmark files; CMYK ones a level of 255 apart
+# at most, a rounding of the ink conversion) at 1-2% less time, and one path for every JPEG. (libjpeg-turbo's
+# other scales, 7/8 to 5/8, took 15-50% longer than a full decode.) With 224-pixel outputs 500x375 images
+# never reach 1/2 (the box would need 448 pixels a side); smaller outputs and larger photos do. Reduced-scale
+# pixels differ from a full decode plus the antialiased resize of the same box: DCT scaling is a different
+# low-pass filter. On those files, noise-rich (1/f spectra) and so a hard case, the 128-pixel centre crops
+# (all at 1/2) differed by 2.8 levels of 255 on average, 43 at most.
 
 
 def _dct_scale(box: Box, size: int) -> int:
@@ -166,12 +210,12 @@ def _dct_scale(box: Box, size: int) -> int:
     return next(k for k in (8, 4, 2, 1) if k == 1 or min(box[2], box[3]) // k >= size)
 
 
-def _decode_reduced(data: bytes, height: int, width: int, k: int) -> torch.Tensor | None:
-    """(H/k, W/k, 3) uint8 pixels of a JPEG decoded at scale 1/k; None if simplejpeg cannot (a damaged file),
-    for the general decoder to read or to name as damaged."""
+def _decode_scaled(data: bytes, height: int, width: int, k: int) -> torch.Tensor | None:
+    """(H/k, W/k, 3) uint8 pixels of a JPEG decoded at scale 1/k (k = 1: full size); None if simplejpeg
+    cannot (a damaged file), for the general decoder to read or to name as damaged."""
     try:
         import simplejpeg
-    except ImportError:  # an environment installed before it joined the dependencies: full-size decoding
+    except ImportError:  # an environment installed before it joined the dependencies: torchvision decodes
         return None
 
     shape = (-(-height // k), -(-width // k))  # libjpeg-turbo rounds scaled sides up
@@ -186,18 +230,21 @@ def decode_crop(data: bytes, where: str, size: int, choose: BoxChooser) -> torch
     """uint8 (3, size, size): the image decoded, the box ``choose`` picks for its (height, width), resized.
 
     A JPEG whose box is at least 2 ``size`` on both sides is decoded at 1/2, 1/4 or 1/8 scale (see above)
-    and the reduced pixels covering the box (at most one more on each side) are resized.
+    and the reduced pixels covering the box (at most one more on each side) are resized; at full size,
+    exactly the box.
     """
     dims = check_pixels(data, where)
     if dims is not None and data[:3] == _JPEG_START:
         width, height = dims
         top, left, h, w = box = choose(height, width)
         k = _dct_scale(box, size)
-        reduced = _decode_reduced(data, height, width, k) if k > 1 else None
-        if reduced is not None:
-            rows = slice(top // k, min(-(-(top + h) // k), reduced.shape[0]))
-            cols = slice(left // k, min(-(-(left + w) // k), reduced.shape[1]))
-            return resize(reduced[rows, cols].permute(2, 0, 1), (size, size)).contiguous()
+        scaled = _decode_scaled(data, height, width, k)
+        if scaled is not None:
+            # the (H, W, 3) array resized through a (3, H, W) view, without a copy: torch's uint8 antialiased
+            # resize reads interleaved channels as fast (133 against 137 us a box on the benchmark files)
+            rows = slice(top // k, min(-(-(top + h) // k), scaled.shape[0]))
+            cols = slice(left // k, min(-(-(left + w) // k), scaled.shape[1]))
+            return resize(scaled[rows, cols].permute(2, 0, 1), (size, size)).contiguous()
         img = _decode_checked(data, where)
     else:
         img = _decode_checked(data, where)

@@ -34,9 +34,4 @@ def decode(path: str, rgb: bool, size: tuple[int, ...]) -> torch.Tensor:
     from zoo.data.images import resize
 
     data = read_bytes(path, MAX_IMAGE_BYTES, "image file")
-    img = decode_bytes(data, path, "rgb" if rgb else "gray")
-    if not rgb and img.shape[0] != 1:  # torchvision's WebP and GIF decoders answer a grey request in RGB
-        from torchvision.transforms.v2.functional import rgb_to_grayscale
-
-        img = rgb_to_grayscale(img[:3])
-    return resize(img, tuple(size))
+    return resize(decode_bytes(data, path, "rgb" if rgb else "gray"), tuple(size))
