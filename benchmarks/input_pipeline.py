@@ -5,10 +5,11 @@ _imagenet_like.py) into shuffled uint8 batches of 64 images of 3 x 224 x 224: de
 box (scale 0.08-1, ratio 3/4-4/3) resized to 224, a random horizontal flip, with 2 DataLoader workers.
 
 - zoo: the files are first written with ``litdata.optimize`` in the prepared format of ``zoo data prepare``
-  (items ``{"image": bytes, "label": int, "path": str}``, untimed), then read by ``litdata.StreamingDataset``
-  (item by item: ``batch_decode=0``) + ``StreamingDataLoader``, each item through
-  ``zoo.data.images.decode_crop`` with a RandomResizedCrop chooser in the workers, and each batch flipped by
-  zoo's ``flip`` augmentation, on the CPU, in uint8.
+  (items ``{"image": bytes, "label": int, "path": str}``, untimed), then read by the ``streaming`` data set's
+  own training loader, as ``zoo train`` reads them: a seeded permutation read item by item through
+  litdata's ``StreamingDataset``, each item through ``zoo.data.images.decode_crop`` with
+  ``random_resized_crop``'s box in the workers (a new DataLoader, and so new workers, every pass, as in
+  training), and each batch flipped by zoo's ``flip`` augmentation, on the CPU, in uint8.
 - torchvision: ``ImageFolder`` (Pillow) + ``DataLoader`` with v2 transforms ``RandomResizedCrop(224,
   antialias=True)``, ``RandomHorizontalFlip()``, ``PILToTensor()``.
 
@@ -63,10 +64,19 @@ def prepare(images: Path, dest: Path) -> Path:
     classes = sorted(p.name for p in images.iterdir() if p.is_dir())
     files = _imagenet_like.files(images)
     entries = [(str(f), classes.index(f.parent.name), str(f.relative_to(images))) for f in files]
-    litdata.optimize(
-        fn=_item, inputs=entries, output_dir=str(dest / "train"), chunk_bytes="64MB", num_workers=1,
-        verbose=False,
+    # in a child process: what litdata.optimize leaves behind in its caller slowed the streamed loader of
+    # the same process to 21 images/s on a freshly prepared folder (477 images/s read by a fresh process)
+    import multiprocessing
+
+    writer = multiprocessing.get_context("spawn").Process(
+        target=litdata.optimize,
+        kwargs={"fn": _item, "inputs": entries, "output_dir": str(dest / "train"), "chunk_bytes": "64MB",
+                "num_workers": 1, "verbose": False},
     )
+    writer.start()
+    writer.join()
+    if writer.exitcode != 0:
+        sys.exit(f"input_pipeline: writing the prepared copy failed (exit {writer.exitcode})")
     meta = {"format": 1, "classes": classes, "splits": {"train": len(entries)},
             "source": str(images.resolve()), "settings": {}}
     (dest / "zoo-data.json").write_text(json.dumps(meta))
@@ -87,55 +97,29 @@ def files_ready(keep: Path | None, count: int) -> tuple[Path, Path]:
 # --- zoo ---------------------------------------------------------------------------------------------
 
 
-class DecodeCrop:
-    """The per-item step in the workers: the JPEG decoded, a RandomResizedCrop box of it resized to 224.
-
-    Each worker process draws its boxes from its own generator, seeded from the worker's torch seed."""
-
-    def __init__(self, size: int = SIZE) -> None:
-        self.size = size
-        self._generator: torch.Generator | None = None
-        self._pid = -1
-
-    def __call__(self, item: dict) -> tuple[torch.Tensor, int]:
-        from zoo.data.images import decode_crop, train_chooser
-
-        if self._pid != os.getpid():
-            self._pid, self._generator = os.getpid(), torch.Generator().manual_seed(torch.initial_seed())
-        chooser = train_chooser(SCALE, RATIO, self._generator)
-        return decode_crop(item["image"], item["path"], self.size, chooser), item["label"]
-
-
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor] | None]  # None ends each pass
 
 
 def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Batches:
-    """Endless passes of shuffled uint8 training batches (B, 3, size, size) from a prepared folder, flipped.
-
-    One function from the prepared folder to batches, so that the streaming data set's own training loader
-    can take the place of the loader built here.
-    """
-    import litdata
-
+    """Endless passes of shuffled uint8 training batches (B, 3, size, size) from a prepared folder, flipped:
+    the `streaming` data set's own training loader, as `zoo train` reads it with `random_resized_crop` first
+    in `augment:` (its box drawn in the workers) and `flip` after it (on the batch)."""
     import zoo
 
-    # batch_decode=0: for a "bytes" leaf litdata's "auto" deserializes a 16 MB window (about 180 of these
-    # items) around the one asked for, and a shuffled read comes back to a window about twice before moving
-    # on: 131 us an item against 10 us item by item (one process, these files), a tenth of decode_crop's time
-    dataset = litdata.StreamingDataset(
-        str(prepared / "train"), shuffle=True, seed=seed, transform=DecodeCrop(size), batch_decode=0
-    )
-    loader = litdata.StreamingDataLoader(
-        dataset, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True
-    )
+    spec = {"name": "streaming", "root": str(prepared), "image_size": size, "batch_size": BATCH,
+            "num_workers": WORKERS}
+    dm = zoo.datasets.build(spec, "data")
+    dm.seed = seed  # as zoo.core.build.build_data sets it from the recipe
+    dm.train_box = zoo.augmentations.build({"name": "random_resized_crop", "scale": list(SCALE),
+                                            "ratio": list(RATIO)}).per_image_box
+    loader = dm.train_dataloader()
     flip = zoo.augmentations.build({"name": "flip"})
     generator = torch.Generator().manual_seed(seed)
-    with _workers_stopped_after(loader):
-        while True:
-            for x, labels in loader:
-                x, _ = flip(x, labels, generator)  # a pixel map: uint8 stays uint8, labels pass through
-                yield x, labels
-            yield None  # the end of a pass
+    while True:
+        for x, labels in loader:
+            x, _ = flip(x, labels, generator)  # a pixel map: uint8 stays uint8, labels pass through
+            yield x, labels
+        yield None  # the end of a pass
 
 
 # --- torchvision -------------------------------------------------------------------------------------

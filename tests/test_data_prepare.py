@@ -4,6 +4,7 @@ splits; refusals that leave nothing behind; and imagefolder's refusal of a folde
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -98,14 +99,17 @@ def test_an_existing_dest_is_refused_and_left_as_it_was(folder, tmp_path, capsys
 def test_a_damaged_file_stops_by_name_or_is_skipped_and_counted(folder, tmp_path, capsys):
     (folder / "bee" / "broken.jpg").write_bytes(b"this is no JPEG at all")
     dest = tmp_path / "prepared"
-    assert main(["data", "prepare", str(folder), str(dest), "--workers", "2"]) == 2
+    # DEST in folders not made yet: they are made, and removed again when the command fails
+    assert main(["data", "prepare", str(folder), str(tmp_path / "data" / "sets" / "x"), "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     broken = folder / "bee" / "broken.jpg"
     assert err.startswith(f"zoo: error: zoo data prepare: {broken} is not an image file")
     assert "--skip-bad" in err
-    assert _leftovers(tmp_path, {"images"}) == []  # neither DEST nor the temporary folder
+    assert _leftovers(tmp_path, {"images"}) == []  # neither DEST, its folders nor the temporary folder
 
-    assert main(["data", "prepare", str(folder), str(dest), "--skip-bad"]) == 0
+    assert main(["data", "prepare", str(folder), str(tmp_path / "data" / "x"), "--skip-bad"]) == 0
+    shutil.move(tmp_path / "data" / "x", dest)
+    (tmp_path / "data").rmdir()
     assert "left out 1 files that are not readable images" in capsys.readouterr().out
     info = json.loads((dest / "zoo-data.json").read_text())
     assert info["skipped"] == 1 and sum(info["splits"].values()) == 27  # 28 files, one left out

@@ -15,6 +15,7 @@ killed together, as one process group, when this process stops them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -105,8 +106,9 @@ def check_destination(source: Path, dest: Path, overwrite: bool) -> None:
         )
     if real_dest in real_source.parents:
         raise ZooError(f"{WHO}: DEST {dest} holds SOURCE {source}; write it elsewhere")
-    if not dest.parent.is_dir():
-        raise ZooError(f"{WHO}: DEST {dest}: no folder {dest.parent} to write it in")
+    blocked = next((p for p in dest.parents if p.exists() or p.is_symlink()), None)
+    if blocked is not None and not blocked.is_dir():
+        raise ZooError(f"{WHO}: DEST {dest}: {blocked} is a file, not a folder to write it in")
     if dest.exists() or dest.is_symlink():
         if not overwrite:
             raise ZooError(f"{WHO}: DEST {dest} exists; pass --overwrite to replace it")
@@ -158,6 +160,9 @@ def prepare(
     splits = {part: splits[part] for part in PARTS}
     workers = workers or usable_cores()
 
+    # the folders DEST is to be in are made as needed (as mkdir -p makes them), and removed again on failure
+    made = [p for p in reversed(dest.parents) if not p.exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private; DEST is made as any other folder
@@ -186,6 +191,9 @@ def prepare(
         _move_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return Prepared(dest, names, written, len(bad), size, time.perf_counter() - start)
 
