@@ -31,7 +31,7 @@ def streaming(
     images by the recipe's first augmentation when it crops per image (``random_resized_crop``), else like
     evaluation images; evaluation images get timm's centre crop of ``crop_pct`` of the shorter side,
     resized to ``eval_size`` (default: ``image_size``). Only the batches in flight are held in memory.
-    Per-channel mean and std come from up to 1,000 training images spread over the split, with the
+    Per-channel mean and std come from up to 5,000 training images spread over the split, with the
     evaluation crop. A damaged image stops the run naming it (``on_bad_image: stop``), or is left out and
     counted (``skip``). ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes.
     """
