@@ -271,6 +271,9 @@ def _child(tmp: Path, splits: dict[str, Files], workers: int, reader: ReadItem, 
             optimize(
                 fn=reader, inputs=files, output_dir=str(tmp / part), chunk_bytes=CHUNK_BYTES,
                 num_workers=max(1, min(workers, len(files))), start_method="fork", verbose=False,
+                # each worker writes its own slice in order: the items keep the split's order (imagefolder's)
+                # whatever the number of workers, so two preparations of a folder are the same data set
+                keep_data_ordered=True,
             )
     except BaseException as exc:  # noqa: BLE001 - reported by the parent, as one line
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
