@@ -11,6 +11,8 @@ all resized by zoo.data.images.resize (torchvision's antialiased resize) so that
 - ``simplejpeg``: the same scaling through simplejpeg (installed separately), which decodes straight into
   a NumPy array; ``simplejpeg_eighths``: any of libjpeg-turbo's scales n/8 that keeps the box at least
   ``size``;
+- ``box``: only the box decoded, at full scale, through zoo.data._jpeg_box (the system's libjpeg; built at
+  install where its headers are);
 - ``zoo``: zoo.data.images.decode_crop as it is now.
 
 The box is mapped into the reduced image as the reduced pixels that cover it (at most one reduced pixel
@@ -101,6 +103,11 @@ def way_simplejpeg(data: bytes, box: images.Box, size: int, eighths: bool = Fals
     return _resize_reduced(torch.from_numpy(arr), box, size, round(8 * arr.shape[1] / width))
 
 
+def way_box(data: bytes, box: images.Box, size: int) -> torch.Tensor:
+    region = images._decode_box(data, box)
+    return images.resize(region.permute(2, 0, 1), (size, size))
+
+
 def way_zoo(data: bytes, box: images.Box, size: int) -> torch.Tensor:
     return images.decode_crop(data, "bench", size, lambda h, w: box)
 
@@ -111,6 +118,7 @@ WAYS = {
     "pillow_draft": lambda data, box, size: way_pillow(data, box, size, draft=True),
     "simplejpeg": way_simplejpeg,
     "simplejpeg_eighths": lambda data, box, size: way_simplejpeg(data, box, size, eighths=True),
+    "box": way_box,
     "zoo": way_zoo,
 }
 
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ways", nargs="+", help=f"of {', '.join(WAYS)} (default: all installed)")
     args = parser.parse_args(argv)
     ways = args.ways or [w for w in WAYS if not w.startswith("simplejpeg") or _installed("simplejpeg")]
+    if images._jpeg_box is None:
+        ways = [w for w in ways if w != "box"]
     with tempfile.TemporaryDirectory() as tmp:
         root = _imagenet_like.make_folder(Path(tmp), args.images)
         files = [p.read_bytes() for p in _imagenet_like.files(root)]

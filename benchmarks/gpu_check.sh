@@ -30,6 +30,12 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
     > "$out/torch.txt" 2>&1
 status=0
 
+# zoo's JPEG box decoder is a C extension built at install; build it in place if this copy lacks it
+if ! "$python" -c 'import zoo.data._jpeg_box' 2>/dev/null; then
+    "$python" -m pip install --quiet --no-deps --no-build-isolation -e . > "$out/build.log" 2>&1 \
+        || echo "gpu_check: could not build zoo.data._jpeg_box (see $out/build.log): whole images are decoded" >&2
+fi
+
 echo "gpu_check: input pipeline (about 2 minutes)"
 if timeout 200 "$python" benchmarks/input_pipeline.py --json --keep "$out/input-pipeline-files" \
         > "$out/input_pipeline.json" 2> "$out/input_pipeline.log"; then

@@ -1,19 +1,24 @@
-"""decode_crop: reduced-scale JPEG decoding when the box allows, full-size pixels otherwise, errors named."""
+"""decode_crop: reduced-scale JPEG decoding when the box allows, full-size pixels otherwise (the box alone
+decoded where zoo.data._jpeg_box was built), errors named."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from zoo.core.errors import ZooError
+from zoo.data import images
 from zoo.data.images import decode, decode_crop, eval_chooser, resize
 
 
-def jpeg(height: int, width: int, mode: str = "RGB", seed: int = 0) -> bytes:
+def jpeg(height: int, width: int, mode: str = "RGB", seed: int = 0, **options) -> bytes:
     """A photo-like JPEG: smooth colour gradients with a little fine texture."""
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[:height, :width] / max(height, width)
@@ -21,7 +26,7 @@ def jpeg(height: int, width: int, mode: str = "RGB", seed: int = 0) -> bytes:
     pixels = np.clip(128 + 90 * base + rng.normal(0, 6, (height, width, 3)), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels).convert(mode)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
+    image.save(buffer, format="JPEG", quality=90, **options)
     return buffer.getvalue()
 
 
@@ -146,3 +151,56 @@ def test_a_jpeg_header_past_the_pixel_limit_is_refused_before_decoding():
     with pytest.raises(ZooError, match=r"big\.jpg is 20000x20000 pixels, past the 89,478,485"):
         decode_crop(bytes(data), "big.jpg", 32, lambda h, w: chosen.append((h, w)) or (0, 0, h, w))
     assert chosen == []
+
+
+needs_box_decoder = pytest.mark.skipif(images._jpeg_box is None, reason="zoo.data._jpeg_box was not built")
+
+
+def test_the_box_decoder_is_built_where_libjpegs_headers_are():
+    headers = [Path(p) / "jpeglib.h" for p in ("/usr/include", "/usr/local/include")]
+    if not any(h.exists() for h in headers):
+        pytest.skip("no libjpeg headers here: the optional extension is left out, whole images are decoded")
+    assert images._jpeg_box is not None  # its build failed where it should not have
+
+
+# odd sides, every chroma subsampling, grey, progressive and restart-marked files
+KINDS = {
+    "420": dict(height=203, width=317, subsampling=2),
+    "422": dict(height=120, width=161, subsampling=1),
+    "444": dict(height=97, width=130, subsampling=0),
+    "grey": dict(height=75, width=91, mode="L"),
+    "progressive": dict(height=150, width=210, progressive=True),
+    "restarts": dict(height=140, width=190, restart_marker_rows=1),
+}
+FILES = {kind: jpeg(**spec) for kind, spec in KINDS.items()}
+WHOLE = {kind: decode(data, kind) for kind, data in FILES.items()}
+
+
+@needs_box_decoder
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(KINDS)), corners=st.tuples(*[st.floats(0, 1)] * 4))
+def test_a_box_decoded_alone_has_the_whole_decodes_pixels(kind, corners):
+    whole = WHOLE[kind]
+    _, height, width = whole.shape
+    rows = sorted(round(c * height) for c in corners[:2])
+    cols = sorted(round(c * width) for c in corners[2:])
+    top, left = min(rows[0], height - 1), min(cols[0], width - 1)
+    box = (top, left, max(rows[1] - top, 1), max(cols[1] - left, 1))
+    region = images._decode_box(FILES[kind], box)
+    assert region is not None and region.shape == (box[2], box[3], 3)
+    expected = whole[:, top : top + box[2], left : left + box[3]].permute(1, 2, 0)
+    assert torch.equal(region, expected), (kind, box)
+
+
+@needs_box_decoder
+def test_files_the_box_decoder_cannot_take_go_to_the_whole_decode():
+    box = (10, 20, 100, 120)
+    cmyk = jpeg(200, 300, "CMYK")
+    assert images._decode_box(cmyk, box) is None  # libjpeg has no CMYK to RGB
+    data = jpeg(200, 300)
+    middle = len(data) // 2
+    spliced = data[:middle] + b"\xff\xd3" + data[middle + 2 :]  # a marker inside the entropy-coded data
+    assert images._decode_box(spliced, (0, 0, 200, 300)) is None  # libjpeg's warning fails it
+    assert images._decode_box(data[:-2], box) is None  # no end marker: cut off
+    assert images._decode_box(data + b"\x00" * 7, box) is not None  # padding after the end marker is fine
+    assert images._decode_box(data, (150, 20, 60, 10)) is None  # rows past the image
