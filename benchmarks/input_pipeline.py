@@ -8,8 +8,8 @@ box (scale 0.08-1, ratio 3/4-4/3) resized to 224, a random horizontal flip, with
   (items ``{"image": bytes, "label": int, "path": str}``, untimed), then read by the ``streaming`` data set's
   own training loader, as ``zoo train`` reads them: a seeded permutation read item by item through
   litdata's ``StreamingDataset``, each item through ``zoo.data.images.decode_crop`` with
-  ``random_resized_crop``'s box in the workers (a new DataLoader, and so new workers, every pass, as in
-  training), and each batch flipped by zoo's ``flip`` augmentation, on the CPU, in uint8.
+  ``random_resized_crop``'s box in the workers (kept from pass to pass, as in training), and each batch
+  flipped by zoo's ``flip`` augmentation, on the CPU, in uint8.
 - torchvision: ``ImageFolder`` (Pillow) + ``DataLoader`` with v2 transforms ``RandomResizedCrop(224,
   antialias=True)``, ``RandomHorizontalFlip()``, ``PILToTensor()``.
 
@@ -115,11 +115,14 @@ def zoo_batches(prepared: Path, seed: int = 0, size: int = SIZE) -> Batches:
     loader = dm.train_dataloader()
     flip = zoo.augmentations.build({"name": "flip"})
     generator = torch.Generator().manual_seed(seed)
-    while True:
-        for x, labels in loader:
-            x, _ = flip(x, labels, generator)  # a pixel map: uint8 stays uint8, labels pass through
-            yield x, labels
-        yield None  # the end of a pass
+    try:
+        while True:
+            for x, labels in loader:
+                x, _ = flip(x, labels, generator)  # a pixel map: uint8 stays uint8, labels pass through
+                yield x, labels
+            yield None  # the end of a pass
+    finally:
+        dm.teardown("fit")  # its kept workers stopped, as at the end of a fit
 
 
 # --- torchvision -------------------------------------------------------------------------------------
@@ -172,6 +175,14 @@ def images_per_second(batches: Iterator, size: int) -> tuple[float, int]:
     return rate, count
 
 
+def _box_decoder_built() -> bool:
+    """Whether zoo decodes JPEG boxes alone here (zoo.data._jpeg_box, built at install where libjpeg's
+    headers are) or whole images."""
+    from zoo.data import images
+
+    return images._jpeg_box is not None
+
+
 def summary(values: list[float], digits: int = 1) -> dict:
     return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
             "max": round(max(values), digits)}
@@ -218,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_avg_at_start": [round(v, 2) for v in load],
         "load_avg_at_end": [round(v, 2) for v in os.getloadavg()],
         "cpus": os.cpu_count(),
+        "box_decoder": _box_decoder_built(),
         "kept_in": str(args.keep) if args.keep else None,
     }
     if args.keep is None:
@@ -229,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         runs = result["runs"]
         shape = f"{BATCH} x 3 x {args.size} x {args.size}"
+        decoding = "boxes alone" if result["box_decoder"] else "whole images (zoo.data._jpeg_box not built)"
+        print(f"zoo decodes {decoding}")
         print(f"{args.images} ImageNet-like JPEGs -> uint8 batches of {shape}, "
               f"{WORKERS} workers, {args.rounds} rounds (load average {load[0]:.2f} at the start, "
               f"{result['load_avg_at_end'][0]:.2f} at the end, {result['cpus']} CPUs); median [min, max]:")
