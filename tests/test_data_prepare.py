@@ -4,6 +4,7 @@ splits; refusals that leave nothing behind; and imagefolder's refusal of a folde
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -137,6 +138,23 @@ def test_an_interrupted_prepare_leaves_nothing(folder, tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         prepare(folder, tmp_path / "prepared", progress=interrupt)
     assert _leftovers(tmp_path, {"images"}) == []
+
+
+def test_what_a_killed_prepare_left_is_removed_by_the_next(folder, tmp_path):
+    import subprocess
+
+    from zoo.data.prepare import WRITER_FILE, prepare
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned, live, foreign = (tmp_path / f".prepared.{tag}.partial" for tag in ("dead", "live", "other"))
+    for folder_, pid in ((abandoned, gone.stdout.strip()), (live, str(os.getpid())), (foreign, None)):
+        (folder_ / "train").mkdir(parents=True)
+        if pid is not None:
+            (folder_ / WRITER_FILE).write_text(pid)
+    prepare(folder, tmp_path / "prepared", **SETTINGS)
+    # the killed writer's folder is gone; one still being written, and one zoo did not mark, stay
+    assert _leftovers(tmp_path, {"images", "prepared"}) == sorted([live.name, foreign.name])
+    assert not (tmp_path / "prepared" / WRITER_FILE).exists()
 
 
 def _same_size_folder(tmp_path) -> Path:

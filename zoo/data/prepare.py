@@ -41,6 +41,7 @@ WHO = "zoo data prepare"
 CHUNK_BYTES = "64MB"
 BAD_FOLDER = ".bad-files"  # inside the temporary folder: one list per worker process of the files refused
 CACHE_FOLDER = ".litdata-cache"  # litdata's scratch space, inside the temporary folder and removed with it
+WRITER_FILE = ".writer-pid"  # inside the temporary folder: the process writing it, for a later run to check
 
 
 @dataclass
@@ -163,9 +164,11 @@ def prepare(
     # the folders DEST is to be in are made as needed (as mkdir -p makes them), and removed again on failure
     made = [p for p in reversed(dest.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
+    clear_abandoned(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private; DEST is made as any other folder
+        (tmp / WRITER_FILE).write_text(str(os.getpid()))
         (tmp / BAD_FOLDER).mkdir()
         _write_in_child(source, tmp, splits, workers, skip_bad, progress)
         bad = _bad_files(tmp)
@@ -178,6 +181,7 @@ def prepare(
             check_split_sizes(source, written, [], val_fraction, test_fraction, WHO)
         shutil.rmtree(tmp / BAD_FOLDER)
         shutil.rmtree(tmp / CACHE_FOLDER, ignore_errors=True)
+        (tmp / WRITER_FILE).unlink()
         info = {
             "format": FORMAT,
             "classes": names,
@@ -196,6 +200,29 @@ def prepare(
                 folder.rmdir()
         raise
     return Prepared(dest, names, written, len(bad), size, time.perf_counter() - start)
+
+
+def clear_abandoned(dest: Path) -> None:
+    """Remove the temporary folders earlier preparations of ``dest`` left beside it when killed outright
+    (``kill -9``, a lost machine: nothing of theirs could clean up), those whose writing process is gone.
+    A folder being written by a live process, or not marked as zoo's, is left alone."""
+    for folder in dest.parent.glob(f".{dest.name}.*.partial"):
+        try:
+            pid = int((folder / WRITER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _running(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _umask() -> int:
