@@ -27,7 +27,7 @@ def _one_thread(monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-def _fit_with_wandb(tmp_path: Path, overrides: list[str]):
+def _fit_with_wandb(tmp_path: Path, overrides: list[str], recipe_path: Path | None = None):
     """What zoo.training.fit.fit_one does, keeping hold of the trainer's W&B logger."""
     import lightning as L
 
@@ -37,7 +37,7 @@ def _fit_with_wandb(tmp_path: Path, overrides: list[str]):
     from zoo.training.fit import make_trainer
     from zoo.training.run_folder import write_recipe
 
-    recipe = load(None, [*TINY, *overrides])
+    recipe = load(recipe_path, [*TINY, *overrides])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     write_recipe(recipe, run_dir)
@@ -95,6 +95,18 @@ def test_offline_run_logs_recipe_metrics_tables_and_artifacts(tmp_path, monkeypa
         assert all(Path(p).resolve().is_relative_to(run_dir.resolve()) for p in artifact["local_paths"]), artifact
     assert "augmentations/_type" in run.history_keys()  # the default recipe crops
     assert "wandb sync" not in capsys.readouterr().err  # zoo.train says it once, at the end (see below)
+
+
+def test_a_streamed_test_split_gets_its_confusion_matrix_and_per_class_table(tmp_path, monkeypatch):
+    from streaming_data import prepared
+    from test_streaming import recipe_file
+
+    monkeypatch.chdir(tmp_path)
+    root = prepared(tmp_path / "prepared", {"train": 12, "val": 6, "test": 9})
+    _, run_dir, _ = _fit_with_wandb(tmp_path, ["logger.wandb.mode=offline"], recipe_file(tmp_path, root))
+    run = read_offline_run(run_dir)
+    assert {"test/confusion_matrix/_type", "test/per_class/_type"} <= run.history_keys()
+    assert "test/macro_f1" in run.summary and 0.0 <= run.summary["test/macro_f1"] <= 1.0
 
 
 def test_disabled_mode_writes_no_wandb_folder(tmp_path, monkeypatch):

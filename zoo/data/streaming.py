@@ -297,9 +297,9 @@ class EvalStream:
     """Every image of a split once across ranks, in order: rank r reads a contiguous block, as TensorBatches
     does."""
 
-    def __init__(self, dm: StreamingData, split: str, keep_workers: bool = False) -> None:
+    def __init__(self, dm: StreamingData, split: str, keep_workers: bool = False, whole: bool = False) -> None:
         self.dm, self.split = dm, split
-        rank, world = dm._rank()
+        rank, world = (0, 1) if whole else dm._rank()
         n = dm.split_size(split)
         base, extra = divmod(n, world)
         start = rank * base + min(rank, extra)
@@ -451,9 +451,10 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
             stop_workers(stream.loader)
         self._kept.clear()
 
-    def batches(self, split: str) -> EvalStream:
-        """Every image of ``split`` once, in order, with its label: what zoo eval and predict score."""
-        return EvalStream(self, split)
+    def batches(self, split: str, whole: bool = False) -> EvalStream:
+        """Every image of ``split`` once, in order, with its label: what zoo eval and predict score. Under DDP
+        this rank's share, or with ``whole`` all of the split."""
+        return EvalStream(self, split, whole=whole)
 
 
 def take_leading_box(module, dm) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import DummyExperiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -393,13 +394,20 @@ class WandbExtras(L.Callback):
             return
         dm = trainer.datamodule
         part = getattr(dm, "test", None)
-        if part is None or not hasattr(part, "x"):
+        if part is not None and hasattr(part, "x"):
+            probs, labels = pl_module.predict_proba(part.x).cpu(), part.y.cpu()
+        elif hasattr(dm, "batches"):
+            # a streamed split, scored batch by batch: all of it, as this runs on the logging rank alone
+            scored = [(pl_module.predict_proba(x).cpu(), y) for x, y in dm.batches("test", whole=True)]
+            if not scored:
+                return
+            probs, labels = torch.cat([p for p, _ in scored]), torch.cat([y for _, y in scored])
+        else:
             return
 
         from zoo.monitoring.metrics import classification_metrics
 
-        probs = pl_module.predict_proba(part.x).cpu()
-        report = classification_metrics(probs, part.y.cpu())
+        report = classification_metrics(probs, labels)
         classes = [str(c) for c in getattr(dm, "classes", range(probs.shape[1]))]
         with staged_in(self.run_dir):  # a logged table becomes an artifact, staged when it is logged
             logger.log_once(
