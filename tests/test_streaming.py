@@ -231,6 +231,20 @@ def test_a_damaged_image_stops_the_run_naming_it_in_one_line_with_the_workers_sh
     assert not run.exists()
 
 
+def test_a_training_batch_of_damaged_images_alone_is_an_error_under_ddp_and_left_out_otherwise(
+    tmp_path, monkeypatch
+):
+    from zoo.core.errors import ZooError
+
+    root = prepared(tmp_path / "prepared", {"train": 12, "val": 3, "test": 3}, bad={"train": list(range(12))})
+    dm = data(root, batch_size=3, on_bad_image="skip")
+    assert epoch(dm.train_dataloader()) == []  # one process: nothing to keep in step with
+    monkeypatch.setattr(dm, "_rank", lambda: (1, 2))
+    dm._train = None
+    with pytest.raises(ZooError, match=r"every image of a training batch is damaged \(3, first: train/"):
+        epoch(dm.train_dataloader())
+
+
 def test_skipped_damaged_images_are_counted_and_logged_and_eval_scores_the_others(tmp_path, capsys):
     import csv
 

@@ -232,7 +232,9 @@ class TrainStream:
         self.epoch += 1
         self.sampler.batches = [[(epoch, i) for i in batch] for batch in self.batches(epoch)[first:]]
         bad = BadImages(self.dm.on_bad_image, self.dm, f"training epoch {epoch}")
-        yield from readable(self.loader, len(self) - first, bad)
+        # under DDP a batch left out would leave this process a step behind the others, which then wait for
+        # it in the gradient reduction for ever: a batch of damaged images alone is an error there
+        yield from readable(self.loader, len(self) - first, bad, empty_ok=self.world == 1)
 
     def close(self) -> None:
         """Stop the kept workers (the loader starts new ones if it is read again)."""
@@ -260,10 +262,13 @@ def stop_workers(loader: DataLoader) -> None:
     loader._iterator = None
 
 
-def readable(loader, count: int, bad: BadImages) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def readable(
+    loader, count: int, bad: BadImages, empty_ok: bool = True
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The ``count`` batches of ``loader`` without their damaged images (``bad`` stops or counts them); the
-    count is reported as the last batch is handed over (see BadImages.done). An error stops the loader's
-    workers, kept ones too: a failed fit never reaches the teardown that would."""
+    count is reported as the last batch is handed over (see BadImages.done). A batch left with no image is
+    left out, or with ``empty_ok`` False an error. An error stops the loader's workers, kept ones too: a
+    failed fit never reaches the teardown that would."""
     try:
         for i, batch in enumerate(loader):
             taken = bad.take(batch)
@@ -271,6 +276,13 @@ def readable(loader, count: int, bad: BadImages) -> Iterator[tuple[torch.Tensor,
                 bad.done()
             if taken is not None:
                 yield taken
+            elif not empty_ok:
+                raise ZooError(
+                    f"streaming: every image of a training batch is damaged ({batch['items']}, first: "
+                    f"{batch['bad'][0][0]}); with several processes each must take every step, so the batch "
+                    "cannot be left out: remove the damaged files, or prepare the folder again with "
+                    "zoo data prepare --skip-bad"
+                )
     except Exception:
         stop_workers(loader)
         raise
