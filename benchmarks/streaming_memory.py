@@ -10,6 +10,7 @@ what an in-memory data set would hold.
 
     python benchmarks/streaming_memory.py                 # about 5-10 minutes on a busy 2-core CPU
     python benchmarks/streaming_memory.py --keep /tmp/sm  # keep (and on a second call reuse) the folders
+    python benchmarks/streaming_memory.py --keep /tmp/sm --repeats 3   # medians of 3 runs a size
 
 Both RSS and PSS are summed over the processes. RSS counts a page the forked workers share with the trainer
 (torch's libraries and whatever the trainer held when it forked them) once per process: an upper bound of
@@ -26,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,6 +186,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="loader workers (and preparing processes)")
     parser.add_argument("--keep", type=Path, help="keep the generated folders here, and reuse what is there")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each size, taking turns; each figure is the median of its runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -191,12 +195,19 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     results = {}
     try:
+        prepared = {}
         for n in args.sizes:
             source, dest = scratch / f"images-{n}", scratch / f"prepared-{n}"
             generate(source, n)
-            how = prepare(source, dest, args.workers)
-            results[n] = {"prepared_by": how,
-                          **train_peak(dest, scratch / f"run-{n}", args.steps, args.image_size, args.workers)}
+            prepared[n] = (dest, prepare(source, dest, args.workers))
+        runs: dict[int, list[dict]] = {n: [] for n in args.sizes}
+        for _ in range(args.repeats):
+            for n in args.sizes:  # the sizes take turns, so that a busy spell of the machine falls on both
+                dest = prepared[n][0]
+                runs[n].append(train_peak(dest, scratch / f"run-{n}", args.steps, args.image_size, args.workers))
+        for n, done in runs.items():
+            results[n] = {"prepared_by": prepared[n][1], "runs": done,
+                          **{key: statistics.median(r[key] for r in done) for key in done[0]}}
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
