@@ -230,7 +230,7 @@ class TrainStream:
                 first = min(self._resume_at[1], len(self))
             self._resume_at = None
         self.epoch += 1
-        self.sampler.batches = [[(epoch, i) for i in batch] for batch in self.batches(epoch)[first:]]
+        self.sampler.epoch, self.sampler.batches = epoch, self.batches(epoch)[first:]
         bad = BadImages(self.dm.on_bad_image, self.dm, f"training epoch {epoch}")
         # under DDP a batch left out would leave this process a step behind the others, which then wait for
         # it in the gradient reduction for ever: a batch of damaged images alone is an error there
@@ -242,16 +242,19 @@ class TrainStream:
 
 
 class EpochBatches:
-    """The batch sampler of TrainStream's one loader: the batches of (epoch, index) it set for this pass."""
+    """The batch sampler of TrainStream's one loader: this pass's batches of indices, each index handed over
+    as (epoch, index) (made batch by batch: a million-image epoch's pairs at once would take 100 MB)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int]]] = []
+        self.epoch = 0
+        self.batches: list[list[int]] = []
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return iter(self.batches)
+        epoch = self.epoch
+        return ([(epoch, i) for i in batch] for batch in self.batches)
 
 
 def stop_workers(loader: DataLoader) -> None:
