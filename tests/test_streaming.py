@@ -69,6 +69,19 @@ def test_a_training_epoch_is_every_image_once_in_uint8_batches_reshuffled_per_ep
     assert torch.allclose(dm.mean.view(-1).double(), mean, atol=1e-4)
 
 
+def test_a_root_read_through_litdatas_downloaders_gives_the_local_folders_batches(folder, tmp_path):
+    # "local:" goes the way of s3:// and the other URLs (chunks downloaded into the cache, then read), with
+    # nothing remote needed; the figures must be those of the folder read in place
+    cache = tmp_path / "cache"
+    remote, here = data(f"local:{folder}", cache_dir=str(cache)), data(folder)
+    assert (remote.classes, remote.sizes) == (here.classes, here.sizes)
+    for ours, theirs in zip(epoch(remote.train_dataloader()), epoch(here.train_dataloader()), strict=True):
+        assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    for ours, theirs in zip(remote.batches("test"), here.batches("test"), strict=True):
+        assert torch.equal(ours[0], theirs[0])
+    assert list(cache.rglob("chunk-*.bin"))  # downloaded into the cache asked for
+
+
 def test_training_workers_outlive_an_epoch_and_crop_each_epoch_afresh(folder):
     import zoo
 
@@ -91,6 +104,7 @@ def test_training_workers_outlive_an_epoch_and_crop_each_epoch_afresh(folder):
 @pytest.mark.parametrize("extra, message", [
     (["data.root=nowhere"], "streaming: nowhere (data.root) does not exist; it must be a folder written by zoo data"),
     (["ensemble.members=2", "ensemble.bootstrap=true"], "ensemble.bootstrap: the streaming data set streams its"),
+    (["data.root=file:///nowhere"], "streaming: file:///nowhere (data.root): LitData reads s3://, gs://"),
 ])
 def test_mistakes_are_one_line_and_leave_no_run_folder(folder, tmp_path, capsys, extra, message):
     from zoo.cli.main import main

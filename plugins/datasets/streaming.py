@@ -24,6 +24,7 @@ def streaming(
     eval_batch_size: Positive = 256,
     num_workers: Annotated[int, Field(ge=0)] = 2,
     on_bad_image: Literal["stop", "skip"] = "stop",
+    cache_dir: str | None = None,
 ):
     """A folder ``zoo data prepare`` wrote, streamed: ``root``, its path or a URL litdata reads (s3://...).
 
@@ -34,6 +35,7 @@ def streaming(
     Per-channel mean and std come from up to 5,000 training images spread over the split, with the
     evaluation crop. A damaged image stops the run naming it (``on_bad_image: stop``), or is left out and
     counted (``skip``). ``batch_size`` and ``eval_batch_size`` are the training and evaluation batch sizes.
+    A URL ``root``'s chunks are downloaded into ``cache_dir`` (default: litdata's, ~/.lightning/chunks).
     """
     from zoo.data.streaming import StreamingData, read_meta
 
@@ -48,4 +50,5 @@ def streaming(
         eval_batch_size=eval_batch_size,
         num_workers=num_workers,
         on_bad_image=on_bad_image,
+        cache_dir=cache_dir,
     )

@@ -53,8 +53,21 @@ _SEED_MIX = (1_000_003, 10_007)
 BoxDraw = Callable[[int, int, torch.Generator], Box]  # a per_image_box method: (height, width, generator)
 
 
+# what litdata's StreamingDataset reads chunks from besides a local folder (its downloaders); "local:" is a
+# local folder read the same way, chunks copied into the cache first, as from object storage
+REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "hf://", "r2://", "local:")
+
+
 def is_url(root: str) -> bool:
-    return "://" in root
+    """Whether ``root`` is read through litdata's downloaders; another scheme is one line."""
+    if root.startswith(REMOTE_PREFIXES):
+        return True
+    if "://" in root:
+        raise ZooError(
+            f"streaming: {root} (data.root): LitData reads {', '.join(REMOTE_PREFIXES)} and local folders, not "
+            f"{root.split('://')[0]}://; give the folder's path or copy it to object storage"
+        )
+    return False
 
 
 def read_meta(root: str) -> dict[str, Any]:
@@ -350,9 +363,11 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
         num_workers: int,
         on_bad_image: str,
         seed: int = 0,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.root = root
+        self.cache_dir = cache_dir
         self.classes = [str(c) for c in meta["classes"]]
         self.num_classes = len(self.classes)
         self.sizes = {split: int(n) for split, n in meta.get("splits", {}).items()}
@@ -389,7 +404,7 @@ class StreamingData(TrainerPosition, L.LightningDataModule):
         # one item deserialized per read: litdata's default for byte items deserializes a window of ~240
         # items around each one, made for reading in order, and a shuffled epoch reads by random index
         # (1,500 random reads of CIFAR-10 JPEGs, one process, under cProfile: 1.62 s, and 0.30 s with this)
-        dataset = Images(location, batch_decode=1)
+        dataset = Images(location, batch_decode=1, cache_dir=self.cache_dir if is_url(self.root) else None)
         dataset.decoder = Decoder(location, size, self.crop_pct, box, self.seed)
         return dataset
 
