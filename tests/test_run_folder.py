@@ -127,12 +127,30 @@ def test_two_runs_started_together_in_one_folder(tmp_path):
     codes = sorted(code for code, _ in outs)
     assert codes == [0, 2], outs
     refused = next(err for code, err in outs if code == 2)
-    assert "is in use by zoo (pid" in refused or "already exists" in refused
+    # locked by the other (its details written, or not yet), or already its finished run
+    assert any(words in refused for words in ("is in use by zoo (pid", "is in use by another zoo process, which is "
+                                              "starting", "already exists")), refused
     assert "Traceback" not in refused
     with open(tmp_path / "same" / "logs" / "metrics.csv") as f:
         lines = f.read().splitlines()
     assert sum(line == lines[0] for line in lines) == 1  # one writer: one header
     assert json.loads((tmp_path / "same" / "metrics.json").read_text())["test_acc"] > 0.5
+
+
+def test_a_run_that_finds_its_new_folder_locked_by_another_leaves_it_to_that_run(tmp_path, monkeypatch):
+    # two runs start together: both make the folder, the other locks it first; ours must not remove it
+    path, held = tmp_path / "same", []
+    acquire = RunLock.acquire.__func__
+
+    def the_other_run_first(cls, folder):
+        held.append(acquire(cls, folder))
+        return acquire(cls, folder)
+
+    monkeypatch.setattr(RunLock, "acquire", classmethod(the_other_run_first))
+    with pytest.raises(ZooError, match="is in use by zoo \\(pid"):
+        RunFolder.claim(path, overwrite=False)
+    assert path.is_dir() and (path / LOCK_FILE).is_file()
+    held[0].release()
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt(), MemoryError()],

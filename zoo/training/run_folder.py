@@ -139,6 +139,8 @@ def _alive(info: dict[str, Any]) -> bool:
 
 
 def _describe(info: dict[str, Any]) -> str:
+    if not info.get("pid"):  # locked a moment ago, its details not written yet
+        return "another zoo process, which is starting"
     return (
         f"zoo (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')}: "
         f"{str(info.get('command', ''))[:120]})"
@@ -275,7 +277,9 @@ class RunFolder:
         try:
             lock = RunLock.acquire(path)
         except BaseException:
-            if top is not None:
+            # a run started at the same moment may have made the folder too and locked it first: it is that
+            # run's now, not ours to remove
+            if top is not None and RunLock.holder(path) is None:
                 discard_run_dir(path, top)
             raise
         folder = cls(path, lock, created=top)
